@@ -1,0 +1,16 @@
+#!/bin/sh
+# Install the Debian packages the build and the tests need, only those missing.
+set -e
+PKGS="build-essential autoconf automake pkg-config libtokyocabinet-dev tokyocabinet-bin
+libmsgpack-dev libssl-dev zlib1g-dev ragel libev-dev libncurses-dev libcmocka-dev
+python3 python3-pytest python3-pymemcache libmemcached-tools memcached procps"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "install-deps: installing$missing"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
+fi

@@ -1,0 +1,76 @@
+/* proto.h - RPC method numbers and flag words of kumofs 0.4.13 (wire.md §7.7, §8).
+ * Each daemon has its own number space; the receiver decides the meaning. */
+#ifndef KUMO_PROTO_H
+#define KUMO_PROTO_H
+
+/* Handled by kumo-manager (wire.md §8.1). */
+enum manager_method {
+    MGR_KEEP_ALIVE = 0,
+    MGR_HASH_SPACE_REQUEST = 1,
+    MGR_HASH_SPACE_SYNC = 2,
+    MGR_WHASH_SPACE_REQUEST = 4,
+    MGR_RHASH_SPACE_REQUEST = 5,
+    MGR_REPLACE_COPY_END = 10,
+    MGR_REPLACE_DELETE_END = 11,
+    MGR_REPLACE_ELECTION = 12,
+    MGR_GET_NODES_INFO = 99,
+    MGR_ATTACH_NEW_SERVERS = 100,
+    MGR_DETACH_FAULT_SERVERS = 101,
+    MGR_CREATE_BACKUP = 102,
+    MGR_SET_AUTO_REPLACE = 103,
+    MGR_START_REPLACE = 104,
+};
+
+/* Handled by kumo-server (wire.md §8.2). */
+enum server_method {
+    SRV_KEEP_ALIVE = 0,
+    SRV_HASH_SPACE_SYNC = 2,
+    SRV_REPLACE_COPY_START = 8,
+    SRV_REPLACE_DELETE_START = 9,
+    SRV_REPLACE_OFFER = 16,
+    SRV_REPLICATE_SET = 32,
+    SRV_REPLICATE_DELETE = 33,
+    SRV_GET = 34,
+    SRV_SET = 35,
+    SRV_DELETE = 36,
+    SRV_GET_IF_MODIFIED = 37,
+    SRV_CREATE_BACKUP = 96,
+    SRV_GET_STATUS = 97,
+    SRV_SET_CONFIG = 98,
+};
+
+/* Handled by kumo-gateway (wire.md §8.3). */
+enum gateway_method {
+    GW_HASH_SPACE_PUSH = 3,
+};
+
+/* Set.operation (wire.md §7.7). */
+enum set_op {
+    SET_OP_SET = 0,
+    SET_OP_SET_ASYNC = 1,
+    SET_OP_CAS = 2,
+    SET_OP_APPEND = 4,      /* declared by the original, rejected with error 5 */
+    SET_OP_PREPEND = 8,
+};
+
+#define STORE_FLAG_ASYNC 0x01      /* Delete.flags: reply before replication completes */
+#define REPLICATE_FLAG_BY_RHS 0x01 /* Replicate*.flags: validate against rhs */
+
+/* GetStatus commands (wire.md §9). */
+enum status_cmd {
+    STATUS_PID = 0, STATUS_UPTIME = 1, STATUS_TIME = 2, STATUS_VERSION = 3,
+    STATUS_CMD_GET = 4, STATUS_CMD_SET = 5, STATUS_CMD_DELETE = 6, STATUS_ITEMS = 7,
+    STATUS_CLOCKTIME = 8, STATUS_RHS = 9, STATUS_WHS = 10, STATUS_REPLSTAT = 11,
+};
+
+/* GetStatus replstat bits. */
+#define REPLSTAT_INACTIVE 0x01
+#define REPLSTAT_HS_DIFFER 0x02
+#define REPLSTAT_COPYING 0x04
+#define REPLSTAT_DELETING 0x08
+
+#define CONF_TCP_NODELAY 0
+
+#define KUMO_VERSION_STRING "0.4.13 revision "
+
+#endif

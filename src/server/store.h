@@ -1,0 +1,67 @@
+/* store.h - the server's record store: a Tokyo Cabinet hash database holding the record
+ * layout of storage.md §2, with store-if-newer, tombstones, CAS, the tombstone garbage
+ * queue (§5) and backup (§6).  Single-threaded use from the server's event loop, except
+ * store_backup which may run on another thread. */
+#ifndef KUMO_STORE_H
+#define KUMO_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "logic/clocktime.h"
+
+typedef struct store store;
+
+/* Open (create if missing) "path[#xmsiz=..][#rcnum=..]" (storage.md §1.1).  On failure
+ * returns NULL and writes a message naming the path and TC's error text to err. */
+store *store_open(const char *spec, char *err, size_t errlen);
+
+/* Close the database (flushes everything). */
+void store_close(store *st);
+
+/* Tombstone garbage parameters (-gN, -gX seconds, -gS KiB; storage.md §5.1).
+ * min is lowered to max if larger. */
+void store_set_garbage(store *st, uint32_t min_sec, uint32_t max_sec, size_t mem_limit_kib);
+
+/* The raw stored value (live value or tombstone) copied into a malloc'd buffer the caller
+ * frees; NULL if absent.  *vlen gets the length. */
+void *store_get(store *st, const void *key, size_t klen, size_t *vlen);
+
+/* The stored version: true and *ct if a value of >= 8 bytes (live or tombstone) exists. */
+bool store_get_clocktime(store *st, const void *key, size_t klen, clocktime_t *ct);
+
+/* Plain overwrite (coordinator Set, storage.md §4.2).  Returns false on a storage error. */
+bool store_put(store *st, const void *key, size_t klen, const void *val, size_t vlen);
+
+/* Store-if-newer (storage.md §4.1); val's first 8 bytes are its clocktime (a value of
+ * exactly 8 bytes is a tombstone).  Returns true if stored. */
+bool store_update(store *st, const void *key, size_t klen, const void *val, size_t vlen);
+
+/* Delete: store-if-newer of the tombstone BE64(ct) (storage.md §4.3); on success also
+ * queues the garbage entry and advances the garbage queue.  Returns true if deleted. */
+bool store_remove(store *st, const void *key, size_t klen, clocktime_t ct);
+
+/* CAS (storage.md §4.4): store val if the key is absent or its stored clocktime equals
+ * compare exactly.  Returns true if stored. */
+bool store_cas(store *st, const void *key, size_t klen, const void *val, size_t vlen,
+               clocktime_t compare);
+
+/* Unconditionally remove a record (replace delete phase). */
+bool store_erase(store *st, const void *key, size_t klen);
+
+/* Number of records, tombstones included (TC rnum). */
+uint64_t store_count(store *st);
+
+/* Iterate all live records (storage.md §5.2): values < 8 bytes are deleted; tombstones
+ * are skipped, and deleted if older than purge_limit (0 = never purge).  fn gets
+ * borrowed key/value; return false from fn to stop.  fn may call store_erase on the
+ * current key.  Returns the number of live records visited. */
+typedef bool (*store_iter_fn)(const void *key, size_t klen, const void *val, size_t vlen, void *ud);
+uint64_t store_iterate(store *st, clocktime_t purge_limit, store_iter_fn fn, void *ud);
+
+/* Copy the database to dst via dst.tmp + fsync + rename (storage.md §6).  Safe to call
+ * from another thread while the server runs.  Returns 0, or -1 with err filled. */
+int store_backup(store *st, const char *dst, char *err, size_t errlen);
+
+#endif
