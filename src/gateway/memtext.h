@@ -57,9 +57,14 @@ enum memtext_status {
  * ERROR: *errmsg is the full reply line memcached sends, without "\r\n": "ERROR",
  *   "CLIENT_ERROR bad command line format", "CLIENT_ERROR bad data chunk", ...; *consumed
  *   is how much input to drop (the bad line; for a bad data chunk also the data block,
- *   as memcached does) so the connection keeps working.  A line longer than
- *   MEMTEXT_LINE_MAX without "\n" is an ERROR with *consumed = len (caller should then
- *   keep discarding until the next "\n"; see memtext_skip_line).
+ *   as memcached does; for a storage line whose <bytes> is valid but whose key, flags,
+ *   exptime or cas is not, also the data block, so a value never runs as a command --
+ *   that error waits for the block with NEED_MORE) so the connection keeps working.
+ *   req->cmd and req->noreply are set as far as the line was understood (memcached sends
+ *   no error reply to a noreply request).  A line longer than MEMTEXT_LINE_MAX without
+ *   "\n" is an ERROR ("CLIENT_ERROR line too long") with *consumed = len (caller should
+ *   then keep discarding until the next "\n"; see memtext_skip_line); get/gets/gat/gats
+ *   lines may be as long as MEMTEXT_MAX_KEYS keys of MEMTEXT_KEY_MAX bytes need.
  * max_value: largest accepted data block; a larger one gives ERROR with
  *   "SERVER_ERROR object too large for cache", *consumed = the command line, and *need =
  *   the bytes of the data block (+2) the caller must still discard as they arrive. For all

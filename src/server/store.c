@@ -1,0 +1,406 @@
+/* store.c - the server's record store over a Tokyo Cabinet hash database (storage.md). */
+#include "server/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <tcutil.h>
+#include <tchdb.h>
+
+#include "logic/log.h"
+#include "logic/record.h"
+#include "logic/xmalloc.h"
+
+/* One remembered delete (storage.md §5.1).  Accounted as 8 + klen bytes, like the
+ * original, whatever the real allocation costs. */
+typedef struct garbage_entry {
+    struct garbage_entry *next;
+    clocktime_t ct;          /* clocktime of the delete */
+    size_t klen;
+    uint8_t key[];           /* the TC key (DBKey) */
+} garbage_entry;
+
+struct store {
+    TCHDB *db;
+    /* garbage queue: FIFO, head = oldest */
+    garbage_entry *gq_head;
+    garbage_entry *gq_tail;
+    size_t gq_size;          /* accounted bytes: sum of 8 + klen */
+    uint32_t garbage_min;    /* -gN seconds */
+    uint32_t garbage_max;    /* -gX seconds */
+    size_t garbage_limit;    /* -gS, in bytes */
+};
+
+/* TC keys and values are int-sized; anything larger cannot be stored. */
+static bool fits_int(size_t n) { return n <= (size_t)INT_MAX; }
+
+/* Apply the `#name=value` suffixes of storage.md §1.1 to db and cut them off path (in
+ * place).  Returns false (err filled) if a suffix has no '='. */
+static bool apply_tuning(TCHDB *db, char *path, char *err, size_t errlen)
+{
+    char *hash;
+    /* The last '#' first; the leftmost duplicate is therefore applied last and wins. */
+    while ((hash = strrchr(path, '#')) != NULL) {
+        char *param = hash + 1;
+        char *eq = strchr(param, '=');
+        if (eq == NULL) {
+            snprintf(err, errlen, "invalid database parameter: %s", param);
+            return false;
+        }
+        *hash = '\0';
+        *eq = '\0';
+        const char *value = eq + 1;
+        if (strcmp(param, "rcnum") == 0) {
+            tchdbsetcache(db, (int32_t)tcatoix(value));
+        } else if (strcmp(param, "xmsiz") == 0) {
+            tchdbsetxmsiz(db, tcatoix(value));
+        }
+        /* unknown names are ignored silently, as in the original */
+    }
+    return true;
+}
+
+/* Configure and open db on spec; false with err filled on failure. */
+static bool do_open(TCHDB *db, const char *spec, char *err, size_t errlen)
+{
+    if (!tchdbsetmutex(db)) {
+        snprintf(err, errlen, "%s: %s", spec, tchdberrmsg(tchdbecode(db)));
+        return false;
+    }
+    char *path = xstrdup(spec);
+    bool ok = apply_tuning(db, path, err, errlen);
+    /* storage.md §1: writer + create, no tune (TC defaults, like the original). */
+    if (ok && !tchdbopen(db, path, HDBOWRITER | HDBOCREAT)) {
+        snprintf(err, errlen, "%s: %s", path, tchdberrmsg(tchdbecode(db)));
+        ok = false;
+    }
+    free(path);
+    return ok;
+}
+
+store *store_open(const char *spec, char *err, size_t errlen)
+{
+    TCHDB *db = tchdbnew();
+    if (!do_open(db, spec, err, errlen)) {
+        tchdbdel(db);
+        return NULL;
+    }
+    store *st = xcalloc(1, sizeof(*st));
+    st->db = db;
+    store_set_garbage(st, 60, 3600, 2048);   /* cli.md §4 defaults */
+    return st;
+}
+
+void store_close(store *st)
+{
+    if (st == NULL)
+        return;
+    if (!tchdbclose(st->db))
+        log_error("store close failed: %s", tchdberrmsg(tchdbecode(st->db)));
+    tchdbdel(st->db);
+    garbage_entry *e = st->gq_head;
+    while (e != NULL) {
+        garbage_entry *next = e->next;
+        free(e);
+        e = next;
+    }
+    free(st);
+}
+
+void store_set_garbage(store *st, uint32_t min_sec, uint32_t max_sec, size_t mem_limit_kib)
+{
+    if (min_sec > max_sec)
+        min_sec = max_sec;   /* cli.md §4: -gN silently lowered to -gX */
+    st->garbage_min = min_sec;
+    st->garbage_max = max_sec;
+    st->garbage_limit = mem_limit_kib > SIZE_MAX / 1024 ? SIZE_MAX : mem_limit_kib * 1024;
+}
+
+void *store_get(store *st, const void *key, size_t klen, size_t *vlen)
+{
+    if (!fits_int(klen))
+        return NULL;
+    int sz = 0;
+    void *v = tchdbget(st->db, key, (int)klen, &sz);
+    if (v == NULL)
+        return NULL;
+    *vlen = (size_t)sz;
+    return v;   /* TC allocates with malloc: the caller's free() releases it */
+}
+
+bool store_get_clocktime(store *st, const void *key, size_t klen, clocktime_t *ct)
+{
+    if (!fits_int(klen))
+        return false;
+    uint8_t buf[8];
+    int n = tchdbget3(st->db, key, (int)klen, buf, sizeof(buf));
+    if (n < 8)
+        return false;
+    *ct = be64_get(buf);
+    return true;
+}
+
+static void report_error(store *st, const char *what)
+{
+    int ecode = tchdbecode(st->db);
+    if (ecode != TCEKEEP && ecode != TCENOREC)
+        log_error("store %s failed: %s", what, tchdberrmsg(ecode));
+}
+
+bool store_put(store *st, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    if (!fits_int(klen) || !fits_int(vlen))
+        return false;
+    if (!tchdbput(st->db, key, (int)klen, val, (int)vlen)) {
+        report_error(st, "put");
+        return false;
+    }
+    return true;
+}
+
+/* Argument of the put procedures: the incoming value and the clocktime to decide on. */
+typedef struct put_op {
+    const void *val;
+    size_t vlen;
+    clocktime_t ct;
+} put_op;
+
+/* storage.md §4.1: replace only when the stored version is strictly older (or short). */
+static void *update_proc(const void *old, int oldlen, int *sp, void *opaque)
+{
+    const put_op *op = opaque;
+    if (!record_should_replace(old, (size_t)oldlen, op->ct))
+        return NULL;
+    *sp = (int)op->vlen;
+    return xmemdup(op->val, op->vlen);   /* TC frees it with free() */
+}
+
+static bool do_update(store *st, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    put_op op = { val, vlen, be64_get(val) };
+    /* An absent key gets val unconditionally: TC's putproc semantics (§4). */
+    if (!tchdbputproc(st->db, key, (int)klen, val, (int)vlen, update_proc, &op)) {
+        report_error(st, "update");
+        return false;
+    }
+    return true;
+}
+
+bool store_update(store *st, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    if (vlen < 8 || !fits_int(klen) || !fits_int(vlen))
+        return false;
+    return do_update(st, key, klen, val, vlen);
+}
+
+/* §5.1 conditional physical delete: remove only while the record is still that tombstone
+ * (or anything no newer, or a short value).  The op is the entry's clocktime. */
+static void *collect_proc(const void *old, int oldlen, int *sp, void *opaque)
+{
+    (void)sp;
+    const clocktime_t *ct = opaque;
+    if (record_tombstone_collectable(old, (size_t)oldlen, *ct))
+        return (void *)-1;
+    return NULL;
+}
+
+static void collect(store *st, const void *key, size_t klen, clocktime_t ct)
+{
+    /* vbuf NULL: never insert anything when the key has vanished meanwhile. */
+    if (!tchdbputproc(st->db, key, (int)klen, NULL, 0, collect_proc, &ct))
+        report_error(st, "garbage collect");
+}
+
+static void garbage_pop(store *st)
+{
+    garbage_entry *e = st->gq_head;
+    st->gq_head = e->next;
+    if (st->gq_head == NULL)
+        st->gq_tail = NULL;
+    st->gq_size -= 8 + e->klen;
+    free(e);
+}
+
+/* Push the entry of a successful remove and advance the queue with T = now
+ * (storage.md §5.1).  There is no timer: this is the only place the queue moves. */
+static void garbage_push(store *st, const void *key, size_t klen, clocktime_t now)
+{
+    garbage_entry *e = xmalloc(sizeof(*e) + klen);
+    e->next = NULL;
+    e->ct = now;
+    e->klen = klen;
+    memcpy(e->key, key, klen);
+    if (st->gq_tail != NULL)
+        st->gq_tail->next = e;
+    else
+        st->gq_head = e;
+    st->gq_tail = e;
+    st->gq_size += 8 + klen;
+
+    clocktime_t min_limit = clocktime_sub_sec(now, st->garbage_min);
+    clocktime_t max_limit = clocktime_sub_sec(now, st->garbage_max);
+    while (st->gq_head != NULL) {
+        garbage_entry *front = st->gq_head;
+        if (st->gq_size > st->garbage_limit) {
+            /* Memory pressure: drop the entry; its tombstone goes only if old enough. */
+            if (clocktime_less(front->ct, min_limit))
+                collect(st, front->key, front->klen, front->ct);
+        } else if (clocktime_less(front->ct, max_limit)) {
+            collect(st, front->key, front->klen, front->ct);
+        } else {
+            break;
+        }
+        garbage_pop(st);
+    }
+}
+
+bool store_remove(store *st, const void *key, size_t klen, clocktime_t ct)
+{
+    if (!fits_int(klen))
+        return false;
+    uint8_t tomb[TOMBSTONE_LEN];
+    be64_put(tomb, ct);
+    if (!do_update(st, key, klen, tomb, sizeof(tomb)))
+        return false;
+    garbage_push(st, key, klen, ct);
+    return true;
+}
+
+/* storage.md §4.4: replace only a record whose clocktime equals compare exactly. */
+static void *cas_proc(const void *old, int oldlen, int *sp, void *opaque)
+{
+    const put_op *op = opaque;
+    if (!record_cas_matches(old, (size_t)oldlen, op->ct))
+        return NULL;
+    *sp = (int)op->vlen;
+    return xmemdup(op->val, op->vlen);
+}
+
+bool store_cas(store *st, const void *key, size_t klen, const void *val, size_t vlen,
+               clocktime_t compare)
+{
+    if (!fits_int(klen) || !fits_int(vlen))
+        return false;
+    put_op op = { val, vlen, compare };
+    if (!tchdbputproc(st->db, key, (int)klen, val, (int)vlen, cas_proc, &op)) {
+        report_error(st, "cas");
+        return false;
+    }
+    return true;
+}
+
+bool store_erase(store *st, const void *key, size_t klen)
+{
+    if (!fits_int(klen))
+        return false;
+    if (!tchdbout(st->db, key, (int)klen)) {
+        report_error(st, "erase");
+        return false;
+    }
+    return true;
+}
+
+uint64_t store_count(store *st)
+{
+    return tchdbrnum(st->db);
+}
+
+/* §5.2 "conditional on being unchanged": remove only if the value is still the bytes we
+ * saw during the iteration. */
+typedef struct same_op {
+    const void *val;
+    size_t vlen;
+} same_op;
+
+static void *purge_proc(const void *old, int oldlen, int *sp, void *opaque)
+{
+    (void)sp;
+    const same_op *op = opaque;
+    if ((size_t)oldlen == op->vlen && memcmp(old, op->val, op->vlen) == 0)
+        return (void *)-1;
+    return NULL;
+}
+
+static void purge(store *st, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    same_op op = { val, vlen };
+    if (!tchdbputproc(st->db, key, (int)klen, NULL, 0, purge_proc, &op))
+        report_error(st, "purge");
+}
+
+uint64_t store_iterate(store *st, clocktime_t purge_limit, store_iter_fn fn, void *ud)
+{
+    uint64_t visited = 0;
+    TCXSTR *k = tcxstrnew();
+    TCXSTR *v = tcxstrnew();
+    /* iternext3 copies the record out and releases TC's lock between records, so fn (and
+     * our purges) may modify or erase the current record. */
+    if (!tchdbiterinit(st->db)) {
+        report_error(st, "iterinit");
+        goto out;
+    }
+    while (tchdbiternext3(st->db, k, v)) {
+        const void *key = tcxstrptr(k);
+        size_t klen = (size_t)tcxstrsize(k);
+        const void *val = tcxstrptr(v);
+        size_t vlen = (size_t)tcxstrsize(v);
+        if (vlen < 8) {
+            purge(st, key, klen, val, vlen);   /* invalid record */
+            continue;
+        }
+        if (!dbvalue_is_live(vlen)) {
+            /* A tombstone (8 or 9 bytes): never handed to fn; aged ones go (§5.2). */
+            if (purge_limit != 0 && clocktime_less(dbvalue_clocktime(val), purge_limit))
+                purge(st, key, klen, val, vlen);
+            continue;
+        }
+        visited++;
+        if (!fn(key, klen, val, vlen, ud))
+            break;
+    }
+out:
+    tcxstrdel(k);
+    tcxstrdel(v);
+    return visited;
+}
+
+int store_backup(store *st, const char *dst, char *err, size_t errlen)
+{
+    size_t n = strlen(dst) + 5;
+    char *tmp = xmalloc(n);
+    snprintf(tmp, n, "%s.tmp", dst);
+    int rc = -1;
+    int fd;
+    /* tchdbcopy synchronises the database and copies it while holding TC's lock. */
+    if (!tchdbcopy(st->db, tmp)) {
+        snprintf(err, errlen, "backup to %s failed: %s", tmp, tchdberrmsg(tchdbecode(st->db)));
+        goto out;
+    }
+    fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "backup: can't open %s: %s", tmp, strerror(errno));
+        unlink(tmp);
+        goto out;
+    }
+    if (fsync(fd) != 0) {
+        snprintf(err, errlen, "backup: fsync %s failed: %s", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        goto out;
+    }
+    close(fd);
+    if (rename(tmp, dst) != 0) {
+        snprintf(err, errlen, "backup: rename %s to %s failed: %s", tmp, dst, strerror(errno));
+        unlink(tmp);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(tmp);
+    return rc;
+}

@@ -1,0 +1,578 @@
+/* test_store.c - the Tokyo Cabinet record store: layout, versions, tombstones, garbage
+ * queue, purge, backup (storage.md). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <tcutil.h>
+#include <tchdb.h>
+
+#include "logic/record.h"
+#include "server/store.h"
+
+static char g_dir[256];
+
+static void path_in_dir(char *out, size_t n, const char *name)
+{
+    snprintf(out, n, "%s/%s", g_dir, name);
+}
+
+static int setup_dir(void **state)
+{
+    (void)state;
+    snprintf(g_dir, sizeof(g_dir), "/tmp/test_store.XXXXXX");
+    return mkdtemp(g_dir) != NULL ? 0 : -1;
+}
+
+static int teardown_dir(void **state)
+{
+    (void)state;
+    DIR *d = opendir(g_dir);
+    if (d != NULL) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+                continue;
+            char p[512];
+            snprintf(p, sizeof(p), "%s/%s", g_dir, de->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(g_dir);
+    return 0;
+}
+
+static store *open_named(const char *name)
+{
+    char p[512], err[256];
+    path_in_dir(p, sizeof(p), name);
+    store *st = store_open(p, err, sizeof(err));
+    if (st == NULL)
+        fail_msg("store_open(%s): %s", p, err);
+    return st;
+}
+
+/* A live value: BE64(ct) ‖ 00 00 ‖ payload. */
+static size_t make_value(uint8_t *out, clocktime_t ct, const char *payload)
+{
+    size_t n = strlen(payload);
+    be64_put(out, ct);
+    out[8] = 0;
+    out[9] = 0;
+    memcpy(out + 10, payload, n);
+    return 10 + n;
+}
+
+/* Realistic seconds: "T - s" must not wrap below zero (storage.md §5.1). */
+#define BASE_SEC 1700000000u
+static clocktime_t ct_at(uint32_t sec) { return clocktime_make(BASE_SEC + sec, 0); }
+
+static void assert_value(store *st, const char *key, clocktime_t ct, const char *payload)
+{
+    size_t vlen = 0;
+    uint8_t *v = store_get(st, key, strlen(key), &vlen);
+    assert_non_null(v);
+    assert_int_equal(vlen, 10 + strlen(payload));
+    assert_int_equal(be64_get(v), ct);
+    assert_memory_equal(v + 10, payload, strlen(payload));
+    free(v);
+}
+
+static bool file_exists(const char *name)
+{
+    char p[512];
+    struct stat sb;
+    path_in_dir(p, sizeof(p), name);
+    return stat(p, &sb) == 0;
+}
+
+static void test_open_reopen(void **state)
+{
+    (void)state;
+    uint8_t v[64];
+    store *st = open_named("reopen.tch");
+    size_t n = make_value(v, ct_at(1000), "hello");
+    assert_true(store_put(st, "k1", 2, v, n));
+    assert_int_equal(store_count(st), 1);
+    store_close(st);
+    assert_true(file_exists("reopen.tch"));
+
+    st = open_named("reopen.tch");
+    assert_int_equal(store_count(st), 1);
+    assert_value(st, "k1", ct_at(1000), "hello");
+    store_close(st);
+}
+
+static void test_suffix_parsing(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *suffix;
+        const char *file;     /* the file that must exist afterwards, or NULL */
+        bool ok;
+    } cases[] = {
+        { "plain.tch", "plain.tch", true },
+        { "tuned.tch#rcnum=100#xmsiz=1m", "tuned.tch", true },
+        { "dup.tch#xmsiz=1g#xmsiz=2k#rcnum=10", "dup.tch", true },
+        { "unknown.tch#foo=bar", "unknown.tch", true },
+        { "bogus.tch#bogus", NULL, false },
+        { "bogus2.tch#rcnum=5#bogus", NULL, false },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char p[512], err[256] = "";
+        path_in_dir(p, sizeof(p), cases[i].suffix);
+        store *st = store_open(p, err, sizeof(err));
+        if (cases[i].ok) {
+            if (st == NULL)
+                fail_msg("case %zu (%s): %s", i, cases[i].suffix, err);
+            assert_true(file_exists(cases[i].file));
+            /* the suffix must not have become part of the file name */
+            assert_false(file_exists(cases[i].suffix) && strchr(cases[i].suffix, '#'));
+            store_close(st);
+        } else {
+            assert_null(st);
+            assert_true(err[0] != '\0');
+            assert_false(file_exists("bogus.tch"));
+        }
+    }
+    /* an unopenable path reports TC's error text */
+    char err[256] = "";
+    assert_null(store_open("/nonexistent-dir/x.tch", err, sizeof(err)));
+    assert_non_null(strstr(err, "/nonexistent-dir/x.tch"));
+}
+
+static void test_put_get(void **state)
+{
+    (void)state;
+    uint8_t v[64];
+    store *st = open_named("putget.tch");
+    size_t vlen;
+    assert_null(store_get(st, "nope", 4, &vlen));
+    clocktime_t ct;
+    assert_false(store_get_clocktime(st, "nope", 4, &ct));
+
+    size_t n = make_value(v, ct_at(2000), "one");
+    assert_true(store_put(st, "a", 1, v, n));
+    assert_value(st, "a", ct_at(2000), "one");
+    /* plain put overwrites even with an older clocktime (coordinator set, §4.2) */
+    n = make_value(v, ct_at(1000), "two");
+    assert_true(store_put(st, "a", 1, v, n));
+    assert_value(st, "a", ct_at(1000), "two");
+    assert_true(store_get_clocktime(st, "a", 1, &ct));
+    assert_int_equal(ct, ct_at(1000));
+    store_close(st);
+}
+
+static void test_update(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t existing;   /* 0 = absent */
+        uint32_t incoming;
+        bool stored;
+    } cases[] = {
+        { 0, 1000, true },       /* absent → stored */
+        { 1000, 2000, true },    /* newer replaces */
+        { 2000, 1000, false },   /* older refused */
+        { 1000, 1000, false },   /* equal refused */
+    };
+    store *st = open_named("update.tch");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint8_t v[64];
+        char key[16];
+        snprintf(key, sizeof(key), "u%zu", i);
+        if (cases[i].existing != 0) {
+            size_t n = make_value(v, ct_at(cases[i].existing), "old");
+            assert_true(store_put(st, key, strlen(key), v, n));
+        }
+        size_t n = make_value(v, ct_at(cases[i].incoming), "new");
+        assert_int_equal(store_update(st, key, strlen(key), v, n), cases[i].stored);
+        if (cases[i].stored)
+            assert_value(st, key, ct_at(cases[i].incoming), "new");
+        else
+            assert_value(st, key, ct_at(cases[i].existing), "old");
+    }
+    /* a stored value shorter than 8 bytes is always replaced */
+    assert_true(store_put(st, "short", 5, "abc", 3));
+    uint8_t v[64];
+    size_t n = make_value(v, ct_at(5), "x");
+    assert_true(store_update(st, "short", 5, v, n));
+    assert_value(st, "short", ct_at(5), "x");
+    /* an incoming value shorter than 8 bytes is refused */
+    assert_false(store_update(st, "tiny", 4, "abc", 3));
+    store_close(st);
+}
+
+static void test_tombstone(void **state)
+{
+    (void)state;
+    uint8_t v[64];
+    store *st = open_named("tomb.tch");
+    size_t n = make_value(v, ct_at(1000), "live");
+    assert_true(store_put(st, "k", 1, v, n));
+    assert_true(store_remove(st, "k", 1, ct_at(2000)));
+
+    size_t vlen = 0;
+    uint8_t *got = store_get(st, "k", 1, &vlen);
+    assert_non_null(got);
+    assert_int_equal(vlen, TOMBSTONE_LEN);
+    assert_int_equal(be64_get(got), ct_at(2000));
+    free(got);
+    clocktime_t ct;
+    assert_true(store_get_clocktime(st, "k", 1, &ct));
+    assert_int_equal(ct, ct_at(2000));
+
+    /* an older set does not resurrect; an equal/older delete is refused */
+    n = make_value(v, ct_at(1500), "stale");
+    assert_false(store_update(st, "k", 1, v, n));
+    assert_false(store_remove(st, "k", 1, ct_at(2000)));
+    assert_false(store_remove(st, "k", 1, ct_at(1000)));
+    /* a newer set resurrects */
+    n = make_value(v, ct_at(3000), "again");
+    assert_true(store_update(st, "k", 1, v, n));
+    assert_value(st, "k", ct_at(3000), "again");
+
+    /* remove of an absent key inserts the tombstone and answers true (§4.3) */
+    assert_true(store_remove(st, "absent", 6, ct_at(100)));
+    got = store_get(st, "absent", 6, &vlen);
+    assert_non_null(got);
+    assert_int_equal(vlen, TOMBSTONE_LEN);
+    free(got);
+    assert_int_equal(store_count(st), 2);
+    store_close(st);
+}
+
+static void test_cas(void **state)
+{
+    (void)state;
+    uint8_t v[64];
+    store *st = open_named("cas.tch");
+    size_t n = make_value(v, clocktime_make(BASE_SEC + 1000, 7), "orig");
+    assert_true(store_put(st, "c", 1, v, n));
+
+    n = make_value(v, ct_at(2000), "mismatch");
+    assert_false(store_cas(st, "c", 1, v, n, clocktime_make(BASE_SEC + 1000, 8)));
+    assert_value(st, "c", clocktime_make(BASE_SEC + 1000, 7), "orig");
+
+    n = make_value(v, ct_at(2000), "match");
+    assert_true(store_cas(st, "c", 1, v, n, clocktime_make(BASE_SEC + 1000, 7)));
+    assert_value(st, "c", ct_at(2000), "match");
+
+    /* absent key: stored (TC putproc semantics, §4.4) */
+    n = make_value(v, ct_at(3000), "fresh");
+    assert_true(store_cas(st, "none", 4, v, n, 12345));
+    assert_value(st, "none", ct_at(3000), "fresh");
+
+    /* a tombstone matches on its clocktime too */
+    assert_true(store_remove(st, "c", 1, ct_at(2500)));
+    n = make_value(v, ct_at(2600), "revived");
+    assert_false(store_cas(st, "c", 1, v, n, ct_at(2000)));
+    assert_true(store_cas(st, "c", 1, v, n, ct_at(2500)));
+    assert_value(st, "c", ct_at(2600), "revived");
+
+    /* short stored value: failure */
+    assert_true(store_put(st, "s", 1, "ab", 2));
+    assert_false(store_cas(st, "s", 1, v, n, 0));
+    store_close(st);
+}
+
+struct iter_ctx {
+    int seen_a, seen_b, seen_other;
+    store *st;
+    int stop_after;   /* 0 = never stop */
+    int calls;
+};
+
+static bool iter_fn(const void *key, size_t klen, const void *val, size_t vlen, void *ud)
+{
+    struct iter_ctx *c = ud;
+    c->calls++;
+    assert_true(vlen >= DBVALUE_HEADER_LEN);
+    if (klen == 1 && memcmp(key, "A", 1) == 0) {
+        c->seen_a++;
+        /* erasing the current record from inside fn is allowed */
+        assert_true(store_erase(c->st, key, klen));
+    } else if (klen == 1 && memcmp(key, "B", 1) == 0) {
+        c->seen_b++;
+    } else {
+        c->seen_other++;
+    }
+    (void)val;
+    return c->stop_after == 0 || c->calls < c->stop_after;
+}
+
+static void test_iterate(void **state)
+{
+    (void)state;
+    uint8_t v[64];
+    store *st = open_named("iter.tch");
+    size_t n = make_value(v, ct_at(1000), "a");
+    assert_true(store_put(st, "A", 1, v, n));
+    n = make_value(v, ct_at(1000), "b");
+    assert_true(store_put(st, "B", 1, v, n));
+    assert_true(store_remove(st, "C", 1, ct_at(500)));     /* old tombstone */
+    assert_true(store_remove(st, "D", 1, ct_at(2000)));    /* young tombstone */
+    uint8_t nine[9] = { 0 };
+    be64_put(nine, ct_at(400));
+    assert_true(store_put(st, "E", 1, nine, sizeof(nine)));  /* 9-byte tombstone, old */
+    assert_true(store_put(st, "F", 1, "xyz", 3));            /* invalid short value */
+    assert_int_equal(store_count(st), 6);
+
+    /* purge_limit 0: only short values purged, tombstones skipped */
+    struct iter_ctx c = { .st = st };
+    uint64_t visited = store_iterate(st, 0, iter_fn, &c);
+    assert_int_equal(visited, 2);
+    assert_int_equal(c.seen_a, 1);
+    assert_int_equal(c.seen_b, 1);
+    assert_int_equal(c.seen_other, 0);
+    /* A erased by fn, F (short) purged; tombstones C, D, E kept (limit 0) */
+    assert_int_equal(store_count(st), 4);
+
+    struct iter_ctx c2 = { .st = st };
+    visited = store_iterate(st, ct_at(1000), iter_fn, &c2);
+    assert_int_equal(visited, 1);
+    assert_int_equal(c2.seen_b, 1);
+    /* C and E older than the limit: purged; D younger: kept; B live */
+    assert_int_equal(store_count(st), 2);
+    size_t vlen;
+    void *got = store_get(st, "D", 1, &vlen);
+    assert_non_null(got);
+    free(got);
+    assert_null(store_get(st, "C", 1, &vlen));
+    assert_null(store_get(st, "E", 1, &vlen));
+
+    /* fn returning false stops the iteration */
+    for (int i = 0; i < 5; i++) {
+        char key[8];
+        snprintf(key, sizeof(key), "x%d", i);
+        n = make_value(v, ct_at(1000), "x");
+        assert_true(store_put(st, key, strlen(key), v, n));
+    }
+    struct iter_ctx c3 = { .st = st, .stop_after = 2 };
+    visited = store_iterate(st, 0, iter_fn, &c3);
+    assert_int_equal(c3.calls, 2);
+    assert_int_equal(visited, 2);
+    store_close(st);
+}
+
+#define GKEY_LEN 100
+
+static void gkey(char *out, int i)
+{
+    memset(out, 'g', GKEY_LEN);
+    snprintf(out, GKEY_LEN, "key%03d", i);
+    out[strlen(out)] = 'g';   /* keep a fixed length of GKEY_LEN */
+}
+
+static void test_garbage_memory_limit(void **state)
+{
+    (void)state;
+    uint8_t v[64];
+    char key[GKEY_LEN];
+    store *st = open_named("garbage.tch");
+    /* -gN 0, -gX 3600, -gS 1 KiB: entries are 8 + 100 bytes, so the 10th overflows */
+    store_set_garbage(st, 0, 3600, 1);
+    for (int i = 0; i < 12; i++) {
+        gkey(key, i);
+        size_t n = make_value(v, ct_at(100), "live");
+        assert_true(store_put(st, key, GKEY_LEN, v, n));
+    }
+    assert_int_equal(store_count(st), 12);
+    for (int i = 0; i < 9; i++) {
+        gkey(key, i);
+        assert_true(store_remove(st, key, GKEY_LEN, ct_at(1000 + 10 * (uint32_t)i)));
+    }
+    assert_int_equal(store_count(st), 12);   /* 9 entries = 972 bytes fit */
+    /* key 1 gets a newer live value: its garbage entry must not delete it */
+    gkey(key, 1);
+    size_t n = make_value(v, ct_at(1017), "back");
+    assert_true(store_update(st, key, GKEY_LEN, v, n));
+
+    for (int i = 9; i < 12; i++) {
+        gkey(key, i);
+        assert_true(store_remove(st, key, GKEY_LEN, ct_at(1000 + 10 * (uint32_t)i)));
+    }
+    /* entries 0, 1, 2 popped: tombstones 0 and 2 physically removed, key 1 kept */
+    assert_int_equal(store_count(st), 10);
+    size_t vlen;
+    gkey(key, 0);
+    assert_null(store_get(st, key, GKEY_LEN, &vlen));
+    gkey(key, 2);
+    assert_null(store_get(st, key, GKEY_LEN, &vlen));
+    gkey(key, 1);
+    void *got = store_get(st, key, GKEY_LEN, &vlen);
+    assert_non_null(got);
+    assert_int_equal(vlen, 14);
+    free(got);
+    store_close(st);
+}
+
+static void test_garbage_young_kept(void **state)
+{
+    (void)state;
+    char key[GKEY_LEN];
+    store *st = open_named("garbage2.tch");
+    /* -gN 60: memory pressure pops entries younger than 60 s without deleting */
+    store_set_garbage(st, 60, 3600, 1);
+    for (int i = 0; i < 12; i++) {
+        gkey(key, i);
+        assert_true(store_remove(st, key, GKEY_LEN, ct_at(1000 + (uint32_t)i)));
+    }
+    assert_int_equal(store_count(st), 12);
+    /* a much later delete: the queue front (popped for memory) is now older than gN */
+    gkey(key, 50);
+    assert_true(store_remove(st, key, GKEY_LEN, ct_at(2000)));
+    assert_int_equal(store_count(st), 12);   /* 3 young popped earlier stay; 1 old goes */
+    store_close(st);
+}
+
+static void test_garbage_max_age(void **state)
+{
+    (void)state;
+    char key[GKEY_LEN];
+    store *st = open_named("garbage3.tch");
+    /* large memory budget; -gX 50: entries older than 50 s go on the next delete */
+    store_set_garbage(st, 10, 50, 2048);
+    for (int i = 0; i < 3; i++) {
+        gkey(key, i);
+        assert_true(store_remove(st, key, GKEY_LEN, ct_at(1000 + (uint32_t)i)));
+    }
+    assert_int_equal(store_count(st), 3);
+    gkey(key, 3);
+    assert_true(store_remove(st, key, GKEY_LEN, ct_at(1040)));
+    assert_int_equal(store_count(st), 4);     /* nothing older than 1040 - 50 */
+    gkey(key, 3);
+    assert_true(store_remove(st, key, GKEY_LEN, ct_at(1046)));  /* re-delete, newer */
+    assert_int_equal(store_count(st), 4);
+    gkey(key, 4);
+    assert_true(store_remove(st, key, GKEY_LEN, ct_at(1094)));
+    /* limit 1044: 0, 1, 2 go; the 1040 entry cannot delete key 3's 1046 tombstone
+     * (stored clocktime newer); the 1046 entry is not old enough yet */
+    assert_int_equal(store_count(st), 2);
+    /* min > max is lowered to max: with min 100, max 50 the max rule still applies */
+    store_set_garbage(st, 100, 50, 0);
+    gkey(key, 5);
+    assert_true(store_remove(st, key, GKEY_LEN, ct_at(1150)));
+    /* memory pressure (limit 0) with min lowered to 50: 3 (1046) and 4 (1094) are older
+     * than 1100 and go; 5 is popped but its tombstone stays.  Unlowered (min 100, limit
+     * 1050) key 4 would stay. */
+    assert_int_equal(store_count(st), 1);
+    store_close(st);
+}
+
+static void test_backup(void **state)
+{
+    (void)state;
+    uint8_t v[64];
+    store *st = open_named("src.tch");
+    for (int i = 0; i < 50; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "b%d", i);
+        size_t n = make_value(v, ct_at(1000 + (uint32_t)i), key);
+        assert_true(store_put(st, key, strlen(key), v, n));
+    }
+    assert_true(store_remove(st, "b0", 2, ct_at(5000)));
+    char dst[512], err[256];
+    path_in_dir(dst, sizeof(dst), "src.tch-20090101");
+    assert_int_equal(store_backup(st, dst, err, sizeof(err)), 0);
+    assert_false(file_exists("src.tch-20090101.tmp"));
+    store_close(st);
+
+    TCHDB *db = tchdbnew();
+    assert_true(tchdbopen(db, dst, HDBOREADER));
+    assert_int_equal(tchdbrnum(db), 50);
+    int sz;
+    void *got = tchdbget(db, "b7", 2, &sz);
+    assert_non_null(got);
+    assert_int_equal(sz, 12);
+    assert_int_equal(be64_get(got), ct_at(1007));
+    free(got);
+    got = tchdbget(db, "b0", 2, &sz);
+    assert_non_null(got);
+    assert_int_equal(sz, 8);
+    free(got);
+    tchdbclose(db);
+    tchdbdel(db);
+
+    /* failure: unwritable destination */
+    st = open_named("src.tch");
+    assert_int_equal(store_backup(st, "/nonexistent-dir/b.tch", err, sizeof(err)), -1);
+    assert_true(err[0] != '\0');
+    store_close(st);
+}
+
+struct orig_ctx { int n; bool ok; };
+
+static bool orig_fn(const void *key, size_t klen, const void *val, size_t vlen, void *ud)
+{
+    struct orig_ctx *c = ud;
+    c->n++;
+    c->ok = klen == 8 + 5 && memcmp((const uint8_t *)key + 8, "hello", 5) == 0 &&
+            dbkey_hash(key) != 0 && vlen == 15 && memcmp((const uint8_t *)val + 10, "world", 5) == 0;
+    return true;
+}
+
+static void test_original_layout(void **state)
+{
+    (void)state;
+    char p[512];
+    path_in_dir(p, sizeof(p), "orig.tch");
+    uint8_t key[8 + 5];
+    dbkey_make(key, "hello", 5);
+    uint8_t val[15];
+    be64_put(val, clocktime_make(1228310155, 62));
+    val[8] = 0;
+    val[9] = 0;
+    memcpy(val + 10, "world", 5);
+
+    TCHDB *db = tchdbnew();
+    assert_true(tchdbopen(db, p, HDBOWRITER | HDBOCREAT));
+    assert_true(tchdbput(db, key, sizeof(key), val, sizeof(val)));
+    tchdbclose(db);
+    tchdbdel(db);
+
+    store *st = open_named("orig.tch");
+    size_t vlen;
+    uint8_t *got = store_get(st, key, sizeof(key), &vlen);
+    assert_non_null(got);
+    assert_int_equal(vlen, sizeof(val));
+    assert_memory_equal(got, val, sizeof(val));
+    free(got);
+    clocktime_t ct;
+    assert_true(store_get_clocktime(st, key, sizeof(key), &ct));
+    assert_int_equal(ct, clocktime_make(1228310155, 62));
+    struct orig_ctx c = { 0, false };
+    assert_int_equal(store_iterate(st, 0, orig_fn, &c), 1);
+    assert_int_equal(c.n, 1);
+    assert_true(c.ok);
+    store_close(st);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_open_reopen),
+        cmocka_unit_test(test_suffix_parsing),
+        cmocka_unit_test(test_put_get),
+        cmocka_unit_test(test_update),
+        cmocka_unit_test(test_tombstone),
+        cmocka_unit_test(test_cas),
+        cmocka_unit_test(test_iterate),
+        cmocka_unit_test(test_garbage_memory_limit),
+        cmocka_unit_test(test_garbage_young_kept),
+        cmocka_unit_test(test_garbage_max_age),
+        cmocka_unit_test(test_backup),
+        cmocka_unit_test(test_original_layout),
+    };
+    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+}
