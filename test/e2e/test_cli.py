@@ -45,7 +45,8 @@ def test_bad_values():
     assert r.stderr.strip() == "error: unexpected argument: extra"
     r = run("gateway", "-m", "127.0.0.1")
     assert r.stderr.strip() == "error: -t, -b or -c is required"
-    r = run("server", "-l", "127.0.0.1:1", "-m", "127.0.0.1:5", "-p", "127.0.0.1:5", "-s", "/tmp/x.tch")
+    r = run("server", "-l", "127.0.0.1:%d" % kumo.free_port(), "-L", str(kumo.free_port()),
+            "-m", "127.0.0.1:5", "-p", "127.0.0.1:5", "-s", "/tmp/x.tch")
     assert r.stderr.strip() == "error: -m and -p must be different"
 
 
