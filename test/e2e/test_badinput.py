@@ -82,7 +82,8 @@ def test_random_bytes_on_rpc_ports_do_not_crash(cluster3):
                         b"\x94\x00\x01\x23\x93\x00\xa1x\xa1y",          # Set with short key/value
                         b"\x94\x00\x01\x22\xc0",                        # params not an array
                         b"\x93\x02\xa6\x00\x00\x7f\x00\x00\x01\x01",    # handshake with port 0
-                        b"\xdb\xff\xff\xff\xff"):                       # raw of 4 GiB announced
+                        b"\xdb\xff\xff\xff\xff",                        # raw of 4 GiB announced
+                        b"\x94\x00\x01\x22\xdd\xff\xff\xff\xff"):       # array of 2^32 params
             try:
                 s = socket.create_connection(("127.0.0.1", port), timeout=2)
                 s.sendall(payload)
