@@ -1,0 +1,547 @@
+/* server.c - kumo-server core: dispatch, hash spaces, keepalive, status, backup. */
+#include "server/server.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "logic/kwire.h"
+#include "logic/log.h"
+#include "logic/proto.h"
+#include "logic/xmalloc.h"
+#include "server/dataop.h"
+#include "server/replace.h"
+#include "server/stream.h"
+
+/* ---- background tasks ---- */
+
+void server_post(server *srv, server_task_fn fn, void *arg)
+{
+    server_task *t = xmalloc(sizeof(*t));
+    t->next = NULL;
+    t->fn = fn;
+    t->arg = arg;
+    pthread_mutex_lock(&srv->task_lock);
+    if (srv->task_tail != NULL)
+        srv->task_tail->next = t;
+    else
+        srv->task_head = t;
+    srv->task_tail = t;
+    pthread_mutex_unlock(&srv->task_lock);
+    ev_async_send(srv->loop, &srv->task_wakeup);
+}
+
+static void run_tasks(server *srv)
+{
+    for (;;) {
+        pthread_mutex_lock(&srv->task_lock);
+        server_task *t = srv->task_head;
+        srv->task_head = srv->task_tail = NULL;
+        pthread_mutex_unlock(&srv->task_lock);
+        if (t == NULL)
+            return;
+        while (t != NULL) {
+            server_task *next = t->next;
+            t->fn(srv, t->arg);
+            free(t);
+            t = next;
+        }
+    }
+}
+
+static void task_wakeup_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    run_tasks(w->data);
+}
+
+/* ---- helpers ---- */
+
+bool server_is_replica(const server *srv, const hashspace *hs, uint64_t h)
+{
+    const hs_node *slots[HS_REPLICAS];
+    size_t n = hashspace_assign(hs, h, slots);
+    for (size_t i = 0; i < n; i++)
+        if (slots[i]->active && kaddr_eq(&slots[i]->addr, &srv->cfg.self))
+            return true;
+    return false;
+}
+
+static bool is_manager(const server *srv, const kaddr *a)
+{
+    return kaddr_eq(a, &srv->cfg.mgr1) || (srv->cfg.mgr2.len != 0 && kaddr_eq(a, &srv->cfg.mgr2));
+}
+
+static void reply_protocol_error(const rpc_request *req)
+{
+    rpc_reply_error(req->session, req->msgid, RPC_PROTOCOL_ERROR);
+}
+
+static void log_hs(const char *what, const hashspace *hs)
+{
+    log_info("%s hash space updated: %zu nodes, time(%llu)", what, hs->nnodes,
+             (unsigned long long)hs->clocktime);
+}
+
+/* ---- hash spaces from the managers (algorithms.md §3, §7) ---- */
+
+static void request_hash_space(server *srv, rpc_session *s, uint32_t method);
+
+/* ud of a hash-space request: which space, and back to the server. */
+typedef struct hs_request {
+    server *srv;
+    uint32_t method;
+} hs_request;
+
+static void hs_request_cb(rpc_session *s, const rpc_result *r, void *ud)
+{
+    hs_request *q = ud;
+    server *srv = q->srv;
+    if (r->err != RPC_OK) {
+        /* §7: re-send to the same manager while its session is alive */
+        if (!srv->stopping && !rpc_session_is_lost(s)) {
+            request_hash_space(srv, s, q->method);
+        }
+        free(q);
+        return;
+    }
+    hashspace seed;
+    hashspace_init(&seed);
+    if (kwire_get_seed(r->result, &seed)) {
+        bool is_w = q->method == MGR_WHASH_SPACE_REQUEST;
+        hashspace *local = is_w ? &srv->whs : &srv->rhs;
+        /* the strict rule: only an empty local space or a strictly older one */
+        if (hashspace_empty(local) || clocktime_less(local->clocktime, seed.clocktime)) {
+            hashspace_swap(local, &seed);
+            if (local->nnodes > 0)
+                log_hs(is_w ? "write" : "read", local);
+        }
+    } else {
+        log_warn("bad hash space reply from manager");
+    }
+    hashspace_destroy(&seed);
+    free(q);
+}
+
+static void request_hash_space(server *srv, rpc_session *s, uint32_t method)
+{
+    hs_request *q = xmalloc(sizeof(*q));
+    q->srv = srv;
+    q->method = method;
+    msgpack_packer *pk = rpc_call_begin(s, method, RPC_DEFAULT_TIMEOUT_STEPS, hs_request_cb, q);
+    msgpack_pack_array(pk, 0);
+    rpc_call_end(s);
+}
+
+static void request_hash_spaces_from(server *srv, const kaddr *mgr)
+{
+    rpc_session *s = rpc_node_session(srv->rpc, mgr, true);
+    request_hash_space(srv, s, MGR_WHASH_SPACE_REQUEST);
+    request_hash_space(srv, s, MGR_RHASH_SPACE_REQUEST);
+}
+
+static void on_new_node(rpc_session *s, int role, void *ud)
+{
+    (void)role;                 /* "new node <role> <addr>" is logged by the RPC layer */
+    server *srv = ud;
+    const kaddr *a = rpc_session_addr(s);
+    if (is_manager(srv, a)) {
+        request_hash_spaces_from(srv, &srv->cfg.mgr1);
+        if (srv->cfg.mgr2.len != 0)
+            request_hash_spaces_from(srv, &srv->cfg.mgr2);
+    }
+}
+
+static void on_lost_node(rpc_session *s, int role, void *ud)
+{
+    /* "lost node <role> <addr>" is logged by the RPC layer; pending requests to the
+     * peer fail on their own, so there is nothing else to do here. */
+    (void)s;
+    (void)role;
+    (void)ud;
+}
+
+/* HashSpaceSync rule (wire.md §8.2): non-empty seed and local.ts <= seed.ts. */
+static bool adopt_sync(hashspace *local, hashspace *seed)
+{
+    if (hashspace_empty(seed) || clocktime_less(seed->clocktime, local->clocktime))
+        return false;
+    hashspace_swap(local, seed);
+    return true;
+}
+
+/* ---- keepalive ---- */
+
+static void keepalive_cb(rpc_session *s, const rpc_result *r, void *ud)
+{
+    (void)ud;
+    if (r->err != RPC_OK) {
+        char buf[KADDR_STRLEN];
+        log_debug("KeepAlive to %s failed: error %d", kaddr_format(rpc_session_addr(s), buf), r->err);
+    }
+}
+
+static void keepalive_to(server *srv, const kaddr *mgr)
+{
+    rpc_session *s = rpc_node_session(srv->rpc, mgr, true);
+    msgpack_packer *pk = rpc_call_begin(s, MGR_KEEP_ALIVE, RPC_DEFAULT_TIMEOUT_STEPS, keepalive_cb, NULL);
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_uint32(pk, kclock_incr(&srv->clock));
+    rpc_call_end(s);
+}
+
+void server_keepalive(server *srv)
+{
+    keepalive_to(srv, &srv->cfg.mgr1);
+    if (srv->cfg.mgr2.len != 0)
+        keepalive_to(srv, &srv->cfg.mgr2);
+}
+
+void server_tick(server *srv)
+{
+    kclock_update_time(&srv->clock);
+}
+
+/* ---- cluster control requests ---- */
+
+static void handle_keepalive(server *srv, const rpc_request *req)
+{
+    uint32_t adjust;
+    if (!req->cluster || !server_arg_u32(req, 0, &adjust)) {
+        reply_protocol_error(req);
+        return;
+    }
+    kclock_merge(&srv->clock, adjust);
+    rpc_reply_nil(req->session, req->msgid);
+}
+
+static void handle_hash_space_sync(server *srv, const rpc_request *req)
+{
+    uint32_t adjust;
+    hashspace w, r;
+    hashspace_init(&w);
+    hashspace_init(&r);
+    if (!req->cluster || !server_arg_u32(req, 2, &adjust)
+        || !server_arg_seed(req, 0, &w)
+        || !server_arg_seed(req, 1, &r)) {
+        reply_protocol_error(req);
+    } else {
+        kclock_merge(&srv->clock, adjust);
+        bool wc = adopt_sync(&srv->whs, &w);
+        bool rc = adopt_sync(&srv->rhs, &r);
+        if (wc)
+            log_hs("write", &srv->whs);
+        if (rc)
+            log_hs("read", &srv->rhs);
+        if (wc || rc)
+            rpc_reply_bool(req->session, req->msgid, true);
+        else
+            rpc_reply_nil(req->session, req->msgid);
+    }
+    hashspace_destroy(&w);
+    hashspace_destroy(&r);
+}
+
+static void handle_replace_copy_start(server *srv, const rpc_request *req)
+{
+    uint32_t adjust;
+    bool full = false;
+    hashspace seed;
+    hashspace_init(&seed);
+    const msgpack_object *fo = kwire_array_at(req->params, 2);   /* full:bool = false */
+    if (!req->cluster || !server_arg_u32(req, 1, &adjust)
+        || !server_arg_seed(req, 0, &seed)
+        || (fo != NULL && !kwire_get_bool(fo, &full))) {
+        reply_protocol_error(req);
+        hashspace_destroy(&seed);
+        return;
+    }
+    kclock_merge(&srv->clock, adjust);
+    rpc_reply_bool(req->session, req->msgid, true);       /* answered at once (§8.2) */
+    replace_copy_start(srv->repl, rpc_session_addr(req->session), &seed, full);
+    hashspace_destroy(&seed);
+}
+
+static void handle_replace_delete_start(server *srv, const rpc_request *req)
+{
+    uint32_t adjust;
+    hashspace seed;      /* validated but ignored: the server uses its own whs (§8.4) */
+    hashspace_init(&seed);
+    bool ok = req->cluster && server_arg_u32(req, 1, &adjust)
+        && server_arg_seed(req, 0, &seed);
+    hashspace_destroy(&seed);
+    if (!ok) {
+        reply_protocol_error(req);
+        return;
+    }
+    kclock_merge(&srv->clock, adjust);
+    rpc_reply_bool(req->session, req->msgid, true);
+    replace_delete_start(srv->repl, rpc_session_addr(req->session));
+}
+
+static void handle_replace_offer(server *srv, const rpc_request *req)
+{
+    kaddr from;
+    const msgpack_object *o = kwire_array_at(req->params, 0);
+    if (!req->cluster || o == NULL || !kwire_get_addr(o, &from) || kaddr_is_null(&from)) {
+        reply_protocol_error(req);
+        return;
+    }
+    /* never answered (wire.md §8.2): the offerer times out on its own */
+    stream_pull_start(srv->streams, &from);
+}
+
+/* ---- backup (storage.md §6): store_backup on a detached thread ---- */
+
+typedef struct backup_job {
+    server *srv;
+    rpc_session *session;        /* referenced */
+    uint32_t msgid;
+    char *dst;
+    bool ok;
+} backup_job;
+
+static void backup_done(server *srv, void *arg)
+{
+    (void)srv;
+    backup_job *job = arg;
+    if (job->ok) {
+        log_info("backup created: %s", job->dst);
+        rpc_reply_bool(job->session, job->msgid, true);
+    } else {
+        msgpack_packer *pk = rpc_reply_begin(job->session, job->msgid);
+        msgpack_pack_true(pk);   /* error true (wire.md §8.2) */
+        msgpack_pack_nil(pk);
+        rpc_reply_end(job->session);
+    }
+    rpc_session_unref(job->session);
+    free(job->dst);
+    free(job);
+}
+
+static void *backup_thread(void *arg)
+{
+    backup_job *job = arg;
+    server *srv = job->srv;
+    char err[256];
+    job->ok = store_backup(srv->st, job->dst, err, sizeof(err)) == 0;
+    if (!job->ok)
+        log_error("%s", err);
+    server_post(srv, backup_done, job);
+    pthread_mutex_lock(&srv->task_lock);
+    srv->backups_running--;
+    pthread_mutex_unlock(&srv->task_lock);
+    return NULL;
+}
+
+static void handle_create_backup(server *srv, const rpc_request *req)
+{
+    const char *suffix;
+    size_t slen;
+    const msgpack_object *o = kwire_array_at(req->params, 0);
+    if (!req->cluster || o == NULL || !kwire_get_raw(o, &suffix, &slen)) {
+        reply_protocol_error(req);
+        return;
+    }
+    backup_job *job = xcalloc(1, sizeof(*job));
+    job->srv = srv;
+    job->session = req->session;
+    rpc_session_ref(job->session);
+    job->msgid = req->msgid;
+    size_t blen = strlen(srv->cfg.store_spec);
+    job->dst = xmalloc(blen + 1 + slen + 1);
+    memcpy(job->dst, srv->cfg.store_spec, blen);
+    job->dst[blen] = '-';
+    if (slen > 0)
+        memcpy(job->dst + blen + 1, suffix, slen);
+    job->dst[blen + 1 + slen] = '\0';
+
+    pthread_t th;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_mutex_lock(&srv->task_lock);
+    srv->backups_running++;
+    pthread_mutex_unlock(&srv->task_lock);
+    if (pthread_create(&th, &attr, backup_thread, job) != 0) {
+        pthread_mutex_lock(&srv->task_lock);
+        srv->backups_running--;
+        pthread_mutex_unlock(&srv->task_lock);
+        log_error("backup: can't start a thread");
+        job->ok = false;
+        backup_done(srv, job);
+    }
+    pthread_attr_destroy(&attr);
+}
+
+/* ---- status and config (wire.md §9) ---- */
+
+static void handle_get_status(server *srv, const rpc_request *req)
+{
+    uint32_t cmd;
+    if (req->cluster || !server_arg_u32(req, 0, &cmd)) {
+        reply_protocol_error(req);
+        return;
+    }
+    msgpack_packer *pk = rpc_reply_begin(req->session, req->msgid);
+    msgpack_pack_nil(pk);
+    switch (cmd) {
+    case STATUS_PID:       msgpack_pack_uint32(pk, (uint32_t)getpid()); break;
+    case STATUS_UPTIME:    msgpack_pack_uint32(pk, (uint32_t)(time(NULL) - srv->start_time)); break;
+    case STATUS_TIME:      msgpack_pack_uint64(pk, (uint64_t)time(NULL)); break;
+    case STATUS_VERSION:   kwire_pack_raw(pk, KUMO_VERSION_STRING, strlen(KUMO_VERSION_STRING)); break;
+    case STATUS_CMD_GET:   msgpack_pack_uint64(pk, srv->cmd_get); break;
+    case STATUS_CMD_SET:   msgpack_pack_uint64(pk, srv->cmd_set); break;
+    case STATUS_CMD_DELETE: msgpack_pack_uint64(pk, srv->cmd_delete); break;
+    case STATUS_ITEMS:     msgpack_pack_uint64(pk, store_count(srv->st)); break;
+    case STATUS_CLOCKTIME: msgpack_pack_uint64(pk, kclock_now(&srv->clock)); break;
+    case STATUS_RHS:       kwire_pack_seed(pk, &srv->rhs); break;
+    case STATUS_WHS:       kwire_pack_seed(pk, &srv->whs); break;
+    case STATUS_REPLSTAT: {
+        uint32_t bits = 0;
+        if (!hashspace_is_active(&srv->whs, &srv->cfg.self))
+            bits |= REPLSTAT_INACTIVE;
+        if (!hashspace_nodes_equal(&srv->rhs, &srv->whs))
+            bits |= REPLSTAT_HS_DIFFER;
+        if (replace_is_copying(srv->repl))
+            bits |= REPLSTAT_COPYING;
+        if (replace_is_deleting(srv->repl))
+            bits |= REPLSTAT_DELETING;
+        msgpack_pack_uint32(pk, bits);
+        break;
+    }
+    default:               msgpack_pack_nil(pk); break;
+    }
+    rpc_reply_end(req->session);
+}
+
+static void handle_set_config(server *srv, const rpc_request *req)
+{
+    (void)srv;
+    uint32_t cmd;
+    bool on;
+    if (req->cluster || !server_arg_u32(req, 0, &cmd)) {
+        reply_protocol_error(req);
+        return;
+    }
+    if (cmd != CONF_TCP_NODELAY)
+        return;                      /* the original sends no response (wire.md §9) */
+    const msgpack_object *o = kwire_array_at(req->params, 1);
+    if (o == NULL || !kwire_get_bool(o, &on)) {
+        reply_protocol_error(req);
+        return;
+    }
+    struct rlimit rl;
+    rlim_t maxfd = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        maxfd = rl.rlim_cur;
+    if (maxfd > (1u << 20))
+        maxfd = 1u << 20;
+    int v = on ? 1 : 0;
+    uint32_t count = 0;
+    for (rlim_t fd = 0; fd < maxfd; fd++)
+        if (setsockopt((int)fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof(v)) == 0)
+            count++;
+    rpc_reply_u64(req->session, req->msgid, count);
+}
+
+/* ---- dispatch ---- */
+
+static void dispatch(const rpc_request *req, void *ud)
+{
+    server *srv = ud;
+    if (srv->stopping)
+        return;
+    if (req->params == NULL || req->params->type != MSGPACK_OBJECT_ARRAY) {
+        reply_protocol_error(req);
+        return;
+    }
+    switch (req->method) {
+    case SRV_KEEP_ALIVE:           handle_keepalive(srv, req); break;
+    case SRV_HASH_SPACE_SYNC:      handle_hash_space_sync(srv, req); break;
+    case SRV_REPLACE_COPY_START:   handle_replace_copy_start(srv, req); break;
+    case SRV_REPLACE_DELETE_START: handle_replace_delete_start(srv, req); break;
+    case SRV_REPLACE_OFFER:        handle_replace_offer(srv, req); break;
+    case SRV_REPLICATE_SET:        dataop_replicate_set(srv, req); break;
+    case SRV_REPLICATE_DELETE:     dataop_replicate_delete(srv, req); break;
+    case SRV_GET:                  dataop_get(srv, req); break;
+    case SRV_SET:                  dataop_set(srv, req); break;
+    case SRV_DELETE:               dataop_delete(srv, req); break;
+    case SRV_GET_IF_MODIFIED:      dataop_get_if_modified(srv, req); break;
+    case SRV_CREATE_BACKUP:        handle_create_backup(srv, req); break;
+    case SRV_GET_STATUS:           handle_get_status(srv, req); break;
+    case SRV_SET_CONFIG:           handle_set_config(srv, req); break;
+    default:                       reply_protocol_error(req); break;
+    }
+}
+
+/* ---- lifecycle ---- */
+
+server *server_new(struct ev_loop *loop, store *st, const server_config *cfg)
+{
+    server *srv = xcalloc(1, sizeof(*srv));
+    srv->loop = loop;
+    srv->st = st;
+    srv->cfg = *cfg;
+    kclock_init(&srv->clock);
+    hashspace_init(&srv->whs);
+    hashspace_init(&srv->rhs);
+    srv->start_time = time(NULL);
+    pthread_mutex_init(&srv->task_lock, NULL);
+    ev_async_init(&srv->task_wakeup, task_wakeup_cb);
+    srv->task_wakeup.data = srv;
+    ev_async_start(loop, &srv->task_wakeup);
+
+    rpc_config rc = {
+        .self = cfg->self,
+        .role = RPC_ROLE_SERVER,
+        .connect_timeout = cfg->connect_timeout,
+        .connect_retry_limit = cfg->connect_retry_limit,
+        .clock_interval = cfg->clock_interval,
+        .dispatch = dispatch,
+        .new_node = on_new_node,
+        .lost_node = on_lost_node,
+        .ud = srv,
+    };
+    srv->rpc = rpc_node_new(loop, &rc);
+    srv->repl = replace_new(srv);
+    srv->streams = stream_set_new(srv);
+    return srv;
+}
+
+void server_start(server *srv, int rpc_fd, int stream_fd)
+{
+    rpc_node_listen_fd(srv->rpc, rpc_fd);
+    stream_listen(srv->streams, stream_fd);
+    /* Connect to the managers at once rather than on the first keepalive tick. */
+    server_keepalive(srv);
+}
+
+void server_free(server *srv)
+{
+    srv->stopping = true;
+    replace_stop(srv->repl);             /* joins the worker */
+    for (;;) {                            /* backups hold the store: let them finish */
+        pthread_mutex_lock(&srv->task_lock);
+        int n = srv->backups_running;
+        pthread_mutex_unlock(&srv->task_lock);
+        if (n == 0)
+            break;
+        usleep(10000);
+    }
+    run_tasks(srv);                       /* deliver what the threads posted */
+    stream_set_free(srv->streams);
+    rpc_node_free(srv->rpc);              /* pending callbacks see TRANSPORT_LOST */
+    run_tasks(srv);
+    replace_free(srv->repl);
+    dataop_pool_free();
+    ev_async_stop(srv->loop, &srv->task_wakeup);
+    pthread_mutex_destroy(&srv->task_lock);
+    hashspace_destroy(&srv->whs);
+    hashspace_destroy(&srv->rhs);
+    free(srv);
+}

@@ -1,0 +1,524 @@
+/* stream.c - replace stream connections (wire.md §10), both sides, as state machines. */
+#include "server/stream.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <msgpack.h>
+
+#include "logic/daemon.h"
+#include "logic/kwire.h"
+#include "logic/log.h"
+#include "logic/record.h"
+#include "logic/xmalloc.h"
+#include "server/replace.h"
+
+#define STREAM_HEADER_LEN 23        /* wire.md §10 step 3 */
+#define STREAM_IDLE_TIMEOUT 60.0    /* step 6: per-read receive timeout */
+#define STREAM_CHUNK (64 * 1024)
+#define STREAM_ACK_EVERY 100        /* step 5: keep-alive after every 100 pairs */
+
+enum stream_state {
+    /* sender (accepted on -L) */
+    SS_READ_HEADER,              /* reading the receiver's 23-byte identification */
+    SS_SEND_FILE,                /* writing the offer file */
+    SS_READ_ACK,                 /* reading 0x90 keep-alives until the final nil */
+    /* receiver (we pull an offer) */
+    SR_CONNECTING,
+    SR_RECEIVE,                  /* header queued; inflating and applying pairs */
+    SR_FLUSH,                    /* got the terminating nil; flushing 0xc0, then close */
+};
+
+typedef struct stream_conn {
+    struct stream_conn *prev, *next;
+    stream_set *ss;
+    enum stream_state state;
+    int fd;
+    ev_io io;
+    ev_timer timer;
+    kaddr peer;                  /* receiver's cluster address / sender's stream address */
+    uint8_t *out;                /* bytes queued for the socket */
+    size_t out_len, out_off, out_cap;
+    /* sender */
+    uint8_t hdr[STREAM_HEADER_LEN];
+    size_t hdr_len;
+    uint64_t offer_id;
+    bool offer_bound;            /* offer_id valid and not yet reported */
+    int file_fd;
+    off_t file_off, file_size;
+    /* both: msgpack objects coming in */
+    msgpack_unpacker unp;
+    msgpack_unpacked res;
+    bool unp_init;
+    /* receiver */
+    z_stream z;
+    bool z_init;
+    bool z_end;
+    uint64_t pairs;
+    uint64_t stored;
+} stream_conn;
+
+struct stream_set {
+    server *srv;
+    int listen_fd;
+    ev_io listen_io;
+    stream_conn *conns;
+    bool closing;
+};
+
+static void conn_drive(stream_conn *c, int revents);
+
+/* ---- plumbing ---- */
+
+static void conn_watch(stream_conn *c, int events)
+{
+    struct ev_loop *loop = c->ss->srv->loop;
+    if (c->io.events == events && ev_is_active(&c->io))
+        return;
+    ev_io_stop(loop, &c->io);
+    ev_io_set(&c->io, c->fd, events);
+    ev_io_start(loop, &c->io);
+}
+
+static void conn_timer(stream_conn *c, double after)
+{
+    struct ev_loop *loop = c->ss->srv->loop;
+    ev_timer_stop(loop, &c->timer);
+    ev_timer_set(&c->timer, after, 0.0);
+    ev_timer_start(loop, &c->timer);
+}
+
+static void conn_close(stream_conn *c, bool ok)
+{
+    stream_set *ss = c->ss;
+    struct ev_loop *loop = ss->srv->loop;
+    char buf[KADDR_STRLEN];
+    ev_io_stop(loop, &c->io);
+    ev_timer_stop(loop, &c->timer);
+    if (c->fd >= 0)
+        close(c->fd);
+    if (c->file_fd >= 0)
+        close(c->file_fd);
+    if (c->unp_init) {
+        msgpack_unpacked_destroy(&c->res);
+        msgpack_unpacker_destroy(&c->unp);
+    }
+    if (c->z_init)
+        inflateEnd(&c->z);
+    if (c->state >= SR_CONNECTING) {
+        if (ok)
+            log_info("replace stream from %s: %llu records, %llu stored",
+                     kaddr_format(&c->peer, buf), (unsigned long long)c->pairs,
+                     (unsigned long long)c->stored);
+        else
+            log_warn("replace stream from %s failed after %llu records",
+                     kaddr_format(&c->peer, buf), (unsigned long long)c->pairs);
+    }
+    if (c->offer_bound && !ss->closing)
+        replace_offer_finished(ss->srv->repl, c->offer_id, ok);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        ss->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    free(c->out);
+    free(c);
+}
+
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    conn_drive(w->data, revents);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    stream_conn *c = w->data;
+    char buf[KADDR_STRLEN];
+    log_warn("replace stream with %s timed out", kaddr_format(&c->peer, buf));
+    conn_close(c, false);
+}
+
+static stream_conn *conn_new(stream_set *ss, int fd, enum stream_state state)
+{
+    stream_conn *c = xcalloc(1, sizeof(*c));
+    c->ss = ss;
+    c->fd = fd;
+    c->file_fd = -1;
+    c->state = state;
+    ev_io_init(&c->io, io_cb, fd, EV_READ);
+    c->io.data = c;
+    ev_init(&c->timer, timer_cb);
+    c->timer.data = c;
+    c->next = ss->conns;
+    if (ss->conns != NULL)
+        ss->conns->prev = c;
+    ss->conns = c;
+    return c;
+}
+
+static void out_queue(stream_conn *c, const void *p, size_t len)
+{
+    if (c->out_off == c->out_len)
+        c->out_off = c->out_len = 0;
+    if (c->out_len + len > c->out_cap) {
+        c->out_cap = (c->out_len + len) * 2;
+        c->out = xrealloc(c->out, c->out_cap);
+    }
+    memcpy(c->out + c->out_len, p, len);
+    c->out_len += len;
+}
+
+/* Write queued bytes.  Returns -1 on a socket error, 1 when drained, 0 if more remain. */
+static int out_flush(stream_conn *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t n = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            return -1;
+        }
+        c->out_off += (size_t)n;
+    }
+    c->out_off = c->out_len = 0;
+    return 1;
+}
+
+static void unpacker_start(stream_conn *c)
+{
+    msgpack_unpacker_init(&c->unp, STREAM_CHUNK);
+    msgpack_unpacked_init(&c->res);
+    c->unp_init = true;
+}
+
+/* ---- sender: serve an offer file to the receiver that identifies itself ---- */
+
+static void send_header_read(stream_conn *c)
+{
+    ssize_t n = read(c->fd, c->hdr + c->hdr_len, STREAM_HEADER_LEN - c->hdr_len);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        conn_close(c, false);
+        return;
+    }
+    if (n < 0)
+        return;
+    c->hdr_len += (size_t)n;
+    if (c->hdr_len < STREAM_HEADER_LEN)
+        return;
+    size_t alen = c->hdr[0];
+    if (alen > STREAM_HEADER_LEN - 1 || kaddr_from_dump(&c->peer, c->hdr + 1, alen) != 0) {
+        log_warn("replace stream: bad header");
+        conn_close(c, false);
+        return;
+    }
+    c->file_fd = replace_offer_open(c->ss->srv->repl, &c->peer, &c->offer_id, &c->file_size);
+    if (c->file_fd < 0) {
+        char buf[KADDR_STRLEN];
+        log_warn("replace stream: no offer for %s", kaddr_format(&c->peer, buf));
+        conn_close(c, false);
+        return;
+    }
+    c->offer_bound = true;
+    c->state = SS_SEND_FILE;
+    conn_watch(c, EV_WRITE);
+}
+
+static void send_file(stream_conn *c)
+{
+    for (int budget = 16; budget > 0; budget--) {
+        if (c->out_off == c->out_len) {
+            if (c->file_off >= c->file_size) {
+                c->state = SS_READ_ACK;
+                unpacker_start(c);
+                conn_watch(c, EV_READ);
+                conn_timer(c, STREAM_IDLE_TIMEOUT);
+                return;
+            }
+            if (c->out_cap < STREAM_CHUNK) {
+                c->out = xrealloc(c->out, STREAM_CHUNK);
+                c->out_cap = STREAM_CHUNK;
+            }
+            off_t want = c->file_size - c->file_off;
+            size_t len = want > STREAM_CHUNK ? STREAM_CHUNK : (size_t)want;
+            ssize_t n = pread(c->file_fd, c->out, len, c->file_off);
+            if (n <= 0) {
+                log_error("replace stream: reading the offer file failed: %s", strerror(errno));
+                conn_close(c, false);
+                return;
+            }
+            c->file_off += n;
+            c->out_off = 0;
+            c->out_len = (size_t)n;
+        }
+        int rc = out_flush(c);
+        if (rc < 0) {
+            conn_close(c, false);
+            return;
+        }
+        conn_timer(c, STREAM_IDLE_TIMEOUT);
+        if (rc == 0)
+            return;
+    }
+}
+
+static void send_ack_read(stream_conn *c)
+{
+    msgpack_unpacker_reserve_buffer(&c->unp, 256);
+    ssize_t n = read(c->fd, msgpack_unpacker_buffer(&c->unp), msgpack_unpacker_buffer_capacity(&c->unp));
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        conn_close(c, false);            /* closed before the final nil */
+        return;
+    }
+    if (n < 0)
+        return;
+    msgpack_unpacker_buffer_consumed(&c->unp, (size_t)n);
+    for (;;) {
+        msgpack_unpack_return r = msgpack_unpacker_next(&c->unp, &c->res);
+        if (r == MSGPACK_UNPACK_CONTINUE)
+            break;
+        if (r != MSGPACK_UNPACK_SUCCESS) {
+            conn_close(c, false);
+            return;
+        }
+        if (c->res.data.type == MSGPACK_OBJECT_NIL) {
+            conn_close(c, true);         /* delivered (step 6) */
+            return;
+        }
+        conn_timer(c, STREAM_IDLE_TIMEOUT);   /* 0x90 keep-alive */
+    }
+}
+
+/* ---- receiver: pull a stream and apply it with store-if-newer ---- */
+
+static bool recv_object(stream_conn *c, const msgpack_object *o)
+{
+    const char *key, *val;
+    size_t klen, vlen;
+    const msgpack_object *ko = kwire_array_at(o, 0), *vo = kwire_array_at(o, 1);
+    if (ko == NULL || vo == NULL || !kwire_get_raw(ko, &key, &klen) || !kwire_get_raw(vo, &val, &vlen))
+        return true;                     /* not a pair: ignore */
+    c->pairs++;
+    /* No responsibility check on the receiving side (algorithms.md §8.3). */
+    if (klen >= DBKEY_HASH_LEN && vlen >= TOMBSTONE_LEN
+        && store_update(c->ss->srv->st, key, klen, val, vlen))
+        c->stored++;
+    if (c->pairs % STREAM_ACK_EVERY == 0) {
+        static const uint8_t keepalive = 0x90;
+        out_queue(c, &keepalive, 1);
+    }
+    return true;
+}
+
+/* Inflate the bytes in c->z into the unpacker and apply whole objects.  Returns false on
+ * a corrupt stream. */
+static bool recv_inflate(stream_conn *c)
+{
+    while (!c->z_end && c->state == SR_RECEIVE) {
+        msgpack_unpacker_reserve_buffer(&c->unp, STREAM_CHUNK);
+        size_t cap = msgpack_unpacker_buffer_capacity(&c->unp);
+        c->z.next_out = (Bytef *)msgpack_unpacker_buffer(&c->unp);
+        c->z.avail_out = (uInt)cap;
+        int zr = inflate(&c->z, Z_NO_FLUSH);
+        if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR)
+            return false;
+        size_t produced = cap - c->z.avail_out;
+        msgpack_unpacker_buffer_consumed(&c->unp, produced);
+        if (zr == Z_STREAM_END)
+            c->z_end = true;
+        for (;;) {
+            msgpack_unpack_return r = msgpack_unpacker_next(&c->unp, &c->res);
+            if (r == MSGPACK_UNPACK_CONTINUE)
+                break;
+            if (r != MSGPACK_UNPACK_SUCCESS)
+                return false;
+            if (c->res.data.type == MSGPACK_OBJECT_NIL) {
+                static const uint8_t done = 0xc0;
+                out_queue(c, &done, 1);
+                c->state = SR_FLUSH;
+                return true;
+            }
+            recv_object(c, &c->res.data);
+        }
+        if (c->z.avail_out != 0)
+            break;                       /* input used up: wait for more */
+    }
+    return true;
+}
+
+/* Returns false if the connection was closed. */
+static bool recv_read(stream_conn *c)
+{
+    uint8_t in[STREAM_CHUNK];
+    ssize_t n = read(c->fd, in, sizeof(in));
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        conn_close(c, false);            /* EOF/RST before the nil: a failed offer (§10.7) */
+        return false;
+    }
+    if (n < 0)
+        return true;
+    conn_timer(c, STREAM_IDLE_TIMEOUT);
+    if (c->z_end)
+        return true;                     /* trailing bytes after the zlib stream */
+    c->z.next_in = in;
+    c->z.avail_in = (uInt)n;
+    if (!recv_inflate(c)) {
+        log_warn("replace stream: corrupt data");
+        conn_close(c, false);
+        return false;
+    }
+    return true;
+}
+
+/* Returns false if the connection was closed. */
+static bool recv_connected(stream_conn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+        char buf[KADDR_STRLEN];
+        log_warn("replace stream: connect to %s failed: %s", kaddr_format(&c->peer, buf),
+                 strerror(err ? err : errno));
+        conn_close(c, false);
+        return false;
+    }
+    /* step 3: length of our address dump, the dump, zero padding */
+    uint8_t hdr[STREAM_HEADER_LEN] = { 0 };
+    const kaddr *self = &c->ss->srv->cfg.self;
+    hdr[0] = self->len;
+    memcpy(hdr + 1, self->raw, self->len);
+    out_queue(c, hdr, sizeof(hdr));
+    if (inflateInit(&c->z) != Z_OK) {
+        conn_close(c, false);
+        return false;
+    }
+    c->z_init = true;
+    unpacker_start(c);
+    c->state = SR_RECEIVE;
+    conn_timer(c, STREAM_IDLE_TIMEOUT);
+    return true;
+}
+
+/* ---- the one state machine ---- */
+
+static void conn_drive(stream_conn *c, int revents)
+{
+    switch (c->state) {
+    case SS_READ_HEADER:
+        send_header_read(c);
+        return;
+    case SS_SEND_FILE:
+        send_file(c);
+        return;
+    case SS_READ_ACK:
+        send_ack_read(c);
+        return;
+    case SR_CONNECTING:
+        if (!recv_connected(c))
+            return;
+        break;
+    case SR_RECEIVE:
+        if ((revents & EV_READ) && !recv_read(c))
+            return;
+        break;
+    case SR_FLUSH:
+        break;
+    }
+    /* receiver: push out the header, keep-alives and the final nil */
+    int rc = out_flush(c);
+    if (rc < 0) {
+        conn_close(c, false);
+        return;
+    }
+    if (c->state == SR_FLUSH && rc == 1) {
+        conn_close(c, true);             /* step 5: acknowledged the terminating nil */
+        return;
+    }
+    if (c->state == SR_FLUSH)
+        conn_watch(c, EV_WRITE);
+    else
+        conn_watch(c, rc == 1 ? EV_READ : EV_READ | EV_WRITE);
+}
+
+/* ---- accept and pull ---- */
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    stream_set *ss = w->data;
+    for (int budget = 16; budget > 0; budget--) {
+        int fd = accept(ss->listen_fd, NULL, NULL);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                log_error("stream accept failed: %s", strerror(errno));
+            return;
+        }
+        daemon_socket_setup(fd);
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        stream_conn *c = conn_new(ss, fd, SS_READ_HEADER);
+        conn_watch(c, EV_READ);
+        conn_timer(c, STREAM_IDLE_TIMEOUT);
+    }
+}
+
+void stream_listen(stream_set *ss, int fd)
+{
+    ss->listen_fd = fd;
+    ev_io_init(&ss->listen_io, accept_cb, fd, EV_READ);
+    ss->listen_io.data = ss;
+    ev_io_start(ss->srv->loop, &ss->listen_io);
+}
+
+void stream_pull_start(stream_set *ss, const kaddr *stream_addr)
+{
+    char buf[KADDR_STRLEN];
+    struct sockaddr_storage sa;
+    socklen_t salen = kaddr_to_sockaddr(stream_addr, &sa);
+    if (salen == 0 || ss->srv->stopping)
+        return;
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_error("replace stream: socket failed: %s", strerror(errno));
+        return;
+    }
+    stream_conn *c = conn_new(ss, fd, SR_CONNECTING);
+    c->peer = *stream_addr;
+    log_info("replace stream: pulling from %s", kaddr_format(stream_addr, buf));
+    if (connect(fd, (struct sockaddr *)&sa, salen) != 0 && errno != EINPROGRESS) {
+        log_warn("replace stream: connect to %s failed: %s", buf, strerror(errno));
+        conn_close(c, false);
+        return;
+    }
+    conn_watch(c, EV_WRITE);
+    conn_timer(c, ss->srv->cfg.connect_timeout > 0 ? ss->srv->cfg.connect_timeout : 10.0);
+}
+
+stream_set *stream_set_new(server *srv)
+{
+    stream_set *ss = xcalloc(1, sizeof(*ss));
+    ss->srv = srv;
+    ss->listen_fd = -1;
+    return ss;
+}
+
+void stream_set_free(stream_set *ss)
+{
+    ss->closing = true;
+    if (ss->listen_fd >= 0) {
+        ev_io_stop(ss->srv->loop, &ss->listen_io);
+        close(ss->listen_fd);
+    }
+    while (ss->conns != NULL)
+        conn_close(ss->conns, false);
+    free(ss);
+}
