@@ -73,15 +73,17 @@ def test_server_refuses_unopenable_database(tmp_path):
 
 def test_sigterm_exits_0_and_closes_database(tmp_path):
     mport = kumo.free_port()
-    m = kumo.Daemon("m", [kumo.BIN["manager"], "-l", "127.0.0.1:%d" % mport],
+    m = kumo.Daemon("m", [kumo.BIN["manager"], "-v", "-l", "127.0.0.1:%d" % mport],
                     str(tmp_path / "m.log")).start()
     port, stream = kumo.free_port(), kumo.free_port()
     db = tmp_path / "db.tch"
-    s = kumo.Daemon("s", [kumo.BIN["server"], "-l", "127.0.0.1:%d" % port, "-L", str(stream),
+    s = kumo.Daemon("s", [kumo.BIN["server"], "-v", "-l", "127.0.0.1:%d" % port, "-L", str(stream),
                           "-m", "127.0.0.1:%d" % mport, "-s", str(db)],
                     str(tmp_path / "s.log")).start()
     try:
-        kumo.wait_for(lambda: kumo.port_open(port), what="server up")
+        # signals are handled once start-up is complete ("start ..." logged)
+        kumo.wait_for(lambda: "start server" in s.log() and "start manager" in m.log(),
+                      what="daemons started")
         assert s.stop() == 0
         assert m.stop() == 0
         # the database file is a valid, closed Tokyo Cabinet hash DB

@@ -29,7 +29,20 @@ struct toolrpc {
     msgpack_unpacker unp;        /* stream decoder over the socket */
     msgpack_unpacked msg;        /* last decoded message; owns the objects we lend out */
     char errmsg[256];            /* last transport failure */
+    int timeout_ms;              /* per toolrpc_call() send and receive deadline */
 };
+
+static int connect_timeout_ms = TOOLRPC_CONNECT_TIMEOUT_MS;
+
+void toolrpc_set_connect_timeout(int ms)
+{
+    connect_timeout_ms = ms;
+}
+
+void toolrpc_set_timeout(toolrpc *c, int ms)
+{
+    c->timeout_ms = ms;
+}
 
 /* ------------------------------------------------------------------ time */
 
@@ -78,6 +91,7 @@ static toolrpc *toolrpc_new(int fd)
     toolrpc *c = xcalloc(1, sizeof(*c));
     c->fd = fd;
     c->next_msgid = random_msgid();
+    c->timeout_ms = TOOLRPC_RECV_TIMEOUT_MS;
     msgpack_sbuffer_init(&c->sbuf);
     msgpack_packer_init(&c->pk, &c->sbuf, msgpack_sbuffer_write);
     if (!msgpack_unpacker_init(&c->unp, MSGPACK_UNPACKER_INIT_BUFFER_SIZE)) {
@@ -102,7 +116,7 @@ static int connect_one(const struct sockaddr *sa, socklen_t salen)
         errno = e;
         return -1;
     }
-    int r = wait_fd(fd, POLLOUT, now_ms() + TOOLRPC_CONNECT_TIMEOUT_MS);
+    int r = wait_fd(fd, POLLOUT, now_ms() + connect_timeout_ms);
     int soerr = 0;
     socklen_t sl = sizeof(soerr);
     if (r == 0)
@@ -223,7 +237,7 @@ msgpack_packer *toolrpc_request(toolrpc *c, uint32_t method, uint32_t nparams)
 
 static int send_all(toolrpc *c, const char *p, size_t len)
 {
-    int64_t deadline = now_ms() + TOOLRPC_RECV_TIMEOUT_MS;
+    int64_t deadline = now_ms() + c->timeout_ms;
     while (len > 0) {
         ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
         if (n > 0) {
@@ -264,7 +278,7 @@ int toolrpc_call(toolrpc *c, const msgpack_object **error, const msgpack_object 
     if (send_all(c, c->sbuf.data, c->sbuf.size) != 0)
         return -1;
 
-    int64_t deadline = now_ms() + TOOLRPC_RECV_TIMEOUT_MS;
+    int64_t deadline = now_ms() + c->timeout_ms;
     for (;;) {
         msgpack_unpack_return ur = msgpack_unpacker_next(&c->unp, &c->msg);
         if (ur == MSGPACK_UNPACK_SUCCESS) {

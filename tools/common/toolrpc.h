@@ -29,6 +29,14 @@ toolrpc *toolrpc_connect(const char *addr, unsigned default_port, char *err, siz
 /* Connect to an address received on the wire (e.g. a node of GetNodesInfo). */
 toolrpc *toolrpc_connect_kaddr(const kaddr *a, char *err, size_t errlen);
 
+/* Process-wide connect timeout for the following toolrpc_connect*() calls (default
+ * TOOLRPC_CONNECT_TIMEOUT_MS); kumotop uses the original's 0.5 s so that a dead node
+ * does not freeze the screen. */
+void toolrpc_set_connect_timeout(int ms);
+
+/* Send/receive timeout of each toolrpc_call() on c (default TOOLRPC_RECV_TIMEOUT_MS). */
+void toolrpc_set_timeout(toolrpc *c, int ms);
+
 /* Close the socket and free everything, including objects lent by toolrpc_call(). */
 void toolrpc_close(toolrpc *c);
 
