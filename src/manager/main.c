@@ -1,5 +1,6 @@
 /* main.c - kumo-manager: options, start-up, signals and the event loop (cli.md §3, §7, §8). */
 #include <ev.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include "logic/addr.h"
 #include "logic/cmdline.h"
 #include "logic/daemon.h"
+#include "logic/binlog.h"
 #include "logic/log.h"
 #include "manager/manager.h"
 
@@ -51,6 +53,7 @@ static void on_signal_hup(struct ev_loop *loop, ev_signal *w, int revents)
     (void)w;
     (void)revents;
     log_info("SIGHUP");
+    binlog_reopen();
     log_reopen();
 }
 
@@ -86,7 +89,7 @@ int main(int argc, char **argv)
     double connect_timeout = 10, clock_interval = 2;
     const char *logfile = NULL, *binlog = NULL, *pidfile = NULL;
 
-    /* cli.md §2, §3.  -k, -TW, -TR and -g are accepted and (for now) have no effect. */
+    /* cli.md §2, §3.  -k, -TW and -TR are accepted and have no effect. */
     const cmdline_opt opts[] = {
         { "-l", "--listen", CMDLINE_CONNECT, &listen_addr, true, MANAGER_DEFAULT_PORT, NULL },
         { "-p", "--partner", CMDLINE_CONNECT, &partner, false, MANAGER_DEFAULT_PORT, NULL },
@@ -127,6 +130,10 @@ int main(int argc, char **argv)
     }
     if (pidfile != NULL)
         daemon_start(pidfile, logfile != NULL);
+    if (binlog != NULL && binlog_open(binlog) != 0) {
+        fprintf(stderr, "error: can't open binary log %s: %s\n", binlog, strerror(errno));
+        return 1;
+    }
 
     signal(SIGPIPE, SIG_IGN);
     struct ev_loop *loop = ev_default_loop(0);
@@ -149,6 +156,7 @@ int main(int argc, char **argv)
 
     char abuf[KADDR_STRLEN];
     log_info("start manager %s", kaddr_format(&listen_addr, abuf));
+    binlog_manager_start(&listen_addr, &partner);
 
     ev_signal sigint, sigterm, sighup;
     ev_signal_init(&sigint, on_signal_stop, SIGINT);
@@ -178,6 +186,6 @@ int main(int argc, char **argv)
     (void)keepalive_interval;
     (void)write_threads;
     (void)read_threads;
-    (void)binlog;
+    binlog_close();
     return 0;
 }

@@ -10,6 +10,7 @@
 #include "logic/clocktime.h"
 #include "logic/hashspace.h"
 #include "logic/kwire.h"
+#include "logic/binlog.h"
 #include "logic/log.h"
 #include "logic/proto.h"
 #include "logic/xmalloc.h"
@@ -340,6 +341,7 @@ static void on_server_connected(manager *m, rpc_session *s)
     char buf[KADDR_STRLEN];
     const kaddr *a = rpc_session_addr(s);
     log_info("server connected %s", fmt_addr(a, buf));
+    binlog_new_server(a);
     rpc_session_set_data(s, NULL);
     if (!hashspace_is_active(&m->whs, a) && !addr_list_contains(&m->newcomers, a))
         addr_list_push(&m->newcomers, a);
@@ -353,6 +355,7 @@ static void on_server_lost(manager *m, rpc_session *s)
     char buf[KADDR_STRLEN];
     kaddr a = *rpc_session_addr(s);
     log_warn("server lost %s", fmt_addr(&a, buf));
+    binlog_lost_server(&a);
 
     clocktime_t ct = kclock_event(&m->clock);
     bool changed = mark_fault(&m->whs, &a, ct);
@@ -391,6 +394,7 @@ static void on_new_node(rpc_session *s, int role, void *ud)
             send_sync(m, s);   /* §9.2: each side sends its spaces on connect */
         } else {
             log_warn("unknown partner %s", fmt_addr(a, buf));
+            binlog_unknown_partner(a);
         }
     }
 }

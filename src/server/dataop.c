@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "logic/kwire.h"
+#include "logic/binlog.h"
 #include "logic/log.h"
 #include "logic/proto.h"
 #include "logic/record.h"
@@ -240,6 +241,19 @@ static void repl_callback(rpc_session *s, const rpc_result *r, void *ud)
         log_error("%s to %s failed: error %d",
                   op->kind == OP_KIND_SET ? "ReplicateSet" : "ReplicateDelete",
                   kaddr_format(&t->peer, buf), r->err);
+        /* cli.md §10: ers/erd carry the user key and data, without kumofs headers */
+        if (op->klen >= DBKEY_HASH_LEN) {
+            const uint8_t *key = op->data;
+            uint64_t hash = dbkey_hash(key);
+            if (op->kind == OP_KIND_SET && op->vlen >= DBVALUE_HEADER_LEN)
+                binlog_replicate_set_failed(key + DBKEY_HASH_LEN, op->klen - DBKEY_HASH_LEN,
+                                            key + op->klen + DBVALUE_HEADER_LEN,
+                                            op->vlen - DBVALUE_HEADER_LEN, hash, op->ct,
+                                            &t->peer);
+            else if (op->kind != OP_KIND_SET)
+                binlog_replicate_delete_failed(key + DBKEY_HASH_LEN, op->klen - DBKEY_HASH_LEN,
+                                               hash, &t->peer);
+        }
         if (t->by_rhs) {
             op_count_success(op);          /* an old-owner failure does not fail the write */
         } else if (!op->replied) {

@@ -1,5 +1,6 @@
 /* main.c - kumo-server: options (cli.md §4), start-up, signals and the event loop. */
 #include <ev.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +8,7 @@
 
 #include "logic/cmdline.h"
 #include "logic/daemon.h"
+#include "logic/binlog.h"
 #include "logic/log.h"
 #include "server/server.h"
 #include "server/store.h"
@@ -76,6 +78,7 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
     (void)revents;
     log_info("SIGHUP");
     log_reopen();
+    binlog_reopen();
 }
 
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -164,6 +167,10 @@ int main(int argc, char **argv)
     }
     if (o.pidfile != NULL)
         daemon_start(o.pidfile, o.log_path != NULL);
+    if (o.binlog_path != NULL && binlog_open(o.binlog_path) != 0) {
+        fprintf(stderr, "error: can't open binary log %s: %s\n", o.binlog_path, strerror(errno));
+        return 1;
+    }
     signal(SIGPIPE, SIG_IGN);
 
     store *st = store_open(o.store, err, sizeof(err));
@@ -206,6 +213,7 @@ int main(int argc, char **argv)
 
     char abuf[KADDR_STRLEN];
     log_info("start server %s", kaddr_format(&o.listen, abuf));
+    binlog_server_start(&o.listen, o.store, &o.mgr1, &o.mgr2, &stream_addr, o.tmpdir);
     server_start(the_server, rpc_fd, stream_fd);
 
     ev_run(main_loop, 0);
@@ -214,6 +222,7 @@ int main(int argc, char **argv)
     ev_timer_stop(main_loop, &keepalive);
     server_free(the_server);
     store_close(st);                 /* nothing acknowledged is lost (DECISIONS.md §4) */
+    binlog_close();
     free(usage);
     return 0;
 }
