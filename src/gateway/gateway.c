@@ -1,0 +1,665 @@
+/* gateway.c - kumo-gateway's cluster side: hash-space maintenance, routing, retries. */
+#include "gateway/gateway.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "logic/hashspace.h"
+#include "logic/kwire.h"
+#include "logic/log.h"
+#include "logic/proto.h"
+#include "logic/record.h"
+#include "logic/xmalloc.h"
+#include "rpc/rpc.h"
+
+/* A pseudo error for "the needed hash space has no active node" (cli.md §9.5 "No server"). */
+#define GW_ERR_NO_SERVER 100
+
+#define GW_RETRY_DELAY 1.0            /* algorithms.md §5.1: "after a ~1 s delay" */
+#define GW_OP_BUF_KEEP (64 * 1024)    /* op buffers up to this size are kept in the pool */
+#define GW_OP_POOL_MAX 4096           /* pooled op structs */
+#define GW_RELATIVE_EXPTIME_MAX 2592000  /* memcached: <= 30 days is relative */
+
+enum op_kind { OP_GET, OP_SET, OP_DELETE };
+
+/* One hash space plus a cache of the plain-client session of each of its nodes, so a
+ * request resolves its server session with one array access (the rpc layer keeps one
+ * session per address; the cache holds a reference and is dropped when it is lost). */
+typedef struct gw_space {
+    hashspace hs;
+    rpc_session **sess;        /* parallel to hs.nodes; NULL = not looked up yet */
+    size_t nsess;
+} gw_space;
+
+typedef struct gw_manager {
+    gateway *gw;
+    kaddr addr;
+    rpc_session *sess;         /* referenced; the session of the last HashSpaceRequest */
+    bool pending;              /* a HashSpaceRequest is outstanding: never pile them up */
+} gw_manager;
+
+/* One data request and its retry state (algorithms.md §5.1).  buf holds the DBKey and,
+ * for a set, the DBValue right after it, so a retry re-sends the same bytes. */
+typedef struct gw_op {
+    struct gw_op *prev, *next; /* live list (for gateway_free), or the pool via next */
+    gateway *gw;
+    uint8_t kind;              /* enum op_kind */
+    uint8_t setop;             /* SET_OP_* */
+    bool async;                /* delete: STORE_FLAG_ASYNC */
+    bool noserver_logged;
+    bool fail_pending;         /* the delay timer delivers a "no server" attempt failure */
+    unsigned retry;            /* retries made so far */
+    int last_err;
+    ev_timer delay;
+    union { gateway_get_cb get; gateway_store_cb store; } cb;
+    void *ud;
+    uint8_t *buf;
+    size_t bufcap;
+    size_t keylen;             /* DBKey length (8 + prefix + key) */
+    size_t vallen;             /* DBValue length (set only) */
+} gw_op;
+
+struct gateway {
+    struct ev_loop *loop;
+    rpc_node *node;
+    gateway_config cfg;
+    size_t prefixlen;
+    gw_space whs, rhs;
+    gw_manager mgr[2];
+    int nmgr;
+    unsigned renew_counter;    /* -rn error counter (algorithms.md §4) */
+    uint32_t now;              /* cached unix time, refreshed every tick */
+    bool closing;
+    gw_op *live;               /* ops in flight */
+    gw_op *pool;
+    size_t npool;
+};
+
+/* ------------------------------------------------------------------ hash spaces */
+
+static void space_init(gw_space *sp)
+{
+    hashspace_init(&sp->hs);
+    sp->sess = NULL;
+    sp->nsess = 0;
+}
+
+static void space_drop_sessions(gw_space *sp)
+{
+    for (size_t i = 0; i < sp->nsess; i++)
+        if (sp->sess[i])
+            rpc_session_unref(sp->sess[i]);
+    free(sp->sess);
+    sp->sess = NULL;
+    sp->nsess = 0;
+}
+
+static void space_destroy(gw_space *sp)
+{
+    space_drop_sessions(sp);
+    hashspace_destroy(&sp->hs);
+}
+
+/* algorithms.md §4: replace the local copy if it is empty, or if the seed is non-empty
+ * and not older (local.timestamp <= seed.timestamp, in ClockTime order). */
+static bool space_accept(gw_space *sp, hashspace *seed)
+{
+    bool take = hashspace_empty(&sp->hs) ||
+                (!hashspace_empty(seed) && !clocktime_less(seed->clocktime, sp->hs.clocktime));
+    if (!take)
+        return false;
+    hashspace_swap(&sp->hs, seed);
+    space_drop_sessions(sp);
+    if (sp->hs.nnodes) {
+        sp->sess = xcalloc(sp->hs.nnodes, sizeof *sp->sess);
+        sp->nsess = sp->hs.nnodes;
+    }
+    return true;
+}
+
+static rpc_session *space_session(gateway *gw, gw_space *sp, size_t idx)
+{
+    rpc_session *s = sp->sess[idx];
+    if (s && rpc_session_is_lost(s)) {
+        rpc_session_unref(s);
+        s = NULL;
+    }
+    if (!s) {
+        s = rpc_node_session(gw->node, &sp->hs.nodes[idx].addr, false);
+        rpc_session_ref(s);
+        sp->sess[idx] = s;
+    }
+    return s;
+}
+
+/* Accept a HashSpacePair [wseed, rseed] (wire.md §7.8).  False on a type error. */
+static bool gw_accept_pair(gateway *gw, const msgpack_object *pair)
+{
+    const msgpack_object *w = kwire_array_at(pair, 0), *r = kwire_array_at(pair, 1);
+    if (!w || !r)
+        return false;
+    hashspace ws, rs;
+    hashspace_init(&ws);
+    hashspace_init(&rs);
+    bool ok = kwire_get_seed(w, &ws) && kwire_get_seed(r, &rs);
+    if (ok) {
+        bool cw = space_accept(&gw->whs, &ws);
+        bool cr = space_accept(&gw->rhs, &rs);
+        if (cw || cr)
+            log_debug("hash space updated: whs %zu nodes, rhs %zu nodes",
+                      gw->whs.hs.nnodes, gw->rhs.hs.nnodes);
+    }
+    hashspace_destroy(&ws);
+    hashspace_destroy(&rs);
+    return ok;
+}
+
+/* ------------------------------------------------------------------ managers */
+
+static void mgr_request(gw_manager *m);
+
+static void mgr_done(rpc_session *s, const rpc_result *r, void *ud)
+{
+    gw_manager *m = ud;
+    m->pending = false;
+    if (m->gw->closing)
+        return;
+    if (r->err != RPC_OK) {
+        char a[KADDR_STRLEN];
+        log_debug("HashSpaceRequest to %s failed: %d", kaddr_format(&m->addr, a), r->err);
+        /* algorithms.md §4: re-sent at once while the session lives; a lost session is
+         * retried by the keepalive.  Remote errors are not retried in a tight loop. */
+        if (r->err == RPC_TIMEOUT && !rpc_session_is_lost(s))
+            mgr_request(m);
+        return;
+    }
+    if (!gw_accept_pair(m->gw, r->result))
+        log_warn("bad HashSpaceRequest result from manager");
+}
+
+static void mgr_request(gw_manager *m)
+{
+    if (m->pending)
+        return;
+    rpc_session *s = rpc_node_session(m->gw->node, &m->addr, false);
+    if (s != m->sess) {
+        if (m->sess)
+            rpc_session_unref(m->sess);
+        rpc_session_ref(s);
+        m->sess = s;
+    }
+    m->pending = true;
+    msgpack_packer *pk = rpc_call_begin(s, MGR_HASH_SPACE_REQUEST, RPC_DEFAULT_TIMEOUT_STEPS,
+                                        mgr_done, m);
+    msgpack_pack_array(pk, 0);
+    rpc_call_end(s);
+}
+
+static void gw_renew(gateway *gw)
+{
+    for (int i = 0; i < gw->nmgr; i++)
+        mgr_request(&gw->mgr[i]);
+}
+
+/* algorithms.md §4 renew threshold: every -rn+1 errors re-fetch the hash spaces. */
+static void gw_renew_check(gateway *gw)
+{
+    if (gw->renew_counter >= gw->cfg.renew_threshold) {
+        gw->renew_counter = 0;
+        gw_renew(gw);
+    } else {
+        gw->renew_counter++;
+    }
+}
+
+/* Incoming requests: only HashSpacePush, on our own plain connection to a manager
+ * (wire.md §8.3). */
+static void gw_dispatch(const rpc_request *req, void *ud)
+{
+    gateway *gw = ud;
+    if (req->cluster || req->method != GW_HASH_SPACE_PUSH ||
+        req->params->type != MSGPACK_OBJECT_ARRAY || !gw_accept_pair(gw, req->params)) {
+        rpc_reply_error(req->session, req->msgid, RPC_PROTOCOL_ERROR);
+        return;
+    }
+    rpc_reply_bool(req->session, req->msgid, true);
+}
+
+/* ------------------------------------------------------------------ ops */
+
+static gw_op *op_new(gateway *gw, int kind, size_t need)
+{
+    gw_op *op = gw->pool;
+    if (op) {
+        gw->pool = op->next;
+        gw->npool--;
+    } else {
+        op = xcalloc(1, sizeof *op);
+    }
+    uint8_t *buf = op->buf;
+    size_t cap = op->bufcap;
+    memset(op, 0, sizeof *op);
+    if (cap < need) {
+        free(buf);
+        cap = need < 256 ? 256 : need;
+        buf = xmalloc(cap);
+    }
+    op->buf = buf;
+    op->bufcap = cap;
+    op->gw = gw;
+    op->kind = (uint8_t)kind;
+    op->next = gw->live;
+    if (gw->live)
+        gw->live->prev = op;
+    gw->live = op;
+    return op;
+}
+
+static void op_free(gw_op *op)
+{
+    gateway *gw = op->gw;
+    ev_timer_stop(gw->loop, &op->delay);
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        gw->live = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    if (gw->closing || gw->npool >= GW_OP_POOL_MAX) {
+        free(op->buf);
+        free(op);
+        return;
+    }
+    if (op->bufcap > GW_OP_BUF_KEEP) {
+        free(op->buf);
+        op->buf = NULL;
+        op->bufcap = 0;
+    }
+    op->next = gw->pool;
+    gw->pool = op;
+    gw->npool++;
+}
+
+/* Write the DBKey of prefix ‖ key into op->buf (wire.md §7.5). */
+static void op_set_key(gw_op *op, const char *key, size_t keylen)
+{
+    gateway *gw = op->gw;
+    uint8_t *p = op->buf + DBKEY_HASH_LEN;
+    if (gw->prefixlen)
+        memcpy(p, gw->cfg.key_prefix, gw->prefixlen);
+    memcpy(p + gw->prefixlen, key, keylen);
+    op->keylen = DBKEY_HASH_LEN + gw->prefixlen + keylen;
+    be64_put(op->buf, hs_hash(p, gw->prefixlen + keylen));
+}
+
+static const char *op_user_key(const gw_op *op, size_t *len)
+{
+    size_t skip = DBKEY_HASH_LEN + op->gw->prefixlen;
+    *len = op->keylen - skip;
+    return (const char *)op->buf + skip;
+}
+
+static const char *op_name(const gw_op *op)
+{
+    return op->kind == OP_GET ? "get" : op->kind == OP_SET ? "set" : "delete";
+}
+
+/* Deliver the final outcome and release the op. */
+static void op_finish(gw_op *op, int status, const gateway_value *v, clocktime_t ct)
+{
+    if (op->kind == OP_GET) {
+        size_t klen;
+        const char *k = op_user_key(op, &klen);
+        if (op->cb.get)
+            op->cb.get(op->ud, status, v, k, klen);
+    } else if (op->cb.store) {
+        op->cb.store(op->ud, status, ct);
+    }
+    op_free(op);
+}
+
+static void op_send(gw_op *op);
+
+static unsigned op_retry_limit(const gw_op *op)
+{
+    const gateway_config *c = &op->gw->cfg;
+    if (op->kind == OP_GET)
+        return c->get_retry ? 3 * c->get_retry - 1 : 0;
+    return op->kind == OP_SET ? c->set_retry : c->delete_retry;
+}
+
+/* An attempt failed with err (0 = the server's "replication failed" nil): retry or give
+ * up (algorithms.md §5.1).  Always called from an event callback, never from the caller
+ * of gateway_get/_set/_delete. */
+static void op_attempt_failed(gw_op *op, int err)
+{
+    gateway *gw = op->gw;
+    op->last_err = err;
+    if (op->retry >= op_retry_limit(op)) {
+        if (err == RPC_TRANSPORT_LOST || err == RPC_SERVER_ERROR)
+            gw_renew(gw);
+        size_t klen;
+        const char *k = op_user_key(op, &klen);
+        log_error("%s failed after %u retries: error %d, key %.*s", op_name(op), op->retry,
+                  err, (int)(klen > 64 ? 64 : klen), k);
+        op_finish(op, GATEWAY_FAILED, NULL, 0);
+        return;
+    }
+    op->retry++;
+    gw_renew_check(gw);
+    /* get: offsets 1 and 2 at once, offset 0 (another round) after a pause; set and
+     * delete always re-resolve the coordinator after a pause */
+    bool now = op->kind == OP_GET && op->retry % 3 != 0;
+    if (now && err != GW_ERR_NO_SERVER) {
+        op_send(op);
+        return;
+    }
+    ev_timer_set(&op->delay, now ? 0.0 : GW_RETRY_DELAY, 0.0);
+    ev_timer_start(gw->loop, &op->delay);
+}
+
+static void op_delay_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    gw_op *op = w->data;
+    if (op->fail_pending) {
+        op->fail_pending = false;
+        op_attempt_failed(op, GW_ERR_NO_SERVER);
+    } else {
+        op_send(op);
+    }
+}
+
+static void get_done(rpc_session *s, const rpc_result *r, void *ud);
+static void store_done(rpc_session *s, const rpc_result *r, void *ud);
+
+/* One attempt: resolve the target in the current hash space and send. */
+static void op_send(gw_op *op)
+{
+    gateway *gw = op->gw;
+    gw_space *sp = op->kind == OP_GET ? &gw->rhs : &gw->whs;
+    if (hashspace_empty(&sp->hs)) {
+        if (!op->noserver_logged) {
+            op->noserver_logged = true;
+            log_warn("req_%s FAILED: No server", op_name(op));
+        }
+        gw_renew_check(gw);
+        /* fail the attempt from the loop, so callbacks never run inside gateway_get */
+        op->fail_pending = true;
+        ev_timer_set(&op->delay, 0.0, 0.0);
+        ev_timer_start(gw->loop, &op->delay);
+        return;
+    }
+    unsigned offset = op->kind == OP_GET ? op->retry % 3 : 0;
+    const hs_node *n = hashspace_server_for(&sp->hs, dbkey_hash(op->buf), offset);
+    rpc_session *s = space_session(gw, sp, (size_t)(n - sp->hs.nodes));
+    msgpack_packer *pk;
+    switch (op->kind) {
+    case OP_GET:   /* wire.md §8.2 Get [dbkey] */
+        pk = rpc_call_begin(s, SRV_GET, RPC_DEFAULT_TIMEOUT_STEPS, get_done, op);
+        msgpack_pack_array(pk, 1);
+        kwire_pack_raw(pk, op->buf, op->keylen);
+        break;
+    case OP_SET:   /* Set [operation, dbkey, dbvalue] */
+        pk = rpc_call_begin(s, SRV_SET, RPC_DEFAULT_TIMEOUT_STEPS, store_done, op);
+        msgpack_pack_array(pk, 3);
+        msgpack_pack_uint32(pk, op->setop);
+        kwire_pack_raw(pk, op->buf, op->keylen);
+        kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
+        break;
+    default:       /* Delete [flags, dbkey] */
+        pk = rpc_call_begin(s, SRV_DELETE, RPC_DEFAULT_TIMEOUT_STEPS, store_done, op);
+        msgpack_pack_array(pk, 2);
+        msgpack_pack_uint32(pk, op->async ? STORE_FLAG_ASYNC : 0);
+        kwire_pack_raw(pk, op->buf, op->keylen);
+        break;
+    }
+    rpc_call_end(s);
+}
+
+static void get_done(rpc_session *s, const rpc_result *r, void *ud)
+{
+    gw_op *op = ud;
+    if (op->gw->closing) {
+        op_finish(op, GATEWAY_FAILED, NULL, 0);
+        return;
+    }
+    if (r->err != RPC_OK) {
+        op_attempt_failed(op, r->err);
+        return;
+    }
+    const char *p;
+    size_t len;
+    if (kwire_is_nil(r->result)) {
+        op_finish(op, GATEWAY_MISS, NULL, 0);   /* final: other replicas not consulted */
+    } else if (kwire_get_raw(r->result, &p, &len)) {
+        if (!dbvalue_is_live(len)) {
+            op_finish(op, GATEWAY_MISS, NULL, 0);
+            return;
+        }
+        gateway_value v = {
+            .ct = dbvalue_clocktime(p),
+            .meta = dbvalue_meta(p),
+            .payload = (const uint8_t *)p + DBVALUE_HEADER_LEN,
+            .len = len - DBVALUE_HEADER_LEN,
+        };
+        op_finish(op, GATEWAY_OK, &v, v.ct);
+    } else {
+        op_attempt_failed(op, RPC_PROTOCOL_ERROR);
+    }
+}
+
+static void store_done(rpc_session *s, const rpc_result *r, void *ud)
+{
+    gw_op *op = ud;
+    if (op->gw->closing) {
+        op_finish(op, GATEWAY_FAILED, NULL, 0);
+        return;
+    }
+    if (r->err != RPC_OK) {
+        op_attempt_failed(op, r->err);
+        return;
+    }
+    const msgpack_object *o = r->result;
+    uint64_t ct;
+    bool b;
+    /* wire.md §8.2: Set → u64 version / false (CAS mismatch) / nil (replication failed);
+     * Delete → true / false / nil */
+    if (kwire_is_nil(o))
+        op_attempt_failed(op, 0);
+    else if (kwire_get_bool(o, &b))
+        op_finish(op, b ? GATEWAY_OK : (op->kind == OP_SET ? GATEWAY_EXISTS : GATEWAY_NOT_FOUND),
+                  NULL, 0);
+    else if (op->kind == OP_SET && kwire_get_u64(o, &ct))
+        op_finish(op, GATEWAY_OK, NULL, ct);
+    else
+        op_attempt_failed(op, RPC_PROTOCOL_ERROR);
+}
+
+static gw_op *op_start(gateway *gw, int kind, const char *key, size_t keylen, size_t extra)
+{
+    gw_op *op = op_new(gw, kind, DBKEY_HASH_LEN + gw->prefixlen + keylen + extra);
+    ev_timer_init(&op->delay, op_delay_cb, 0.0, 0.0);
+    op->delay.data = op;
+    op_set_key(op, key, keylen);
+    return op;
+}
+
+void gateway_get(gateway *gw, const char *key, size_t keylen, gateway_get_cb cb, void *ud)
+{
+    gw_op *op = op_start(gw, OP_GET, key, keylen, 0);
+    op->cb.get = cb;
+    op->ud = ud;
+    op_send(op);
+}
+
+void gateway_set(gateway *gw, const char *key, size_t keylen, unsigned setop, uint64_t compare,
+                 uint16_t meta, const void *hdr, size_t hdrlen, const void *data,
+                 size_t datalen, gateway_store_cb cb, void *ud)
+{
+    size_t vallen = DBVALUE_HEADER_LEN + hdrlen + datalen;
+    gw_op *op = op_start(gw, OP_SET, key, keylen, vallen);
+    op->cb.store = cb;
+    op->ud = ud;
+    op->setop = (uint8_t)setop;
+    /* wire.md §7.6: the clocktime field carries the CAS compare value (0 for a set) */
+    uint8_t *v = op->buf + op->keylen;
+    be64_put(v, setop == SET_OP_CAS ? compare : 0);
+    be16_put(v + 8, meta);
+    if (hdrlen)
+        memcpy(v + DBVALUE_HEADER_LEN, hdr, hdrlen);
+    if (datalen)
+        memcpy(v + DBVALUE_HEADER_LEN + hdrlen, data, datalen);
+    op->vallen = vallen;
+    op_send(op);
+}
+
+void gateway_delete(gateway *gw, const char *key, size_t keylen, bool async,
+                    gateway_store_cb cb, void *ud)
+{
+    gw_op *op = op_start(gw, OP_DELETE, key, keylen, 0);
+    op->cb.store = cb;
+    op->ud = ud;
+    op->async = async || gw->cfg.async_delete;
+    op_send(op);
+}
+
+/* ------------------------------------------------------------------ items */
+
+bool gateway_item_decode(const gateway *gw, const gateway_value *v, gateway_item *it)
+{
+    const uint8_t *p = v->payload;
+    size_t len = v->len;
+    it->flags = 0;
+    it->exptime = 0;
+    if (v->meta == GATEWAY_META_ITEM) {
+        if (len < GATEWAY_ITEM_HEADER_LEN)
+            return false;
+        it->flags = be32_get(p);
+        it->exptime = be32_get(p + 4);
+        /* memcached: an item is gone once its time has come */
+        if (it->exptime != 0 && it->exptime <= gw->now)
+            return false;
+        p += GATEWAY_ITEM_HEADER_LEN;
+        len -= GATEWAY_ITEM_HEADER_LEN;
+    } else {
+        /* storage.md §2.4: the original's prefixes, as -E / -F say; unknown meta values
+         * are read the same way (storage.md §2.3: meta is opaque to the original) */
+        if (gw->cfg.save_expire) {
+            if (len < 4)
+                return false;
+            it->exptime = be32_get(p);
+            if (it->exptime != 0 && it->exptime < gw->now)
+                return false;
+            p += 4;
+            len -= 4;
+        }
+        if (gw->cfg.save_flag) {
+            if (len < 2)
+                return false;
+            it->flags = be16_get(p);
+            p += 2;
+            len -= 2;
+        }
+    }
+    it->data = p;
+    it->len = len;
+    return true;
+}
+
+void gateway_item_header(const gateway *gw, uint32_t flags, int64_t exptime,
+                         uint8_t hdr[GATEWAY_ITEM_HEADER_LEN])
+{
+    uint32_t abs;
+    if (exptime == 0)
+        abs = 0;
+    else if (exptime < 0)
+        abs = 1;                                   /* long past: expired at once */
+    else if (exptime <= GW_RELATIVE_EXPTIME_MAX)
+        abs = gw->now + (uint32_t)exptime;
+    else
+        abs = exptime > UINT32_MAX ? UINT32_MAX : (uint32_t)exptime;
+    be32_put(hdr, flags);
+    be32_put(hdr + 4, abs);
+}
+
+/* ------------------------------------------------------------------ life cycle */
+
+gateway *gateway_new(struct ev_loop *loop, const gateway_config *cfg)
+{
+    gateway *gw = xcalloc(1, sizeof *gw);
+    gw->loop = loop;
+    gw->cfg = *cfg;
+    gw->prefixlen = cfg->key_prefix ? strlen(cfg->key_prefix) : 0;
+    gw->now = (uint32_t)time(NULL);
+    space_init(&gw->whs);
+    space_init(&gw->rhs);
+    gw->mgr[0].gw = gw;
+    gw->mgr[0].addr = cfg->manager1;
+    gw->nmgr = 1;
+    if (!kaddr_is_null(&cfg->manager2)) {
+        gw->mgr[1].gw = gw;
+        gw->mgr[1].addr = cfg->manager2;
+        gw->nmgr = 2;
+    }
+    rpc_config rc = {
+        .role = RPC_ROLE_NONE,
+        .connect_timeout = cfg->connect_timeout,
+        .connect_retry_limit = cfg->connect_retry_limit,
+        .clock_interval = cfg->clock_interval,
+        .dispatch = gw_dispatch,
+        .ud = gw,
+    };
+    gw->node = rpc_node_new(loop, &rc);
+    return gw;
+}
+
+void gateway_start(gateway *gw)
+{
+    gw_renew(gw);
+}
+
+void gateway_tick(gateway *gw)
+{
+    gw->now = (uint32_t)time(NULL);
+}
+
+uint32_t gateway_now(const gateway *gw)
+{
+    return gw->now;
+}
+
+void gateway_keepalive(gateway *gw)
+{
+    /* algorithms.md §3: for each manager without a live connection, HashSpaceRequest
+     * (which also reconnects) */
+    for (int i = 0; i < gw->nmgr; i++) {
+        gw_manager *m = &gw->mgr[i];
+        if (!m->sess || rpc_session_is_lost(m->sess) || !rpc_session_is_connected(m->sess))
+            mgr_request(m);
+    }
+}
+
+void gateway_free(gateway *gw)
+{
+    if (!gw)
+        return;
+    gw->closing = true;
+    for (int i = 0; i < gw->nmgr; i++)
+        if (gw->mgr[i].sess)
+            rpc_session_unref(gw->mgr[i].sess);
+    space_drop_sessions(&gw->whs);
+    space_drop_sessions(&gw->rhs);
+    rpc_node_free(gw->node);        /* pending calls complete here, as GATEWAY_FAILED */
+    while (gw->live)                /* ops that were waiting on a delay timer */
+        op_finish(gw->live, GATEWAY_FAILED, NULL, 0);
+    while (gw->pool) {
+        gw_op *op = gw->pool;
+        gw->pool = op->next;
+        free(op->buf);
+        free(op);
+    }
+    space_destroy(&gw->whs);
+    space_destroy(&gw->rhs);
+    free(gw);
+}

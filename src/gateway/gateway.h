@@ -1,0 +1,114 @@
+/* gateway.h - kumo-gateway's cluster side: hash spaces from the managers (algorithms.md
+ * §4), routing to servers (hashing.md §2.4), Get/Set/Delete with the retries of
+ * algorithms.md §5.1, and the memcached item payload layout (doc/storage-format.md). */
+#ifndef KUMO_GATEWAY_H
+#define KUMO_GATEWAY_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "logic/addr.h"
+#include "logic/clocktime.h"
+
+typedef struct gateway gateway;
+
+typedef struct gateway_config {
+    kaddr manager1;                /* -m */
+    kaddr manager2;                /* -p; len 0 or port 0 = none */
+    const char *key_prefix;        /* -k (borrowed for the gateway's lifetime); may be NULL */
+    unsigned get_retry;            /* -G: a get makes at most 3*G attempts */
+    unsigned set_retry;            /* -S */
+    unsigned delete_retry;         /* -D */
+    unsigned renew_threshold;      /* -rn */
+    bool async_delete;             /* -Ad */
+    bool save_flag;                /* -F: how meta-0 payloads are read */
+    bool save_expire;              /* -E */
+    double connect_timeout;        /* -Ys */
+    unsigned connect_retry_limit;  /* -Yn */
+    double clock_interval;         /* -Ci */
+} gateway_config;
+
+/* Create the gateway on loop (cfg copied; key_prefix borrowed).  Nothing is sent until
+ * gateway_start.  Release with gateway_free. */
+gateway *gateway_new(struct ev_loop *loop, const gateway_config *cfg);
+
+/* Ask both managers for the hash spaces (algorithms.md §4). */
+void gateway_start(gateway *gw);
+
+/* The 0.5 s tick: refresh the cached clock used for expiry. */
+void gateway_tick(gateway *gw);
+
+/* The 2 s keepalive: HashSpaceRequest to every manager without a live connection. */
+void gateway_keepalive(gateway *gw);
+
+/* Close every session and free gw.  Requests in flight complete now with GATEWAY_FAILED
+ * (their callbacks must not start new requests); tear the front ends down afterwards. */
+void gateway_free(gateway *gw);
+
+/* Cached unix time (refreshed by gateway_tick). */
+uint32_t gateway_now(const gateway *gw);
+
+/* ---- data operations.  Callbacks always run later from the event loop, exactly once.
+ * Keys are the client's keys; the gateway adds -k itself and hands the client's key back
+ * (borrowed until the callback returns). */
+
+enum gateway_status {
+    GATEWAY_OK = 0,        /* get: hit; set: stored; delete: deleted */
+    GATEWAY_MISS,          /* get: no value */
+    GATEWAY_EXISTS,        /* set/cas: compare failed (server answered false) */
+    GATEWAY_NOT_FOUND,     /* delete: nothing live to delete (server answered false) */
+    GATEWAY_FAILED,        /* every retry failed */
+};
+
+/* A stored value as the server returned it (wire.md §7.6), borrowed until the callback
+ * returns. */
+typedef struct gateway_value {
+    clocktime_t ct;          /* version = CAS unique */
+    uint16_t meta;           /* payload form, see GATEWAY_META_* */
+    const uint8_t *payload;
+    size_t len;
+} gateway_value;
+
+typedef void (*gateway_get_cb)(void *ud, int status, const gateway_value *v,
+                               const char *key, size_t keylen);
+typedef void (*gateway_store_cb)(void *ud, int status, clocktime_t ct);
+
+/* Get: server_for(rhs, r mod 3) with 3*G-1 retries.  v is non-NULL only for GATEWAY_OK. */
+void gateway_get(gateway *gw, const char *key, size_t keylen, gateway_get_cb cb, void *ud);
+
+/* Set (op = SET_OP_SET / SET_OP_SET_ASYNC / SET_OP_CAS with compare = the client's CAS
+ * unique) of the payload hdr ‖ data with this meta; -S retries.  ct of a stored value is
+ * its new version.  cb may be NULL (fire and forget). */
+void gateway_set(gateway *gw, const char *key, size_t keylen, unsigned op, uint64_t compare,
+                 uint16_t meta, const void *hdr, size_t hdrlen, const void *data,
+                 size_t datalen, gateway_store_cb cb, void *ud);
+
+/* Delete with -D retries; async when -Ad or `async` (memcached noreply).  cb may be NULL. */
+void gateway_delete(gateway *gw, const char *key, size_t keylen, bool async,
+                    gateway_store_cb cb, void *ud);
+
+/* ---- memcached item payload (doc/storage-format.md) ---- */
+
+#define GATEWAY_META_ORIGINAL 0x0000   /* kumofs 0.4.13: [exptime BE32 if -E][flags BE16 if -F] data */
+#define GATEWAY_META_ITEM 0x0001       /* ours: flags BE32 ‖ exptime BE32 (absolute, 0 never) ‖ data */
+#define GATEWAY_ITEM_HEADER_LEN 8
+
+typedef struct gateway_item {
+    uint32_t flags;
+    uint32_t exptime;        /* absolute unix time, 0 = never */
+    const uint8_t *data;     /* borrowed from the gateway_value */
+    size_t len;
+} gateway_item;
+
+/* Decode a value into an item.  False if it must be reported as a miss (expired, or too
+ * short for its layout). */
+bool gateway_item_decode(const gateway *gw, const gateway_value *v, gateway_item *it);
+
+/* The 8-byte GATEWAY_META_ITEM header for a memcached exptime (0 never, <= 30 days
+ * relative, larger absolute, negative already expired). */
+void gateway_item_header(const gateway *gw, uint32_t flags, int64_t exptime,
+                         uint8_t hdr[GATEWAY_ITEM_HEADER_LEN]);
+
+#endif

@@ -1,0 +1,234 @@
+/* main.c - kumo-gateway: options, start-up, signals and the event loop (cli.md §5). */
+#include <ev.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "gateway/gateway.h"
+#include "gateway/textconn.h"
+#include "logic/cmdline.h"
+#include "logic/daemon.h"
+#include "logic/log.h"
+
+#define GW_TICK 0.5          /* algorithms.md §1 timer precision */
+#define GW_KEEPALIVE 2.0     /* algorithms.md §1: fixed 2 s whatever -k says */
+
+/* Verbatim from reference-outputs.md §3 (program name = argv[0]). */
+static const char usage_fmt[] =
+    "usage: %s -m <addr[:port]> -p <addr[:port]> [-t port] [-b port] [-c port]\n"
+    "\n"
+    "  -m  <addr[:port=19700]>   --manager1        address of manager 1\n"
+    "  -p  <addr[:port=19700]>   --manager2        address of manager 2\n"
+    "  -lc                       --local-cache     local cache (Tokyo Cabinet abstract database)\n"
+    "  -t  <[addr:]port=11411>   --memproto-text   memcached text protocol listen port\n"
+    "  -b  <[addr:]port=11511>   --memproto-binary memcached binary protocol listen port\n"
+    "  -c  <[addr:]port=11611>   --cloudy          asynchronous memcached binary protocol listen port\n"
+    "  -F                --memproto-save-flag     save flags on memcached protocol\n"
+    "  -E                --memproto-save-expire   save expire time on memcached protocol\n"
+    "  -As               --async-replicate-set    send response without waiting replication on set\n"
+    "  -Ad               --async-replicate-delete send response without waiting replication on delete\n"
+    "  -G  <number=5>    --get-retry              get retry limit\n"
+    "  -S  <number=20>   --set-retry              set retry limit\n"
+    "  -D  <number=20>   --delete-retry           delete retry limit\n"
+    "  -rn <number=4>    --renew-threshold        hash space renew threshold\n"
+    "  -k <string>       --key-prefix             add prefix to keys automatically\n"
+    "  -k  <number=2>    --keepalive-interval     keepalive interval in seconds\n"
+    "  -Ys <number=10>   --connect-timeout        connect timeout time in seconds\n"
+    "  -Yn <number=4>    --connect-retry-limit    connect retry limit\n"
+    "  -Ci <number=2>    --clock-interval         clock interval in seconds\n"
+    "  -TW <number=2>    --write-threads          number of threads for asynchronous writing\n"
+    "  -TR <number=8>    --read-threads           number of threads for asynchronous reading\n"
+    "  -o  <path.log>    --log                    output logs to the file\n"
+    "  -g  <path.mpac>   --binary-log             enable binary log\n"
+    "  -v                --verbose\n"
+    "  -d  <path.pid>    --daemon\n"
+    "\n"
+    "  v0.4.13 revision \n"
+    "\n";
+
+typedef struct gw_options {
+    kaddr manager1, manager2;
+    const char *local_cache;
+    kaddr text, binary, cloudy;
+    bool text_set, binary_set, cloudy_set;
+    bool save_flag, save_expire, async_set, async_delete;
+    unsigned short get_retry, set_retry, delete_retry, renew_threshold;
+    const char *key_prefix;
+    unsigned long keepalive;
+    double connect_timeout;
+    unsigned short connect_retry_limit;
+    double clock_interval;
+    unsigned short write_threads, read_threads;
+    const char *log_path, *binary_log, *pidfile;
+    bool verbose;
+    unsigned long item_size_max;    /* our addition: -x / --item-size-max */
+} gw_options;
+
+static struct ev_loop *g_loop;
+
+static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    log_info("end");
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    log_info("SIGHUP");
+    log_reopen();
+}
+
+static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    gateway_tick(w->data);
+}
+
+static void on_keepalive(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    gateway_keepalive(w->data);
+}
+
+static int listen_or_fail(const char *usage, const kaddr *a)
+{
+    char err[128];
+    int fd = daemon_listen_tcp(a, err, sizeof err);
+    if (fd < 0)
+        cmdline_fail(usage, err);
+    return fd;
+}
+
+int main(int argc, char **argv)
+{
+    gw_options o = {
+        .get_retry = 5, .set_retry = 20, .delete_retry = 20, .renew_threshold = 4,
+        .keepalive = 2, .connect_timeout = 10, .connect_retry_limit = 4,
+        .clock_interval = 2, .write_threads = 2, .read_threads = 8,
+        .item_size_max = TEXTCONN_ITEM_SIZE_MAX_DEFAULT,
+    };
+    const cmdline_opt opts[] = {
+        {"-m", "--manager1", CMDLINE_CONNECT, &o.manager1, true, 19700, NULL},
+        {"-p", "--manager2", CMDLINE_CONNECT, &o.manager2, false, 19700, NULL},
+        {"-lc", "--local-cache", CMDLINE_STRING, &o.local_cache, false, 0, NULL},
+        {"-t", "--memproto-text", CMDLINE_LISTEN, &o.text, false, 11411, &o.text_set},
+        {"-b", "--memproto-binary", CMDLINE_LISTEN, &o.binary, false, 11511, &o.binary_set},
+        {"-c", "--cloudy", CMDLINE_LISTEN, &o.cloudy, false, 11611, &o.cloudy_set},
+        {"-F", "--memproto-save-flag", CMDLINE_BOOL, &o.save_flag, false, 0, NULL},
+        {"-E", "--memproto-save-expire", CMDLINE_BOOL, &o.save_expire, false, 0, NULL},
+        {"-As", "--async-replicate-set", CMDLINE_BOOL, &o.async_set, false, 0, NULL},
+        {"-Ad", "--async-replicate-delete", CMDLINE_BOOL, &o.async_delete, false, 0, NULL},
+        {"-G", "--get-retry", CMDLINE_USHORT, &o.get_retry, false, 0, NULL},
+        {"-S", "--set-retry", CMDLINE_USHORT, &o.set_retry, false, 0, NULL},
+        {"-D", "--delete-retry", CMDLINE_USHORT, &o.delete_retry, false, 0, NULL},
+        {"-rn", "--renew-threshold", CMDLINE_USHORT, &o.renew_threshold, false, 0, NULL},
+        {"-k", "--key-prefix", CMDLINE_STRING, &o.key_prefix, false, 0, NULL},
+        /* cli.md §2: in the gateway only the long form reaches the keepalive option */
+        {"--keepalive-interval", "--keepalive-interval", CMDLINE_ULONG, &o.keepalive, false, 0, NULL},
+        {"-Ys", "--connect-timeout", CMDLINE_DOUBLE, &o.connect_timeout, false, 0, NULL},
+        {"-Yn", "--connect-retry-limit", CMDLINE_USHORT, &o.connect_retry_limit, false, 0, NULL},
+        {"-Ci", "--clock-interval", CMDLINE_DOUBLE, &o.clock_interval, false, 0, NULL},
+        {"-TW", "--write-threads", CMDLINE_USHORT, &o.write_threads, false, 0, NULL},
+        {"-TR", "--read-threads", CMDLINE_USHORT, &o.read_threads, false, 0, NULL},
+        {"-o", "--log", CMDLINE_STRING, &o.log_path, false, 0, NULL},
+        {"-g", "--binary-log", CMDLINE_STRING, &o.binary_log, false, 0, NULL},
+        {"-v", "--verbose", CMDLINE_BOOL, &o.verbose, false, 0, NULL},
+        {"-d", "--daemon", CMDLINE_STRING, &o.pidfile, false, 0, NULL},
+        {"-x", "--item-size-max", CMDLINE_ULONG, &o.item_size_max, false, 0, NULL},
+        {NULL, NULL, 0, NULL, false, 0, NULL},
+    };
+
+    char usage[sizeof usage_fmt + 256];
+    snprintf(usage, sizeof usage, usage_fmt, argv[0] ? argv[0] : "kumo-gateway");
+
+    char err[256];
+    int rc = cmdline_parse(argc, argv, opts, err, sizeof err);
+    if (rc == CMDLINE_HELP) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (rc != CMDLINE_OK)
+        cmdline_fail(usage, err);
+
+    /* cli.md §5 start-up order: listen sockets, then validation */
+    int text_fd = o.text_set ? listen_or_fail(usage, &o.text) : -1;
+    int binary_fd = o.binary_set ? listen_or_fail(usage, &o.binary) : -1;
+    int cloudy_fd = o.cloudy_set ? listen_or_fail(usage, &o.cloudy) : -1;
+    if (!o.text_set && !o.binary_set && !o.cloudy_set)
+        cmdline_fail(usage, "-t, -b or -c is required");
+    if (o.item_size_max == 0)
+        cmdline_fail(usage, "-x must be at least 1");
+
+    if (log_open(o.log_path, o.verbose, o.log_path == NULL && o.pidfile == NULL) < 0) {
+        fprintf(stderr, "error: can't open log file %s\n", o.log_path);
+        return 1;
+    }
+    if (o.pidfile)
+        daemon_start(o.pidfile, o.log_path != NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    /* Front ends of later issues: their ports were validated above, but nothing serves
+     * them yet, so refuse connections rather than accept and hang. */
+    if (binary_fd >= 0) {
+        log_warn("-b: the memcached binary protocol is not implemented yet");
+        close(binary_fd);
+    }
+    if (cloudy_fd >= 0) {
+        log_warn("-c: the cloudy protocol is not implemented yet");
+        close(cloudy_fd);
+    }
+    if (o.local_cache)
+        log_warn("-lc: the local cache is not implemented yet; ignored");
+
+    g_loop = ev_default_loop(0);
+
+    gateway_config gc = {
+        .manager1 = o.manager1,
+        .manager2 = o.manager2,
+        .key_prefix = o.key_prefix,
+        .get_retry = o.get_retry,
+        .set_retry = o.set_retry,
+        .delete_retry = o.delete_retry,
+        .renew_threshold = o.renew_threshold,
+        .async_delete = o.async_delete,
+        .save_flag = o.save_flag,
+        .save_expire = o.save_expire,
+        .connect_timeout = o.connect_timeout,
+        .connect_retry_limit = o.connect_retry_limit,
+        .clock_interval = o.clock_interval,
+    };
+    gateway *gw = gateway_new(g_loop, &gc);
+
+    textconn_listener *text = NULL;
+    if (text_fd >= 0) {
+        textconn_config tc = {.item_size_max = o.item_size_max};
+        text = textconn_listen(g_loop, text_fd, gw, &tc);
+    }
+    gateway_start(gw);
+
+    ev_signal sigint, sigterm, sighup;
+    ev_signal_init(&sigint, on_stop, SIGINT);
+    ev_signal_init(&sigterm, on_stop, SIGTERM);
+    ev_signal_init(&sighup, on_hup, SIGHUP);
+    ev_signal_start(g_loop, &sigint);
+    ev_signal_start(g_loop, &sigterm);
+    ev_signal_start(g_loop, &sighup);
+
+    ev_timer tick, keepalive;
+    ev_timer_init(&tick, on_tick, GW_TICK, GW_TICK);
+    ev_timer_init(&keepalive, on_keepalive, GW_KEEPALIVE, GW_KEEPALIVE);
+    tick.data = keepalive.data = gw;
+    ev_timer_start(g_loop, &tick);
+    ev_timer_start(g_loop, &keepalive);
+
+    ev_run(g_loop, 0);
+
+    ev_timer_stop(g_loop, &tick);
+    ev_timer_stop(g_loop, &keepalive);
+    ev_signal_stop(g_loop, &sigint);
+    ev_signal_stop(g_loop, &sigterm);
+    ev_signal_stop(g_loop, &sighup);
+    /* the gateway first: requests in flight complete into the still-open connections */
+    gateway_free(gw);
+    textconn_listener_free(text);
+    return 0;
+}
