@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,10 @@ typedef struct garbage_entry {
 
 struct store {
     TCHDB *db;
+    /* Serialises TC access between the event loop and the replace/backup threads.  We do
+     * not use tchdbsetmutex: with it TC calls sched_yield() on every operation, which on a
+     * loaded host sends the server to the back of the run queue once per request. */
+    pthread_mutex_t mu;
     /* garbage queue: FIFO, head = oldest */
     garbage_entry *gq_head;
     garbage_entry *gq_tail;
@@ -68,10 +73,6 @@ static bool apply_tuning(TCHDB *db, char *path, char *err, size_t errlen)
 /* Configure and open db on spec; false with err filled on failure. */
 static bool do_open(TCHDB *db, const char *spec, char *err, size_t errlen)
 {
-    if (!tchdbsetmutex(db)) {
-        snprintf(err, errlen, "%s: %s", spec, tchdberrmsg(tchdbecode(db)));
-        return false;
-    }
     char *path = xstrdup(spec);
     bool ok = apply_tuning(db, path, err, errlen);
     /* storage.md §1: writer + create, no tune (TC defaults, like the original). */
@@ -92,6 +93,7 @@ store *store_open(const char *spec, char *err, size_t errlen)
     }
     store *st = xcalloc(1, sizeof(*st));
     st->db = db;
+    pthread_mutex_init(&st->mu, NULL);
     store_set_garbage(st, 60, 3600, 2048);   /* cli.md §4 defaults */
     return st;
 }
@@ -103,6 +105,7 @@ void store_close(store *st)
     if (!tchdbclose(st->db))
         log_error("store close failed: %s", tchdberrmsg(tchdbecode(st->db)));
     tchdbdel(st->db);
+    pthread_mutex_destroy(&st->mu);
     garbage_entry *e = st->gq_head;
     while (e != NULL) {
         garbage_entry *next = e->next;
@@ -126,7 +129,9 @@ void *store_get(store *st, const void *key, size_t klen, size_t *vlen)
     if (!fits_int(klen))
         return NULL;
     int sz = 0;
+    pthread_mutex_lock(&st->mu);
     void *v = tchdbget(st->db, key, (int)klen, &sz);
+    pthread_mutex_unlock(&st->mu);
     if (v == NULL)
         return NULL;
     *vlen = (size_t)sz;
@@ -138,7 +143,9 @@ bool store_get_clocktime(store *st, const void *key, size_t klen, clocktime_t *c
     if (!fits_int(klen))
         return false;
     uint8_t buf[8];
+    pthread_mutex_lock(&st->mu);
     int n = tchdbget3(st->db, key, (int)klen, buf, sizeof(buf));
+    pthread_mutex_unlock(&st->mu);
     if (n < 8)
         return false;
     *ct = be64_get(buf);
@@ -156,11 +163,12 @@ bool store_put(store *st, const void *key, size_t klen, const void *val, size_t 
 {
     if (!fits_int(klen) || !fits_int(vlen))
         return false;
-    if (!tchdbput(st->db, key, (int)klen, val, (int)vlen)) {
+    pthread_mutex_lock(&st->mu);
+    bool ok = tchdbput(st->db, key, (int)klen, val, (int)vlen);
+    if (!ok)
         report_error(st, "put");
-        return false;
-    }
-    return true;
+    pthread_mutex_unlock(&st->mu);
+    return ok;
 }
 
 /* Argument of the put procedures: the incoming value and the clocktime to decide on. */
@@ -195,7 +203,10 @@ bool store_update(store *st, const void *key, size_t klen, const void *val, size
 {
     if (vlen < 8 || !fits_int(klen) || !fits_int(vlen))
         return false;
-    return do_update(st, key, klen, val, vlen);
+    pthread_mutex_lock(&st->mu);
+    bool ok = do_update(st, key, klen, val, vlen);
+    pthread_mutex_unlock(&st->mu);
+    return ok;
 }
 
 /* §5.1 conditional physical delete: remove only while the record is still that tombstone
@@ -265,10 +276,12 @@ bool store_remove(store *st, const void *key, size_t klen, clocktime_t ct)
         return false;
     uint8_t tomb[TOMBSTONE_LEN];
     be64_put(tomb, ct);
-    if (!do_update(st, key, klen, tomb, sizeof(tomb)))
-        return false;
-    garbage_push(st, key, klen, ct);
-    return true;
+    pthread_mutex_lock(&st->mu);
+    bool ok = do_update(st, key, klen, tomb, sizeof(tomb));
+    if (ok)
+        garbage_push(st, key, klen, ct);
+    pthread_mutex_unlock(&st->mu);
+    return ok;
 }
 
 /* storage.md §4.4: replace only a record whose clocktime equals compare exactly. */
@@ -287,27 +300,32 @@ bool store_cas(store *st, const void *key, size_t klen, const void *val, size_t 
     if (!fits_int(klen) || !fits_int(vlen))
         return false;
     put_op op = { val, vlen, compare };
-    if (!tchdbputproc(st->db, key, (int)klen, val, (int)vlen, cas_proc, &op)) {
+    pthread_mutex_lock(&st->mu);
+    bool ok = tchdbputproc(st->db, key, (int)klen, val, (int)vlen, cas_proc, &op);
+    if (!ok)
         report_error(st, "cas");
-        return false;
-    }
-    return true;
+    pthread_mutex_unlock(&st->mu);
+    return ok;
 }
 
 bool store_erase(store *st, const void *key, size_t klen)
 {
     if (!fits_int(klen))
         return false;
-    if (!tchdbout(st->db, key, (int)klen)) {
+    pthread_mutex_lock(&st->mu);
+    bool ok = tchdbout(st->db, key, (int)klen);
+    if (!ok)
         report_error(st, "erase");
-        return false;
-    }
-    return true;
+    pthread_mutex_unlock(&st->mu);
+    return ok;
 }
 
 uint64_t store_count(store *st)
 {
-    return tchdbrnum(st->db);
+    pthread_mutex_lock(&st->mu);
+    uint64_t n = tchdbrnum(st->db);
+    pthread_mutex_unlock(&st->mu);
+    return n;
 }
 
 /* §5.2 "conditional on being unchanged": remove only if the value is still the bytes we
@@ -338,25 +356,39 @@ uint64_t store_iterate(store *st, clocktime_t purge_limit, store_iter_fn fn, voi
     uint64_t visited = 0;
     TCXSTR *k = tcxstrnew();
     TCXSTR *v = tcxstrnew();
-    /* iternext3 copies the record out and releases TC's lock between records, so fn (and
-     * our purges) may modify or erase the current record. */
-    if (!tchdbiterinit(st->db)) {
+    /* iternext3 copies the record out; our lock is held for each step (and purge) but
+     * released around fn, so fn may modify or erase the current record and the event loop
+     * keeps serving between records. */
+    pthread_mutex_lock(&st->mu);
+    bool ok = tchdbiterinit(st->db);
+    if (!ok)
         report_error(st, "iterinit");
+    pthread_mutex_unlock(&st->mu);
+    if (!ok)
         goto out;
-    }
-    while (tchdbiternext3(st->db, k, v)) {
+    for (;;) {
+        pthread_mutex_lock(&st->mu);
+        bool more = tchdbiternext3(st->db, k, v);
+        pthread_mutex_unlock(&st->mu);
+        if (!more)
+            break;
         const void *key = tcxstrptr(k);
         size_t klen = (size_t)tcxstrsize(k);
         const void *val = tcxstrptr(v);
         size_t vlen = (size_t)tcxstrsize(v);
         if (vlen < 8) {
+            pthread_mutex_lock(&st->mu);
             purge(st, key, klen, val, vlen);   /* invalid record */
+            pthread_mutex_unlock(&st->mu);
             continue;
         }
         if (!dbvalue_is_live(vlen)) {
             /* A tombstone (8 or 9 bytes): never handed to fn; aged ones go (§5.2). */
-            if (purge_limit != 0 && clocktime_less(dbvalue_clocktime(val), purge_limit))
+            if (purge_limit != 0 && clocktime_less(dbvalue_clocktime(val), purge_limit)) {
+                pthread_mutex_lock(&st->mu);
                 purge(st, key, klen, val, vlen);
+                pthread_mutex_unlock(&st->mu);
+            }
             continue;
         }
         visited++;
@@ -376,11 +408,15 @@ int store_backup(store *st, const char *dst, char *err, size_t errlen)
     snprintf(tmp, n, "%s.tmp", dst);
     int rc = -1;
     int fd;
-    /* tchdbcopy synchronises the database and copies it while holding TC's lock. */
-    if (!tchdbcopy(st->db, tmp)) {
+    /* tchdbcopy synchronises the database and copies it; our lock keeps writers out
+     * meanwhile, so the copy is a consistent snapshot. */
+    pthread_mutex_lock(&st->mu);
+    bool copied = tchdbcopy(st->db, tmp);
+    if (!copied)
         snprintf(err, errlen, "backup to %s failed: %s", tmp, tchdberrmsg(tchdbecode(st->db)));
+    pthread_mutex_unlock(&st->mu);
+    if (!copied)
         goto out;
-    }
     fd = open(tmp, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         snprintf(err, errlen, "backup: can't open %s: %s", tmp, strerror(errno));
