@@ -34,6 +34,8 @@ enum server_method {
     SRV_SET = 35,
     SRV_DELETE = 36,
     SRV_GET_IF_MODIFIED = 37,
+    SRV_UPDATE = 48,             /* kumofs-c: read-modify-write (doc/protocol-additions.md) */
+    SRV_FLUSH = 49,              /* kumofs-c: flush_all (doc/protocol-additions.md) */
     SRV_CREATE_BACKUP = 96,
     SRV_GET_STATUS = 97,
     SRV_SET_CONFIG = 98,
@@ -52,6 +54,29 @@ enum set_op {
     SET_OP_APPEND = 4,      /* declared by the original, rejected with error 5 */
     SET_OP_PREPEND = 8,
 };
+
+/* Update.op (kumofs-c, doc/protocol-additions.md): memcached read-modify-write commands. */
+enum update_op {
+    UPDATE_OP_ADD = 1,
+    UPDATE_OP_REPLACE = 2,
+    UPDATE_OP_APPEND = 3,
+    UPDATE_OP_PREPEND = 4,
+    UPDATE_OP_CAS = 5,
+    UPDATE_OP_INCR = 6,
+    UPDATE_OP_DECR = 7,
+    UPDATE_OP_TOUCH = 8,
+};
+
+/* Update result status (kumofs-c). */
+enum update_status {
+    UPDATE_STORED = 0,           /* TOUCH: touched; INCR/DECR: value = new number */
+    UPDATE_NOT_STORED = 1,
+    UPDATE_EXISTS = 2,
+    UPDATE_NOT_FOUND = 3,
+    UPDATE_NON_NUMERIC = 4,
+};
+
+#define UPDATE_FLAG_ASYNC 0x01     /* Update.flags: reply before replication completes */
 
 #define STORE_FLAG_ASYNC 0x01      /* Delete.flags: reply before replication completes */
 #define REPLICATE_FLAG_BY_RHS 0x01 /* Replicate*.flags: validate against rhs */

@@ -40,6 +40,7 @@ typedef struct repl_op {
     unsigned w_retry, r_retry;   /* one retry counter per group (§5.3) */
     bool replied;
     bool result;                 /* Delete's answer */
+    dataop_answer_fn answer;     /* NULL: Set's/Delete's own answers */
     unsigned ntargets;
     repl_target targets[MAX_TARGETS];
     size_t klen, vlen;
@@ -113,13 +114,6 @@ static void reply_raw(rpc_session *s, uint32_t msgid, const void *data, size_t l
 
 /* ---- replica sets (algorithms.md §5.2, hashing.md §2.3) ---- */
 
-typedef struct write_plan {
-    kaddr w[HS_REPLICAS];
-    unsigned nw;
-    kaddr r[HS_REPLICAS];
-    unsigned nr;
-} write_plan;
-
 static bool plan_has(const kaddr *list, unsigned n, const kaddr *a)
 {
     for (unsigned i = 0; i < n; i++)
@@ -129,7 +123,7 @@ static bool plan_has(const kaddr *list, unsigned n, const kaddr *a)
 }
 
 /* Coordinator check and W/R computation.  Returns 0, or the error code to answer. */
-static int plan_write(server *srv, uint64_t h, write_plan *p)
+int dataop_plan_write(server *srv, uint64_t h, dataop_plan *p)
 {
     const kaddr *self = &srv->cfg.self;
     const hs_node *slots[HS_REPLICAS];
@@ -208,7 +202,9 @@ static void op_answer(repl_op *op)
     if (op->replied)
         return;
     op->replied = true;
-    if (op->kind == OP_KIND_SET)
+    if (op->answer != NULL)
+        op->answer(op->client, op->msgid, true, op->ct, op->data + op->klen, op->vlen);
+    else if (op->kind == OP_KIND_SET)
         rpc_reply_u64(op->client, op->msgid, op->ct);
     else
         rpc_reply_bool(op->client, op->msgid, op->result);
@@ -260,7 +256,10 @@ static void repl_callback(rpc_session *s, const rpc_result *r, void *ud)
             /* A write replica failed: answer nil; the local copy keeps the new version
              * (the "indefinite" outcome of §5.3) and the gateway retries. */
             op->replied = true;
-            rpc_reply_nil(op->client, op->msgid);
+            if (op->answer != NULL)
+                op->answer(op->client, op->msgid, false, op->ct, op->data + op->klen, op->vlen);
+            else
+                rpc_reply_nil(op->client, op->msgid);
         }
     }
     if (--op->inflight == 0)
@@ -269,8 +268,9 @@ static void repl_callback(rpc_session *s, const rpc_result *r, void *ud)
 
 /* Build a tracker for the plan and send to every target.  key/val are copied. */
 static void replicate(server *srv, const rpc_request *req, enum op_kind kind, clocktime_t ct,
-                      const write_plan *p, const void *key, size_t klen,
-                      const void *val, size_t vlen, bool async, bool result)
+                      const dataop_plan *p, const void *key, size_t klen,
+                      const void *val, size_t vlen, bool async, bool result,
+                      dataop_answer_fn answer)
 {
     repl_op *op = op_alloc(klen + vlen);
     op->srv = srv;
@@ -280,6 +280,7 @@ static void replicate(server *srv, const rpc_request *req, enum op_kind kind, cl
     op->kind = kind;
     op->ct = ct;
     op->result = result;
+    op->answer = answer;
     op->klen = klen;
     op->vlen = vlen;
     memcpy(op->data, key, klen);
@@ -298,6 +299,17 @@ static void replicate(server *srv, const rpc_request *req, enum op_kind kind, cl
         repl_send(&op->targets[i]);
     if (--op->inflight == 0)
         op_release(op);
+}
+
+void dataop_replicate_value(server *srv, const rpc_request *req, clocktime_t ct,
+                            const dataop_plan *p, const void *key, size_t klen,
+                            const void *val, size_t vlen, bool async, dataop_answer_fn answer)
+{
+    if (p->nw + p->nr == 0) {
+        answer(req->session, req->msgid, true, ct, val, vlen);
+        return;
+    }
+    replicate(srv, req, OP_KIND_SET, ct, p, key, klen, val, vlen, async, false, answer);
 }
 
 /* A new version for key, strictly newer than whatever we store (DECISIONS.md §2). */
@@ -322,8 +334,8 @@ void dataop_set(server *srv, const rpc_request *req)
         rpc_reply_error(req->session, req->msgid, RPC_PROTOCOL_ERROR);
         return;
     }
-    write_plan plan;
-    int err = plan_write(srv, dbkey_hash(key), &plan);
+    dataop_plan plan;
+    int err = dataop_plan_write(srv, dbkey_hash(key), &plan);
     if (err != 0) {
         rpc_reply_error(req->session, req->msgid, err);
         return;
@@ -352,7 +364,7 @@ void dataop_set(server *srv, const rpc_request *req)
         return;
     }
     replicate(srv, req, OP_KIND_SET, ct, &plan, key, klen, val, vlen,
-              opcode == SET_OP_SET_ASYNC, false);
+              opcode == SET_OP_SET_ASYNC, false, NULL);
 }
 
 void dataop_delete(server *srv, const rpc_request *req)
@@ -366,8 +378,8 @@ void dataop_delete(server *srv, const rpc_request *req)
         rpc_reply_error(req->session, req->msgid, RPC_PROTOCOL_ERROR);
         return;
     }
-    write_plan plan;
-    int err = plan_write(srv, dbkey_hash(key), &plan);
+    dataop_plan plan;
+    int err = dataop_plan_write(srv, dbkey_hash(key), &plan);
     if (err != 0) {
         rpc_reply_error(req->session, req->msgid, err);
         return;
@@ -396,7 +408,7 @@ void dataop_delete(server *srv, const rpc_request *req)
         return;
     }
     replicate(srv, req, OP_KIND_DELETE, ct, &plan, key, klen, NULL, 0,
-              (flags & STORE_FLAG_ASYNC) != 0, had_live);
+              (flags & STORE_FLAG_ASYNC) != 0, had_live, NULL);
 }
 
 void dataop_get(server *srv, const rpc_request *req)

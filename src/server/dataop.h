@@ -15,6 +15,35 @@ void dataop_delete(server *srv, const rpc_request *req);
 void dataop_replicate_set(server *srv, const rpc_request *req);
 void dataop_replicate_delete(server *srv, const rpc_request *req);
 
+/* ---- coordinated writes, shared with rmwop.c ---- */
+
+/* The other replicas of a coordinated write: W = the active whs slots but self, R = the
+ * active rhs slots not in W while a replace runs (algorithms.md §5.2, §8.6). */
+typedef struct dataop_plan {
+    kaddr w[HS_REPLICAS];
+    unsigned nw;
+    kaddr r[HS_REPLICAS];
+    unsigned nr;
+} dataop_plan;
+
+/* Set's coordinator check for hash h and its W/R planning into *p.  Returns 0, or the
+ * RPC error code to answer (RPC_SERVER_ERROR: "server not ready" or "obsolete hash
+ * space"). */
+int dataop_plan_write(server *srv, uint64_t h, dataop_plan *p);
+
+/* Answers a replicated write's client exactly once: ok is true when every W replica
+ * acknowledged (or at once for async writes), false when a W replica finally failed.
+ * val/vlen are the replicated value, borrowed for the call. */
+typedef void (*dataop_answer_fn)(rpc_session *client, uint32_t msgid, bool ok,
+                                 clocktime_t ct, const void *val, size_t vlen);
+
+/* Replicate an already stored value (version ct) to p's targets with ReplicateSet, with
+ * Set's retry rules, and answer req through answer (at once when p has no targets or
+ * async is set).  key/val are copied. */
+void dataop_replicate_value(server *srv, const rpc_request *req, clocktime_t ct,
+                            const dataop_plan *p, const void *key, size_t klen,
+                            const void *val, size_t vlen, bool async, dataop_answer_fn answer);
+
 /* Release the pool of replication trackers (at shutdown, after the RPC node is gone). */
 void dataop_pool_free(void);
 

@@ -14,6 +14,7 @@
 #include "logic/xmalloc.h"
 #include "server/dataop.h"
 #include "server/replace.h"
+#include "server/rmwop.h"
 #include "server/stream.h"
 
 /* ---- background tasks ---- */
@@ -472,6 +473,8 @@ static void dispatch(const rpc_request *req, void *ud)
     case SRV_SET:                  dataop_set(srv, req); break;
     case SRV_DELETE:               dataop_delete(srv, req); break;
     case SRV_GET_IF_MODIFIED:      dataop_get_if_modified(srv, req); break;
+    case SRV_UPDATE:               rmwop_update(srv, req); break;
+    case SRV_FLUSH:                rmwop_flush(srv, req); break;
     case SRV_CREATE_BACKUP:        handle_create_backup(srv, req); break;
     case SRV_GET_STATUS:           handle_get_status(srv, req); break;
     case SRV_SET_CONFIG:           handle_set_config(srv, req); break;
@@ -525,6 +528,7 @@ void server_free(server *srv)
 {
     srv->stopping = true;
     replace_stop(srv->repl);             /* joins the worker */
+    rmwop_stop(srv);                     /* drop delayed flushes */
     for (;;) {                            /* backups hold the store: let them finish */
         pthread_mutex_lock(&srv->task_lock);
         int n = srv->backups_running;

@@ -1,0 +1,412 @@
+"""kumo-server's read-modify-write (Update, method 48) and Flush (method 49), spoken over
+raw msgpack-RPC against a real 1-manager 3-server cluster (doc/protocol-additions.md)."""
+import hashlib
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import kumo  # noqa: E402
+
+SRV_GET, SRV_SET, SRV_UPDATE, SRV_FLUSH = 34, 35, 48, 49
+ADD, REPLACE, APPEND, PREPEND, CAS, INCR, DECR, TOUCH = range(1, 9)
+STORED, NOT_STORED, EXISTS, NOT_FOUND, NON_NUMERIC = range(5)
+
+
+# ---- a tiny msgpack codec: ints, raws, arrays, nil, bools ----
+
+def pack(o):
+    if o is None:
+        return b"\xc0"
+    if o is True:
+        return b"\xc3"
+    if o is False:
+        return b"\xc2"
+    if isinstance(o, int):
+        assert o >= 0
+        if o < 0x80:
+            return bytes([o])
+        for code, fmt, lim in ((0xcc, ">B", 1 << 8), (0xcd, ">H", 1 << 16),
+                               (0xce, ">I", 1 << 32), (0xcf, ">Q", 1 << 64)):
+            if o < lim:
+                return bytes([code]) + struct.pack(fmt, o)
+    if isinstance(o, str):
+        o = o.encode()
+    if isinstance(o, (bytes, bytearray)):
+        n = len(o)   # the old "raw" forms, as kumofs speaks them
+        head = bytes([0xa0 | n]) if n < 32 else (b"\xda" + struct.pack(">H", n) if n < 65536
+                                                 else b"\xdb" + struct.pack(">I", n))
+        return head + bytes(o)
+    if isinstance(o, (list, tuple)):
+        n = len(o)
+        head = bytes([0x90 | n]) if n < 16 else b"\xdc" + struct.pack(">H", n)
+        return head + b"".join(pack(x) for x in o)
+    raise TypeError(o)
+
+
+class NeedMore(Exception):
+    pass
+
+
+def unpack(buf, i=0):
+    """Decode one object at buf[i:]; returns (obj, next index) or raises NeedMore."""
+    def take(n):
+        if i + 1 + n > len(buf):
+            raise NeedMore()
+        return buf[i + 1:i + 1 + n]
+    if i >= len(buf):
+        raise NeedMore()
+    b = buf[i]
+    if b < 0x80:
+        return b, i + 1
+    if b >= 0xe0:
+        return b - 256, i + 1
+    if 0xa0 <= b <= 0xbf:
+        n = b & 0x1f
+        return bytes(take(n)), i + 1 + n
+    if 0x90 <= b <= 0x9f:
+        return _array(buf, i + 1, b & 0x0f)
+    simple = {0xc0: None, 0xc2: False, 0xc3: True}
+    if b in simple:
+        return simple[b], i + 1
+    ints = {0xcc: ">B", 0xcd: ">H", 0xce: ">I", 0xcf: ">Q",
+            0xd0: ">b", 0xd1: ">h", 0xd2: ">i", 0xd3: ">q"}
+    if b in ints:
+        n = struct.calcsize(ints[b])
+        return struct.unpack(ints[b], take(n))[0], i + 1 + n
+    lens = {0xd9: ">B", 0xda: ">H", 0xdb: ">I", 0xc4: ">B", 0xc5: ">H", 0xc6: ">I"}
+    if b in lens:
+        h = struct.calcsize(lens[b])
+        n = struct.unpack(lens[b], take(h))[0]
+        if i + 1 + h + n > len(buf):
+            raise NeedMore()
+        return bytes(buf[i + 1 + h:i + 1 + h + n]), i + 1 + h + n
+    if b in (0xdc, 0xdd):
+        h = 2 if b == 0xdc else 4
+        n = struct.unpack(">H" if h == 2 else ">I", take(h))[0]
+        return _array(buf, i + 1 + h, n)
+    raise ValueError("unsupported msgpack byte 0x%02x" % b)
+
+
+def _array(buf, i, n):
+    out = []
+    for _ in range(n):
+        o, i = unpack(buf, i)
+        out.append(o)
+    return out, i
+
+
+class RpcError(Exception):
+    def __init__(self, code):
+        super().__init__("rpc error %r" % (code,))
+        self.code = code
+
+
+class Rpc:
+    """A plain (non-cluster) msgpack-RPC client of one server."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.buf = b""
+        self.msgid = 0
+
+    def call(self, method, params):
+        self.msgid += 1
+        self.sock.sendall(pack([0, self.msgid, method, params]))
+        while True:
+            try:
+                msg, n = unpack(self.buf)
+                self.buf = self.buf[n:]
+            except NeedMore:
+                data = self.sock.recv(65536)
+                assert data, "server closed the connection"
+                self.buf += data
+                continue
+            assert msg[0] == 1 and msg[1] == self.msgid, msg
+            if msg[2] is not None:
+                raise RpcError(msg[2])
+            return msg[3]
+
+    def close(self):
+        self.sock.close()
+
+
+# ---- record helpers ----
+
+def dbkey(key):
+    d = hashlib.sha1(key.encode()).digest()
+    h = struct.unpack("<Q", d[:8])[0]          # hashing.md §1: little-endian digest bytes
+    return struct.pack(">Q", h) + key.encode()
+
+
+def item(data=b"", flags=0, exptime=0, meta=1):
+    """A DBValue: clocktime 0 (the server stamps it), meta, then the meta-1 item."""
+    body = struct.pack(">II", flags, exptime) + data if meta == 1 else data
+    return struct.pack(">QH", 0, meta) + body
+
+
+def parse_item(v):
+    """(clocktime, meta, flags, exptime, data) of a stored meta-1 value."""
+    ct, meta = struct.unpack(">QH", v[:10])
+    flags, exptime = struct.unpack(">II", v[10:18])
+    return ct, meta, flags, exptime, v[18:]
+
+
+# ---- fixture ----
+
+@pytest.fixture(scope="module")
+def c():
+    for n in ("manager", "server", "kumoctl", "kumohash"):
+        if not os.path.exists(kumo.BIN[n]):
+            pytest.fail("binary not built: %s" % kumo.BIN[n])
+    cl = kumo.Cluster()
+    try:
+        cl.start_manager()
+        for _ in range(3):
+            cl.start_server()
+        cl.attach_all()
+        cl.ports = {cl.server_addr(i): s["port"] for i, s in cl.servers.items()}
+        yield cl
+    finally:
+        cl.close()
+
+
+def assign(c, key):
+    """The key's three servers, coordinator (slot 0) first, as RPC ports."""
+    out = c.tool("kumohash", "-m", c.mgr, "assign", key).stdout
+    addrs = [line.split(":", 1)[1].strip() for line in out.splitlines()
+             if line.startswith("  ") and ":" in line]
+    assert len(addrs) == 3, out
+    return [c.ports[a] for a in addrs]
+
+
+class Key:
+    """One key with an RPC client to its coordinator and to each replica."""
+
+    def __init__(self, c, name):
+        self.name = name
+        self.dbkey = dbkey(name)
+        ports = assign(c, name)
+        self.coord = Rpc(ports[0])
+        self.all = [self.coord] + [Rpc(p) for p in ports[1:]]
+
+    def update(self, op, value=None, arg=0, flags=0):
+        return self.coord.call(SRV_UPDATE, [op, flags, self.dbkey,
+                                            value if value is not None else item(), arg])
+
+    def set(self, value):
+        return self.coord.call(SRV_SET, [0, self.dbkey, value])
+
+    def gets(self):
+        """The stored value on each of the three servers."""
+        return [r.call(SRV_GET, [self.dbkey]) for r in self.all]
+
+    def get(self):
+        vals = self.gets()
+        assert all(v == vals[0] for v in vals), vals   # replicated everywhere
+        return vals[0]
+
+    def close(self):
+        for r in self.all:
+            r.close()
+
+
+_n = [0]
+
+
+@pytest.fixture
+def key(c):
+    _n[0] += 1
+    k = Key(c, "rmw-%d-%s" % (_n[0], kumo.random_key()))
+    yield k
+    k.close()
+
+
+def wait_replicated(k, pred, timeout=5):
+    return kumo.wait_for(lambda: pred(k.gets()), timeout=timeout, what="replicas")
+
+
+# ---- tests ----
+
+def test_not_coordinator_answers_error6(c, key):
+    other = key.all[1]
+    with pytest.raises(RpcError) as e:
+        other.call(SRV_UPDATE, [ADD, 0, key.dbkey, item(b"x"), 0])
+    assert e.value.code == 6
+
+
+def test_bad_params_answer_error5(c, key):
+    for params in ([ADD, 0, key.dbkey, item(b"x")],            # arg missing
+                   [99, 0, key.dbkey, item(b"x"), 0],          # unknown op
+                   [ADD, 0, b"short", item(b"x"), 0],          # DBKey < 8 bytes
+                   [ADD, 0, key.dbkey, b"123", 0],             # DBValue < 10 bytes
+                   [TOUCH, 0, key.dbkey, struct.pack(">QH", 0, 1), 0]):   # no exptime
+        with pytest.raises(RpcError) as e:
+            key.coord.call(SRV_UPDATE, params)
+        assert e.value.code == 5, params
+    with pytest.raises(RpcError) as e:
+        key.coord.call(SRV_FLUSH, [])
+    assert e.value.code == 5
+
+
+def test_add_replace(c, key):
+    assert key.update(REPLACE, item(b"r")) == [NOT_STORED, 0, None]
+    st, ct, val = key.update(ADD, item(b"hello", flags=0xdeadbeef))
+    assert (st, val) == (STORED, None) and ct > 0
+    v = key.get()
+    assert parse_item(v) == (ct, 1, 0xdeadbeef, 0, b"hello")
+    assert key.update(ADD, item(b"again")) == [NOT_STORED, 0, None]
+    st, ct2, _ = key.update(REPLACE, item(b"world", flags=7))
+    assert st == STORED and ct2 > ct
+    assert parse_item(key.get()) == (ct2, 1, 7, 0, b"world")
+
+
+def test_append_prepend_keep_flags_and_exptime(c, key):
+    assert key.update(APPEND, item(b"x"))[0] == NOT_STORED
+    assert key.update(PREPEND, item(b"x"))[0] == NOT_STORED
+    exp = int(time.time()) + 3600
+    key.update(ADD, item(b"mid", flags=5, exptime=exp))
+    st, ct, _ = key.update(APPEND, item(b">>", flags=9, exptime=1))
+    assert st == STORED
+    st, ct2, _ = key.update(PREPEND, item(b"<<", flags=9, exptime=1))
+    assert st == STORED and ct2 > ct
+    assert parse_item(key.get()) == (ct2, 1, 5, exp, b"<<mid>>")
+
+
+def test_cas(c, key):
+    assert key.update(CAS, item(b"v"), arg=1) == [NOT_FOUND, 0, None]
+    _, ct, _ = key.update(ADD, item(b"v1"))
+    assert key.update(CAS, item(b"v2"), arg=ct + 1) == [EXISTS, 0, None]
+    st, ct2, _ = key.update(CAS, item(b"v2", flags=3), arg=ct)
+    assert st == STORED and ct2 > ct
+    assert parse_item(key.get()) == (ct2, 1, 3, 0, b"v2")
+    assert key.update(CAS, item(b"v3"), arg=ct) == [EXISTS, 0, None]
+
+
+def test_incr_decr(c, key):
+    assert key.update(INCR, arg=1) == [NOT_FOUND, 0, None]
+    assert key.update(DECR, arg=1) == [NOT_FOUND, 0, None]
+    key.update(ADD, item(b"10", flags=4))
+    st, ct, val = key.update(INCR, arg=5)
+    assert (st, val) == (STORED, b"15")
+    assert parse_item(key.get()) == (ct, 1, 4, 0, b"15")
+    assert key.update(DECR, arg=6)[2] == b"9"
+    assert key.update(DECR, arg=100)[2] == b"0"          # floors at 0
+    key.update(REPLACE, item(b"18446744073709551615"))
+    assert key.update(INCR, arg=2)[2] == b"1"            # wraps at 2^64
+    key.update(REPLACE, item(b"100"))
+    assert key.update(DECR, arg=1)[2] == b"99"           # digits, no padding
+    for bad in (b"abc", b"", b"12a", b" 1", b"18446744073709551616", b"1" * 21):
+        key.update(REPLACE, item(bad))
+        assert key.update(INCR, arg=1) == [NON_NUMERIC, 0, None], bad
+    assert parse_item(key.get())[4] == b"1" * 21          # unchanged
+
+
+def test_incr_on_original_meta0_record(c, key):
+    key.set(item(b"41", meta=0))
+    st, ct, val = key.update(INCR, arg=1)
+    assert (st, val) == (STORED, b"42")
+    assert parse_item(key.get()) == (ct, 1, 0, 0, b"42")
+
+
+def test_touch_and_expiry(c, key):
+    assert key.update(TOUCH, item(exptime=1)) == [NOT_FOUND, 0, None]
+    key.update(ADD, item(b"t", flags=2))
+    exp = int(time.time()) + 1000
+    st, ct, _ = key.update(TOUCH, item(b"ignored", exptime=exp))
+    assert st == STORED
+    assert parse_item(key.get()) == (ct, 1, 2, exp, b"t")
+    # expired (exptime in the past) = absent for every op
+    assert key.update(TOUCH, item(exptime=1))[0] == STORED
+    for op in (TOUCH, INCR, CAS):
+        assert key.update(op, item(exptime=1), arg=ct)[0] == NOT_FOUND
+    for op in (REPLACE, APPEND, PREPEND):
+        assert key.update(op, item(b"z"))[0] == NOT_STORED
+    assert key.update(ADD, item(b"new"))[0] == STORED
+    assert parse_item(key.get())[4] == b"new"
+
+
+def test_async_flag(c, key):
+    st, ct, _ = key.update(ADD, item(b"a"), flags=1)
+    assert st == STORED
+    wait_replicated(key, lambda vals: all(x is not None and parse_item(x)[0] == ct
+                                          for x in vals))
+    assert parse_item(key.get())[4] == b"a"
+
+
+def test_concurrent_incr_is_exact(c, key):
+    key.update(ADD, item(b"0"))
+    errors = []
+
+    def worker():
+        try:
+            r = Rpc(key.coord.sock.getpeername()[1])
+            for _ in range(50):
+                st, _, _ = r.call(SRV_UPDATE, [INCR, 0, key.dbkey, item(), 1])
+                assert st == STORED
+            r.close()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=worker) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert parse_item(key.get())[4] == b"1000"
+
+
+def flush_all(c, delay):
+    for i, s in c.servers.items():
+        r = Rpc(s["port"])
+        assert r.call(SRV_FLUSH, [delay]) is True
+        r.close()
+
+
+def test_flush_now_and_set_after(c):
+    keys = [Key(c, "flush0-%d-%s" % (i, kumo.random_key())) for i in range(10)]
+    try:
+        for k in keys:
+            k.update(ADD, item(b"old"))
+            assert k.get() is not None
+        flush_all(c, 0)
+        for k in keys:
+            assert k.gets() == [None, None, None]
+            assert k.update(REPLACE, item(b"x"))[0] == NOT_STORED
+        # a set after the flush survives, on every replica
+        for k in keys[:5]:
+            k.set(item(b"after"))
+            assert parse_item(k.get())[4] == b"after"
+        for k in keys[5:]:
+            assert k.update(ADD, item(b"added"))[0] == STORED
+            assert parse_item(k.get())[4] == b"added"
+    finally:
+        for k in keys:
+            k.close()
+
+
+def test_flush_delayed(c):
+    keys = [Key(c, "flush2-%d-%s" % (i, kumo.random_key())) for i in range(5)]
+    try:
+        for k in keys:
+            k.update(ADD, item(b"old"))
+        t0 = time.time()
+        flush_all(c, 2)
+        for k in keys:                       # still there before the delay
+            assert k.get() is not None
+        assert time.time() - t0 < 1.5
+        time.sleep(2.6)
+        for k in keys:
+            assert k.gets() == [None, None, None]
+            k.set(item(b"later"))
+            assert parse_item(k.get())[4] == b"later"
+        time.sleep(0.3)
+        assert parse_item(keys[0].get())[4] == b"later"
+    finally:
+        for k in keys:
+            k.close()
