@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "gateway/binconn.h"
 #include "gateway/gateway.h"
 #include "gateway/textconn.h"
 #include "logic/cmdline.h"
@@ -166,12 +167,8 @@ int main(int argc, char **argv)
         daemon_start(o.pidfile, o.log_path != NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    /* Front ends of later issues: their ports were validated above, but nothing serves
-     * them yet, so refuse connections rather than accept and hang. */
-    if (binary_fd >= 0) {
-        log_warn("-b: the memcached binary protocol is not implemented yet");
-        close(binary_fd);
-    }
+    /* The cloudy front end is not served yet: its port was validated above, so refuse
+     * connections rather than accept and hang. */
     if (cloudy_fd >= 0) {
         log_warn("-c: the cloudy protocol is not implemented yet");
         close(cloudy_fd);
@@ -203,6 +200,11 @@ int main(int argc, char **argv)
         textconn_config tc = {.item_size_max = o.item_size_max};
         text = textconn_listen(g_loop, text_fd, gw, &tc);
     }
+    binconn_listener *binary = NULL;
+    if (binary_fd >= 0) {
+        binconn_config bc = {.item_size_max = o.item_size_max};
+        binary = binconn_listen(g_loop, binary_fd, gw, &bc);
+    }
     gateway_start(gw);
 
     ev_signal sigint, sigterm, sighup;
@@ -230,5 +232,6 @@ int main(int argc, char **argv)
     /* the gateway first: requests in flight complete into the still-open connections */
     gateway_free(gw);
     textconn_listener_free(text);
+    binconn_listener_free(binary);
     return 0;
 }

@@ -1,0 +1,27 @@
+/* binconn.h - the memcached binary protocol front end (-b): listener and per-connection
+ * state machine answering as memcached 1.6 does (DECISIONS.md §3, memcached.md §3);
+ * replies always in request order, requests pipelined to the cluster. */
+#ifndef KUMO_BINCONN_H
+#define KUMO_BINCONN_H
+
+#include <ev.h>
+#include <stddef.h>
+
+#include "gateway/gateway.h"
+
+typedef struct binconn_config {
+    size_t item_size_max;     /* largest value accepted by the storage opcodes (-x) */
+} binconn_config;
+
+typedef struct binconn_listener binconn_listener;
+
+/* Serve the binary protocol on an already listening non-blocking socket (takes ownership
+ * of fd), sending requests through gw (borrowed; free gw before the listener).  cfg
+ * copied.  Release with binconn_listener_free. */
+binconn_listener *binconn_listen(struct ev_loop *loop, int fd, gateway *gw,
+                                 const binconn_config *cfg);
+
+/* Close the listening socket and every connection; free l.  NULL is allowed. */
+void binconn_listener_free(binconn_listener *l);
+
+#endif
