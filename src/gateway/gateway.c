@@ -21,7 +21,7 @@
 #define GW_OP_POOL_MAX 4096           /* pooled op structs */
 #define GW_RELATIVE_EXPTIME_MAX 2592000  /* memcached: <= 30 days is relative */
 
-enum op_kind { OP_GET, OP_SET, OP_DELETE };
+enum op_kind { OP_GET, OP_SET, OP_DELETE, OP_UPDATE };
 
 /* One hash space plus a cache of the plain-client session of each of its nodes, so a
  * request resolves its server session with one array access (the rpc layer keeps one
@@ -45,14 +45,15 @@ typedef struct gw_op {
     struct gw_op *prev, *next; /* live list (for gateway_free), or the pool via next */
     gateway *gw;
     uint8_t kind;              /* enum op_kind */
-    uint8_t setop;             /* SET_OP_* */
+    uint8_t setop;             /* SET_OP_*; update: GATEWAY_ADD.. */
     bool async;                /* delete: STORE_FLAG_ASYNC */
     bool noserver_logged;
     bool fail_pending;         /* the delay timer delivers a "no server" attempt failure */
     unsigned retry;            /* retries made so far */
     int last_err;
     ev_timer delay;
-    union { gateway_get_cb get; gateway_store_cb store; } cb;
+    uint64_t arg;              /* update: CAS unique or delta */
+    union { gateway_get_cb get; gateway_store_cb store; gateway_update_cb update; } cb;
     void *ud;
     uint8_t *buf;
     size_t bufcap;
@@ -302,7 +303,10 @@ static const char *op_user_key(const gw_op *op, size_t *len)
 
 static const char *op_name(const gw_op *op)
 {
-    return op->kind == OP_GET ? "get" : op->kind == OP_SET ? "set" : "delete";
+    static const char *const names[] = {
+        [OP_GET] = "get", [OP_SET] = "set", [OP_DELETE] = "delete", [OP_UPDATE] = "update",
+    };
+    return names[op->kind];
 }
 
 /* Deliver the final outcome and release the op. */
@@ -313,6 +317,9 @@ static void op_finish(gw_op *op, int status, const gateway_value *v, clocktime_t
         const char *k = op_user_key(op, &klen);
         if (op->cb.get)
             op->cb.get(op->ud, status, v, k, klen);
+    } else if (op->kind == OP_UPDATE) {
+        if (op->cb.update)
+            op->cb.update(op->ud, status, ct, NULL, 0);
     } else if (op->cb.store) {
         op->cb.store(op->ud, status, ct);
     }
@@ -326,7 +333,19 @@ static unsigned op_retry_limit(const gw_op *op)
     const gateway_config *c = &op->gw->cfg;
     if (op->kind == OP_GET)
         return c->get_retry ? 3 * c->get_retry - 1 : 0;
-    return op->kind == OP_SET ? c->set_retry : c->delete_retry;
+    return op->kind == OP_DELETE ? c->delete_retry : c->set_retry;
+}
+
+/* Update ops are not idempotent: retried only when the request cannot have changed
+ * anything yet -- no server, the connection failed or was lost, or the coordinator
+ * refused it (error 6 "obsolete hash space" / "server not ready").  A timeout or a
+ * malformed answer is final. */
+static bool op_retryable(const gw_op *op, int err)
+{
+    if (op->kind != OP_UPDATE)
+        return true;
+    return err == GW_ERR_NO_SERVER || err == RPC_NODE_LOST || err == RPC_TRANSPORT_LOST ||
+           err == RPC_SERVER_ERROR;
 }
 
 /* An attempt failed with err (0 = the server's "replication failed" nil): retry or give
@@ -336,7 +355,7 @@ static void op_attempt_failed(gw_op *op, int err)
 {
     gateway *gw = op->gw;
     op->last_err = err;
-    if (op->retry >= op_retry_limit(op)) {
+    if (op->retry >= op_retry_limit(op) || !op_retryable(op, err)) {
         if (err == RPC_TRANSPORT_LOST || err == RPC_SERVER_ERROR)
             gw_renew(gw);
         size_t klen;
@@ -372,6 +391,7 @@ static void op_delay_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void get_done(rpc_session *s, const rpc_result *r, void *ud);
 static void store_done(rpc_session *s, const rpc_result *r, void *ud);
+static void update_done(rpc_session *s, const rpc_result *r, void *ud);
 
 /* One attempt: resolve the target in the current hash space and send. */
 static void op_send(gw_op *op)
@@ -406,6 +426,15 @@ static void op_send(gw_op *op)
         msgpack_pack_uint32(pk, op->setop);
         kwire_pack_raw(pk, op->buf, op->keylen);
         kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
+        break;
+    case OP_UPDATE: /* Update [op, flags, dbkey, dbvalue, arg] (doc/protocol-additions.md) */
+        pk = rpc_call_begin(s, SRV_UPDATE, RPC_DEFAULT_TIMEOUT_STEPS, update_done, op);
+        msgpack_pack_array(pk, 5);
+        msgpack_pack_uint32(pk, op->setop);
+        msgpack_pack_uint32(pk, op->async ? STORE_FLAG_ASYNC : 0);
+        kwire_pack_raw(pk, op->buf, op->keylen);
+        kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
+        msgpack_pack_uint64(pk, op->arg);
         break;
     default:       /* Delete [flags, dbkey] */
         pk = rpc_call_begin(s, SRV_DELETE, RPC_DEFAULT_TIMEOUT_STEPS, store_done, op);
@@ -476,6 +505,42 @@ static void store_done(rpc_session *s, const rpc_result *r, void *ud)
         op_attempt_failed(op, RPC_PROTOCOL_ERROR);
 }
 
+/* Update result [status, clocktime, value|nil] (doc/protocol-additions.md). */
+static void update_done(rpc_session *s, const rpc_result *r, void *ud)
+{
+    gw_op *op = ud;
+    if (op->gw->closing) {
+        op_finish(op, GATEWAY_FAILED, NULL, 0);
+        return;
+    }
+    if (r->err != RPC_OK) {
+        op_attempt_failed(op, r->err);
+        return;
+    }
+    static const int status_map[] = {
+        GATEWAY_OK, GATEWAY_NOT_STORED, GATEWAY_EXISTS, GATEWAY_NOT_FOUND, GATEWAY_NON_NUMERIC,
+    };
+    const msgpack_object *o = r->result;
+    uint32_t st;
+    uint64_t ct;
+    const char *val = NULL;
+    size_t vlen = 0;
+    const msgpack_object *ov = kwire_array_at(o, 2);
+    if (!kwire_array_at(o, 0) || !kwire_get_u32(kwire_array_at(o, 0), &st) ||
+        st >= sizeof status_map / sizeof status_map[0] || !kwire_array_at(o, 1) ||
+        !kwire_get_u64(kwire_array_at(o, 1), &ct) ||
+        (ov && !kwire_is_nil(ov) && !kwire_get_raw(ov, &val, &vlen))) {
+        /* a server without SRV_UPDATE never gets here (error 5); anything else odd is
+         * final, because the op may have been applied */
+        log_error("update: malformed result from server");
+        op_finish(op, GATEWAY_FAILED, NULL, 0);
+        return;
+    }
+    if (op->cb.update)
+        op->cb.update(op->ud, status_map[st], ct, val, vlen);
+    op_free(op);
+}
+
 static gw_op *op_start(gateway *gw, int kind, const char *key, size_t keylen, size_t extra)
 {
     gw_op *op = op_new(gw, kind, DBKEY_HASH_LEN + gw->prefixlen + keylen + extra);
@@ -522,6 +587,103 @@ void gateway_delete(gateway *gw, const char *key, size_t keylen, bool async,
     op->ud = ud;
     op->async = async || gw->cfg.async_delete;
     op_send(op);
+}
+
+void gateway_update(gateway *gw, unsigned updop, const char *key, size_t keylen,
+                    uint32_t flags, int64_t exptime, const void *data, size_t datalen,
+                    uint64_t arg, bool async, gateway_update_cb cb, void *ud)
+{
+    size_t vallen = DBVALUE_HEADER_LEN + GATEWAY_ITEM_HEADER_LEN + datalen;
+    gw_op *op = op_start(gw, OP_UPDATE, key, keylen, vallen);
+    op->cb.update = cb;
+    op->ud = ud;
+    op->setop = (uint8_t)updop;
+    op->arg = arg;
+    op->async = async;
+    /* the clocktime field is ignored by the server; the meta says "our item form" */
+    uint8_t *v = op->buf + op->keylen;
+    be64_put(v, 0);
+    be16_put(v + 8, GATEWAY_META_ITEM);
+    gateway_item_header(gw, flags, exptime, v + DBVALUE_HEADER_LEN);
+    if (datalen)
+        memcpy(v + DBVALUE_HEADER_LEN + GATEWAY_ITEM_HEADER_LEN, data, datalen);
+    op->vallen = vallen;
+    op_send(op);
+}
+
+/* ------------------------------------------------------------------ flush_all */
+
+/* One flush_all fan-out: SRV_FLUSH to every distinct active node. */
+typedef struct gw_flush {
+    gateway_store_cb cb;
+    void *ud;
+    unsigned pending;
+    bool failed;
+} gw_flush;
+
+static void flush_done(rpc_session *s, const rpc_result *r, void *ud)
+{
+    gw_flush *f = ud;
+    bool b = false;
+    if (r->err != RPC_OK || !kwire_get_bool(r->result, &b) || !b)
+        f->failed = true;
+    if (--f->pending)
+        return;
+    if (f->cb)
+        f->cb(f->ud, f->failed ? GATEWAY_FAILED : GATEWAY_OK, 0);
+    free(f);
+}
+
+static void flush_none_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    gw_flush *f = w->data;
+    ev_timer_stop(loop, w);
+    if (f->cb)
+        f->cb(f->ud, GATEWAY_FAILED, 0);
+    free(f);
+    free(w);
+}
+
+void gateway_flush_all(gateway *gw, uint32_t delay, gateway_store_cb cb, void *ud)
+{
+    gw_flush *f = xcalloc(1, sizeof *f);
+    f->cb = cb;
+    f->ud = ud;
+    /* distinct addresses of whs ∪ rhs; the node lists are small (one per server) */
+    size_t n = gw->whs.hs.nnodes + gw->rhs.hs.nnodes;
+    const kaddr **seen = n ? xcalloc(n, sizeof *seen) : NULL;
+    size_t nseen = 0;
+    gw_space *spaces[2] = {&gw->whs, &gw->rhs};
+    for (int si = 0; si < 2; si++) {
+        gw_space *sp = spaces[si];
+        for (size_t i = 0; i < sp->hs.nnodes; i++) {
+            const hs_node *nd = &sp->hs.nodes[i];
+            if (!nd->active)
+                continue;
+            bool dup = false;
+            for (size_t j = 0; j < nseen && !dup; j++)
+                dup = kaddr_eq(seen[j], &nd->addr);
+            if (dup)
+                continue;
+            seen[nseen++] = &nd->addr;
+            rpc_session *s = space_session(gw, sp, i);
+            f->pending++;
+            msgpack_packer *pk = rpc_call_begin(s, SRV_FLUSH, RPC_DEFAULT_TIMEOUT_STEPS,
+                                                flush_done, f);
+            msgpack_pack_array(pk, 1);
+            msgpack_pack_uint32(pk, delay);
+            rpc_call_end(s);
+        }
+    }
+    free(seen);
+    if (f->pending == 0) {
+        /* no server: fail from the loop, callbacks never run inside the call */
+        ev_timer *t = xmalloc(sizeof *t);
+        ev_timer_init(t, flush_none_cb, 0.0, 0.0);
+        t->data = f;
+        ev_timer_start(gw->loop, t);
+        log_warn("req_flush_all FAILED: No server");
+    }
 }
 
 /* ------------------------------------------------------------------ items */
@@ -576,7 +738,9 @@ void gateway_item_header(const gateway *gw, uint32_t flags, int64_t exptime,
     else if (exptime < 0)
         abs = 1;                                   /* long past: expired at once */
     else if (exptime <= GW_RELATIVE_EXPTIME_MAX)
-        abs = gw->now + (uint32_t)exptime;
+        /* the current second, not the 0.5 s cached clock: a short exptime must not
+         * lose half a second (memcached: current_time + exptime) */
+        abs = (uint32_t)time(NULL) + (uint32_t)exptime;
     else
         abs = exptime > UINT32_MAX ? UINT32_MAX : (uint32_t)exptime;
     be32_put(hdr, flags);
