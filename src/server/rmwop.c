@@ -109,14 +109,16 @@ static void reply_result(rpc_session *s, uint32_t msgid, uint32_t status, clockt
 }
 
 /* dataop_answer_fn for stored results without a value.  A failed W replica answers
- * error 6: the op is not idempotent, so the gateway must not retry it blindly. */
+ * error 4 (UNKNOWN_ERROR): the op ran here, so the outcome is indefinite.  Error 6 is kept
+ * for "not the coordinator / not ready", which the gateway may safely retry because
+ * nothing was executed; the op is not idempotent, so the two must stay apart. */
 static void answer_stored(rpc_session *client, uint32_t msgid, bool ok, clocktime_t ct,
                           const void *val, size_t vlen)
 {
     (void)val;
     (void)vlen;
     if (!ok)
-        rpc_reply_error(client, msgid, RPC_SERVER_ERROR);
+        rpc_reply_error(client, msgid, RPC_UNKNOWN_ERROR);
     else
         reply_result(client, msgid, UPDATE_STORED, ct, NULL, 0);
 }
@@ -126,7 +128,7 @@ static void answer_number(rpc_session *client, uint32_t msgid, bool ok, clocktim
                           const void *val, size_t vlen)
 {
     if (!ok)
-        rpc_reply_error(client, msgid, RPC_SERVER_ERROR);
+        rpc_reply_error(client, msgid, RPC_UNKNOWN_ERROR);
     else
         reply_result(client, msgid, UPDATE_STORED, ct, (const uint8_t *)val + ITEM_DATA_OFF,
                      vlen - ITEM_DATA_OFF);
