@@ -36,6 +36,7 @@ enum server_method {
     SRV_GET_IF_MODIFIED = 37,
     SRV_UPDATE = 48,             /* kumofs-c: read-modify-write (doc/protocol-additions.md) */
     SRV_FLUSH = 49,              /* kumofs-c: flush_all (doc/protocol-additions.md) */
+    SRV_GET_VERSION = 50,        /* kumofs-c: a record's stored version, tombstones too */
     SRV_CREATE_BACKUP = 96,
     SRV_GET_STATUS = 97,
     SRV_SET_CONFIG = 98,

@@ -13,6 +13,13 @@
 /* At most 2 write replicas (whs slots other than self) plus 3 read-space replicas. */
 #define MAX_TARGETS 5
 
+/* Re-stamp rounds of one write before it gives up and answers nil (DECISIONS.md §2). */
+#define MAX_RESTAMPS 3
+
+/* Last version this server stamped as coordinator, per key hash (a direct-mapped cache).
+ * A replica's refusal is only fought when no later write of ours superseded the op. */
+#define STAMP_SLOTS 4096
+
 enum op_kind { OP_KIND_SET, OP_KIND_DELETE };
 
 struct repl_op;
@@ -38,6 +45,11 @@ typedef struct repl_op {
     unsigned pending;            /* replies still needed before answering */
     unsigned inflight;           /* calls whose callback has not run yet */
     unsigned w_retry, r_retry;   /* one retry counter per group (§5.3) */
+    bool async;                  /* client answered at once: never re-stamped */
+    unsigned rounds;             /* re-stamps done so far */
+    bool restamp;                /* a replica holds a version >= ct: stamp again */
+    bool lost;                   /* a W replica refused and its version is unknown */
+    clocktime_t seen_max;        /* newest version a refusing replica reported */
     bool replied;
     bool result;                 /* Delete's answer */
     dataop_answer_fn answer;     /* NULL: Set's/Delete's own answers */
@@ -171,6 +183,33 @@ static int check_replica(server *srv, const hashspace *hs, uint64_t h)
 
 static void repl_callback(rpc_session *s, const rpc_result *r, void *ud);
 
+/* ---- versions stamped by this coordinator ---- */
+
+static struct stamp_slot {
+    uint64_t h;
+    clocktime_t ct;
+    bool used;
+} stamps[STAMP_SLOTS];
+
+static void note_stamp(const void *dbkey, clocktime_t ct)
+{
+    uint64_t h = dbkey_hash(dbkey);
+    struct stamp_slot *e = &stamps[h & (STAMP_SLOTS - 1)];
+    e->h = h;
+    e->ct = ct;
+    e->used = true;
+}
+
+/* Did this server coordinate a later write of op's key?  Then that write carries the
+ * newer value and op must not be re-stamped over it.  (Two keys sharing a slot only
+ * make a superseded op look current: it is then re-stamped, as before the cache.) */
+static bool op_superseded(const repl_op *op)
+{
+    uint64_t h = dbkey_hash(op->data);
+    const struct stamp_slot *e = &stamps[h & (STAMP_SLOTS - 1)];
+    return e->used && e->h == h && e->ct != op->ct;
+}
+
 static void repl_send(repl_target *t)
 {
     repl_op *op = t->op;
@@ -210,10 +249,183 @@ static void op_answer(repl_op *op)
         rpc_reply_bool(op->client, op->msgid, op->result);
 }
 
+/* A W replica finally failed: answer nil; the local copy keeps the new version (the
+ * "indefinite" outcome of §5.3) and the gateway retries. */
+static void op_fail(repl_op *op)
+{
+    if (op->replied)
+        return;
+    op->replied = true;
+    if (op->answer != NULL)
+        op->answer(op->client, op->msgid, false, op->ct, op->data + op->klen, op->vlen);
+    else
+        rpc_reply_nil(op->client, op->msgid);
+}
+
+static void op_round_end(repl_op *op);
+
 static void op_count_success(repl_op *op)
 {
     if (op->pending > 0 && --op->pending == 0)
+        op_round_end(op);
+}
+
+/* A replica refused the write because it stores `seen`, not older than op->ct. */
+static void op_count_conflict(repl_op *op, clocktime_t seen)
+{
+    if (!op->restamp || clocktime_less(op->seen_max, seen))
+        op->seen_max = seen;
+    op->restamp = true;
+    op_count_success(op);
+}
+
+/* DECISIONS.md §2: stamp the write again past every version seen for the key, store it
+ * locally and send it to all targets once more.  The original acknowledged the write
+ * here although its replicas kept the older value. */
+static void op_restamp(repl_op *op)
+{
+    server *srv = op->srv;
+    clocktime_t base = op->seen_max, local;
+    if (clocktime_less(base, op->ct))
+        base = op->ct;
+    if (store_get_clocktime(srv->st, op->data, op->klen, &local) && clocktime_less(base, local))
+        base = local;
+    kclock_update_time(&srv->clock);
+    clocktime_t ct = kclock_event_after(&srv->clock, base);
+    bool ok;
+    if (op->kind == OP_KIND_SET) {
+        dbvalue_set_clocktime(op->data + op->klen, ct);
+        ok = store_put(srv->st, op->data, op->klen, op->data + op->klen, op->vlen);
+    } else {
+        ok = store_remove(srv->st, op->data, op->klen, ct);
+    }
+    if (!ok) {
+        op_fail(op);
+        return;
+    }
+    log_debug("re-stamping a write %llu -> %llu (a replica had %llu)",
+              (unsigned long long)op->ct, (unsigned long long)ct,
+              (unsigned long long)op->seen_max);
+    op->ct = ct;
+    note_stamp(op->data, ct);
+    op->rounds++;
+    op->restamp = false;
+    op->w_retry = op->r_retry = 0;
+    op->pending = op->ntargets;
+    op->inflight += op->ntargets;
+    for (unsigned i = 0; i < op->ntargets; i++)
+        repl_send(&op->targets[i]);
+}
+
+/* Every target of the current round has answered. */
+static void op_round_end(repl_op *op)
+{
+    if (op->replied && !op->async)
+        return;                            /* already failed (nil) */
+    if (op->lost) {
+        op_fail(op);
+    } else if (!op->restamp || op->async || op_superseded(op)) {
         op_answer(op);
+    } else if (op->rounds < MAX_RESTAMPS && !op->srv->stopping) {
+        op_restamp(op);
+    } else {
+        log_warn("a write lost %u re-stamp rounds to newer replica versions; answering nil",
+                 op->rounds);
+        op_fail(op);
+    }
+}
+
+/* ---- learning a refusing replica's version ---- */
+
+static bool version_of_result(const rpc_result *r, bool raw_value, clocktime_t *ct, bool *absent)
+{
+    const msgpack_object *o = r->result;
+    *absent = false;
+    if (o == NULL || o->type == MSGPACK_OBJECT_NIL) {
+        *absent = true;
+        return !raw_value;                 /* Get's nil may hide a tombstone: unknown */
+    }
+    if (!raw_value)
+        return kwire_get_u64(o, ct);
+    const char *v;
+    size_t vlen;
+    if (!kwire_get_raw(o, &v, &vlen) || vlen < TOMBSTONE_LEN)
+        return false;
+    *ct = dbvalue_clocktime(v);
+    return true;
+}
+
+/* The replica reports `seen` (absent: it holds nothing now) for op's key. */
+static void target_version(repl_target *t, bool absent, clocktime_t seen)
+{
+    repl_op *op = t->op;
+    if (!absent && seen == op->ct)
+        op_count_success(op);              /* it has our write (e.g. a retried send) */
+    else
+        op_count_conflict(op, absent ? op->ct : seen);
+}
+
+/* The version could not be learnt: an old-owner (R) refusal is let go like its failures;
+ * a W refusal means the write cannot be known to win. */
+static void target_unknown(repl_target *t)
+{
+    repl_op *op = t->op;
+    if (!t->by_rhs)
+        op->lost = true;
+    op_count_success(op);
+}
+
+static void get_callback(rpc_session *s, const rpc_result *r, void *ud)
+{
+    (void)s;
+    repl_target *t = ud;
+    repl_op *op = t->op;
+    clocktime_t ct = 0;
+    bool absent;
+    if (r->err == RPC_OK && version_of_result(r, true, &ct, &absent))
+        target_version(t, false, ct);
+    else
+        target_unknown(t);
+    if (--op->inflight == 0)
+        op_release(op);
+}
+
+static void version_callback(rpc_session *s, const rpc_result *r, void *ud)
+{
+    (void)s;
+    repl_target *t = ud;
+    repl_op *op = t->op;
+    clocktime_t ct = 0;
+    bool absent;
+    if (r->err == RPC_OK && version_of_result(r, false, &ct, &absent)) {
+        target_version(t, absent, ct);
+    } else if (r->err == RPC_PROTOCOL_ERROR && !op->srv->stopping) {
+        /* An original kumo-server has no GetVersion: its Get (a plain client request,
+         * answered by rhs owners) shows a live value's version. */
+        rpc_session *ps = rpc_node_session(op->srv->rpc, &t->peer, false);
+        msgpack_packer *pk = rpc_call_begin(ps, SRV_GET, RPC_DEFAULT_TIMEOUT_STEPS,
+                                            get_callback, t);
+        msgpack_pack_array(pk, 1);
+        kwire_pack_raw(pk, op->data, op->klen);
+        rpc_call_end(ps);
+        return;                            /* the target stays in flight */
+    } else {
+        target_unknown(t);
+    }
+    if (--op->inflight == 0)
+        op_release(op);
+}
+
+/* t refused op's write (store-if-newer kept an equal or newer version): ask which. */
+static void query_version(repl_target *t)
+{
+    repl_op *op = t->op;
+    rpc_session *s = rpc_node_session(op->srv->rpc, &t->peer, true);
+    msgpack_packer *pk = rpc_call_begin(s, SRV_GET_VERSION, RPC_DEFAULT_TIMEOUT_STEPS,
+                                        version_callback, t);
+    msgpack_pack_array(pk, 1);
+    kwire_pack_raw(pk, op->data, op->klen);
+    rpc_call_end(s);
 }
 
 static void repl_callback(rpc_session *s, const rpc_result *r, void *ud)
@@ -224,7 +436,14 @@ static void repl_callback(rpc_session *s, const rpc_result *r, void *ud)
     char buf[KADDR_STRLEN];
 
     if (r->err == RPC_OK) {
-        /* true (stored) and false (already newer there) both count (§5.3 step 9) */
+        /* §5.3 step 9 counts true (stored) and false (already newer there) alike; we
+         * fight a refusal instead (DECISIONS.md §2): learn the replica's version first. */
+        if (r->result != NULL && r->result->type == MSGPACK_OBJECT_BOOLEAN
+            && !r->result->via.boolean && !op->async && !srv->stopping && s != NULL
+            && !rpc_session_is_lost(s)) {
+            query_version(t);
+            return;                        /* the target stays in flight */
+        }
         op_count_success(op);
     } else {
         unsigned *retry = t->by_rhs ? &op->r_retry : &op->w_retry;
@@ -252,14 +471,9 @@ static void repl_callback(rpc_session *s, const rpc_result *r, void *ud)
         }
         if (t->by_rhs) {
             op_count_success(op);          /* an old-owner failure does not fail the write */
-        } else if (!op->replied) {
-            /* A write replica failed: answer nil; the local copy keeps the new version
-             * (the "indefinite" outcome of §5.3) and the gateway retries. */
-            op->replied = true;
-            if (op->answer != NULL)
-                op->answer(op->client, op->msgid, false, op->ct, op->data + op->klen, op->vlen);
-            else
-                rpc_reply_nil(op->client, op->msgid);
+        } else {
+            op_fail(op);
+            op_count_success(op);          /* lets the round end; replied stays set */
         }
     }
     if (--op->inflight == 0)
@@ -280,12 +494,14 @@ static void replicate(server *srv, const rpc_request *req, enum op_kind kind, cl
     op->kind = kind;
     op->ct = ct;
     op->result = result;
+    op->async = async;
     op->answer = answer;
     op->klen = klen;
     op->vlen = vlen;
     memcpy(op->data, key, klen);
     if (vlen > 0)
         memcpy(op->data + klen, val, vlen);
+    note_stamp(key, ct);
     for (unsigned i = 0; i < p->nr; i++)
         op->targets[op->ntargets++] = (repl_target){ op, p->r[i], true };
     for (unsigned i = 0; i < p->nw; i++)
@@ -306,6 +522,7 @@ void dataop_replicate_value(server *srv, const rpc_request *req, clocktime_t ct,
                             const void *val, size_t vlen, bool async, dataop_answer_fn answer)
 {
     if (p->nw + p->nr == 0) {
+        note_stamp(key, ct);
         answer(req->session, req->msgid, true, ct, val, vlen);
         return;
     }
@@ -360,6 +577,7 @@ void dataop_set(server *srv, const rpc_request *req)
     }
     srv->cmd_set++;
     if (plan.nw + plan.nr == 0) {
+        note_stamp(key, ct);
         rpc_reply_u64(req->session, req->msgid, ct);
         return;
     }
@@ -404,6 +622,7 @@ void dataop_delete(server *srv, const rpc_request *req)
     }
     srv->cmd_delete++;
     if (plan.nw + plan.nr == 0) {
+        note_stamp(key, ct);
         rpc_reply_bool(req->session, req->msgid, had_live);
         return;
     }
@@ -515,4 +734,21 @@ void dataop_replicate_delete(server *srv, const rpc_request *req)
     if (!replica_head(srv, req, key))
         return;
     rpc_reply_bool(req->session, req->msgid, store_remove(srv->st, key, klen, ct));
+}
+
+void dataop_get_version(server *srv, const rpc_request *req)
+{
+    const char *key;
+    size_t klen;
+    if (!get_dbkey(kwire_array_at(req->params, 0), &key, &klen)) {
+        rpc_reply_error(req->session, req->msgid, RPC_PROTOCOL_ERROR);
+        return;
+    }
+    /* No responsibility check: a read of metadata any peer may need, e.g. a coordinator
+     * whose W replica is not yet an rhs owner (algorithms.md §8.6). */
+    clocktime_t ct;
+    if (store_get_clocktime(srv->st, key, klen, &ct))
+        rpc_reply_u64(req->session, req->msgid, ct);
+    else
+        rpc_reply_nil(req->session, req->msgid);
 }

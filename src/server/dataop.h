@@ -14,6 +14,10 @@ void dataop_set(server *srv, const rpc_request *req);
 void dataop_delete(server *srv, const rpc_request *req);
 void dataop_replicate_set(server *srv, const rpc_request *req);
 void dataop_replicate_delete(server *srv, const rpc_request *req);
+/* GetVersion (kumofs-c, doc/protocol-additions.md): the stored clocktime of a key, live
+ * or tombstone, or nil when absent.  Coordinators ask it of a replica that refused a
+ * replicated write as not newer (DECISIONS.md §2). */
+void dataop_get_version(server *srv, const rpc_request *req);
 
 /* ---- coordinated writes, shared with rmwop.c ---- */
 

@@ -543,7 +543,10 @@ static bool copy_record(const void *key, size_t klen, const void *val, size_t vl
         c->aborted = true;
         return false;
     }
-    if (klen < DBKEY_HASH_LEN)
+    /* Live values and exact 8-byte tombstones travel (kumofs-c extension of storage.md
+     * §5.2, DECISIONS.md §2): a newbie that still holds a value deleted while it was
+     * away drops it on store-if-newer of the tombstone.  9-byte oddities stay home. */
+    if (klen < DBKEY_HASH_LEN || (!dbvalue_is_live(vlen) && vlen != TOMBSTONE_LEN))
         return true;
     const kaddr *self = &c->r->srv->cfg.self;
     uint64_t h = dbkey_hash(key);
@@ -610,7 +613,7 @@ static void run_copy(replace *r, job *j)
             skip = true;                     /* §8.2 step 5 */
     }
     if (!skip) {
-        store_iterate(r->srv->st, j->purge_limit, copy_record, c);
+        store_iterate_all(r->srv->st, j->purge_limit, copy_record, c);
         if (!c->failed && !c->aborted && !should_abort(c) && !post_offers(c))
             c->failed = true;
     }

@@ -475,6 +475,7 @@ static void dispatch(const rpc_request *req, void *ud)
     case SRV_GET_IF_MODIFIED:      dataop_get_if_modified(srv, req); break;
     case SRV_UPDATE:               rmwop_update(srv, req); break;
     case SRV_FLUSH:                rmwop_flush(srv, req); break;
+    case SRV_GET_VERSION:          dataop_get_version(srv, req); break;
     case SRV_CREATE_BACKUP:        handle_create_backup(srv, req); break;
     case SRV_GET_STATUS:           handle_get_status(srv, req); break;
     case SRV_SET_CONFIG:           handle_set_config(srv, req); break;

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,17 @@ struct store {
     uint32_t garbage_max;    /* -gX seconds */
     size_t garbage_limit;    /* -gS, in bytes */
 };
+
+/* Debian's Tokyo Cabinet calls sched_yield() from its record writer about once per put,
+ * even without tchdbsetmutex (measured: 28,807 yields for 40,000 tchdbputproc calls).  In
+ * a single-threaded event loop a yield only hands the CPU to other processes and adds
+ * latency to every request, so the program that links the store defines it as a no-op;
+ * the dynamic linker binds TC's calls to this definition.  Our own threads synchronise
+ * with mutexes and never rely on yielding. */
+int sched_yield(void)
+{
+    return 0;
+}
 
 /* TC keys and values are int-sized; anything larger cannot be stored. */
 static bool fits_int(size_t n) { return n <= (size_t)INT_MAX; }
@@ -351,7 +363,8 @@ static void purge(store *st, const void *key, size_t klen, const void *val, size
         report_error(st, "purge");
 }
 
-uint64_t store_iterate(store *st, clocktime_t purge_limit, store_iter_fn fn, void *ud)
+static uint64_t do_iterate(store *st, clocktime_t purge_limit, bool tombstones,
+                           store_iter_fn fn, void *ud)
 {
     uint64_t visited = 0;
     TCXSTR *k = tcxstrnew();
@@ -388,8 +401,10 @@ uint64_t store_iterate(store *st, clocktime_t purge_limit, store_iter_fn fn, voi
                 pthread_mutex_lock(&st->mu);
                 purge(st, key, klen, val, vlen);
                 pthread_mutex_unlock(&st->mu);
+                continue;
             }
-            continue;
+            if (!tombstones)
+                continue;
         }
         visited++;
         if (!fn(key, klen, val, vlen, ud))
@@ -399,6 +414,16 @@ out:
     tcxstrdel(k);
     tcxstrdel(v);
     return visited;
+}
+
+uint64_t store_iterate(store *st, clocktime_t purge_limit, store_iter_fn fn, void *ud)
+{
+    return do_iterate(st, purge_limit, false, fn, ud);
+}
+
+uint64_t store_iterate_all(store *st, clocktime_t purge_limit, store_iter_fn fn, void *ud)
+{
+    return do_iterate(st, purge_limit, true, fn, ud);
 }
 
 int store_backup(store *st, const char *dst, char *err, size_t errlen)

@@ -60,6 +60,12 @@ uint64_t store_count(store *st);
 typedef bool (*store_iter_fn)(const void *key, size_t klen, const void *val, size_t vlen, void *ud);
 uint64_t store_iterate(store *st, clocktime_t purge_limit, store_iter_fn fn, void *ud);
 
+/* As store_iterate, but the surviving tombstones (8- or 9-byte values not older than
+ * purge_limit) are handed to fn too and counted as visited: kumofs-c's replace copy
+ * transfers them so that a server restarted on an old database loses the values it
+ * missed deletes for (DECISIONS.md §2). */
+uint64_t store_iterate_all(store *st, clocktime_t purge_limit, store_iter_fn fn, void *ud);
+
 /* Copy the database to dst via dst.tmp + fsync + rename (storage.md §6).  Safe to call
  * from another thread while the server runs.  Returns 0, or -1 with err filled. */
 int store_backup(store *st, const char *dst, char *err, size_t errlen);

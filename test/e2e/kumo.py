@@ -233,6 +233,32 @@ class Cluster:
         kw.setdefault("timeout", 60)
         return mc.Client(("127.0.0.1", gw.port), **kw)
 
+    def replaces_finished(self):
+        """How many replaces the first manager has finished (its log says so)."""
+        return self.managers[0].log().count("replace finished")
+
+    def wait_replace_ready(self, finished_before, timeout=30):
+        """Until a replace newer than finished_before ended on the manager and every
+        running server reports replstat "ready" (no copy or delete phase running)."""
+        wait_for(lambda: self.replaces_finished() > finished_before, timeout=timeout,
+                 what="replace finished")
+        alive = [i for i, s in self.servers.items() if s["daemon"].alive()]
+        wait_for(lambda: all(self.kumostat(i, "replstat") == "ready" for i in alive),
+                 timeout=timeout, what="servers ready")
+
+    def restart_and_attach(self, i, timeout=30):
+        """Start server i again on its old database, attach it and wait until the
+        replace that attach starts has finished."""
+        before = self.replaces_finished()
+        self.start_server(i)
+        addr = self.server_addr(i)
+        wait_for(lambda: addr in self.status()[1], timeout=timeout,
+                 what="server %d registered" % i)
+        self.kumoctl("attach")
+        wait_for(lambda: self.status()[0].get(addr) == "active", timeout=timeout,
+                 what="server %d active" % i)
+        self.wait_replace_ready(before, timeout=timeout)
+
     def close(self):
         for d in reversed(self.daemons):
             try:
@@ -246,6 +272,134 @@ class Cluster:
 
     def logs(self):
         return "\n".join("==== %s\n%s" % (d.name, d.log()[-4000:]) for d in self.daemons)
+
+
+    # ---- fault-scenario helpers (test_rt.py): several managers, restarts in place
+    def start_manager_pair(self, extra=()):
+        """Two managers, each the other's partner (-p), as rt/common.rb builds them."""
+        ports = [free_port(), free_port()]
+        for i in range(2):
+            n = len(self.managers)
+            d = Daemon("manager%d" % n,
+                       [BIN["manager"], "-v", "-l", "127.0.0.1:%d" % ports[i],
+                        "-p", "127.0.0.1:%d" % ports[1 - i]] + self.common + list(extra),
+                       os.path.join(self.dir, "manager%d.log" % n)).start()
+            d.port = ports[i]
+            self.daemons.append(d)
+            self.managers.append(d)
+        for p in ports:
+            wait_for(lambda: port_open(p), what="manager port %d" % p)
+        return self.managers[-2:]
+
+    def manager_addr(self, i):
+        return "127.0.0.1:%d" % self.managers[i].port
+
+    def restart_manager(self, i, kill=True):
+        """SIGKILL manager i (if kill) and start it again with the same command line;
+        its log file is appended to."""
+        old = self.managers[i]
+        if kill:
+            old.kill()
+        d = Daemon(old.name, old.argv, old.logpath).start()
+        d.port = old.port
+        self.daemons.append(d)
+        self.managers[i] = d
+        wait_for(lambda: port_open(d.port), what="manager port %d" % d.port)
+        return d
+
+    def kumoctl_at(self, i, *args, **kw):
+        """kumoctl against manager i (not necessarily the first)."""
+        return self.tool("kumoctl", self.manager_addr(i), *args, **kw).stdout
+
+    def status_at(self, i):
+        """`kumoctl status` of manager i as (timestamp line, {addr: state}, [newcomers])."""
+        out = self.kumoctl_at(i, "status")
+        ts, attached, newcomers, section = None, {}, [], None
+        for line in out.splitlines():
+            if line.startswith("hash space timestamp"):
+                section = "t"
+            elif line.startswith("attached node"):
+                section = "a"
+            elif line.startswith("not attached node"):
+                section = "n"
+            elif line.startswith("  ") and section == "t":
+                ts = line.strip()
+            elif line.startswith("  ") and section == "a":
+                addr, state = line.split()
+                attached[addr] = state.strip("()")
+            elif line.startswith("  ") and section == "n":
+                newcomers.append(line.strip())
+        return ts, attached, newcomers
+
+    def live_managers(self):
+        return [i for i, m in enumerate(self.managers) if m.alive()]
+
+    def live_servers(self):
+        return [i for i, s in self.servers.items() if s["daemon"].alive()]
+
+    def kill_server(self, i):
+        self.servers[i]["daemon"].kill()
+
+    def restart_server(self, i, fresh=True, managers=None, extra=()):
+        """Start server i again on its ports (kill it first if it runs). fresh: the old
+        database is renamed to .bak first, as rt/common.rb does. managers: manager
+        indexes in -m/-p order (default: all, in order)."""
+        s = self.servers[i]
+        s["daemon"].kill()
+        if fresh and os.path.exists(s["db"]):
+            os.replace(s["db"], s["db"] + ".bak")
+        order = list(range(len(self.managers))) if managers is None else list(managers)
+        mgrs = []
+        for flag, m in zip(("-m", "-p"), order):
+            mgrs += [flag, self.manager_addr(m)]
+        d = Daemon("server%d" % i,
+                   [BIN["server"], "-v", "-l", "127.0.0.1:%d" % s["port"],
+                    "-L", str(s["stream"]), "-s", s["db"], "-f", self.dir]
+                   + mgrs + self.common + list(extra),
+                   os.path.join(self.dir, "server%d.log" % i)).start()
+        d.port = s["port"]
+        self.daemons.append(d)
+        s["daemon"] = d
+        wait_for(lambda: port_open(d.port), what="server port %d" % d.port)
+        return d
+
+    def wait_server_state(self, i, states, managers=None, timeout=20):
+        """Until every live manager (or the given ones) reports server i in one of
+        states: 'active', 'fault', 'newcomer' or 'absent'."""
+        addr = self.server_addr(i)
+
+        def state_at(m):
+            _, attached, newcomers = self.status_at(m)
+            if addr in newcomers:       # a restarted server is listed here while whs
+                return "newcomer"       # still shows it as fault
+            return attached.get(addr, "absent")
+        mgrs = self.live_managers() if managers is None else managers
+        wait_for(lambda: all(state_at(m) in states for m in mgrs), timeout=timeout,
+                 interval=0.05, what="server %s in %s" % (addr, states))
+
+    def wait_replace_done(self, timeout=60):
+        """Until the cluster is quiet: the live managers agree on the hash-space timestamp,
+        and every live server has adopted it in whs, has rhs == whs (`hscheck` true) and
+        no replace running (`replstat` ready)."""
+        def done():
+            stamps = {self.status_at(m)[0] for m in self.live_managers()}
+            if len(stamps) != 1:
+                return False
+            ts = stamps.pop()
+            for i in self.live_servers():
+                whs = self.kumostat(i, "whs").splitlines()
+                if len(whs) < 2 or whs[1].strip() != ts:
+                    return False
+                if self.kumostat(i, "hscheck") != "true":
+                    return False
+                if self.kumostat(i, "replstat") != "ready":
+                    return False
+            return True
+        wait_for(done, timeout=timeout, interval=0.1, what="replace finished everywhere")
+
+    def log_count(self, daemon, text):
+        """How many times text occurs in the daemon's log file so far."""
+        return daemon.log().count(text)
 
 
 def standard_cluster(nservers=3, gateway=True):

@@ -1,8 +1,6 @@
 """kumo-server's read-modify-write (Update, method 48) and Flush (method 49), spoken over
 raw msgpack-RPC against a real 1-manager 3-server cluster (doc/protocol-additions.md)."""
-import hashlib
 import os
-import socket
 import struct
 import sys
 import threading
@@ -12,137 +10,14 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import kumo  # noqa: E402
+from mpack import Rpc, RpcError, dbkey  # noqa: E402
 
 SRV_GET, SRV_SET, SRV_UPDATE, SRV_FLUSH = 34, 35, 48, 49
 ADD, REPLACE, APPEND, PREPEND, CAS, INCR, DECR, TOUCH = range(1, 9)
 STORED, NOT_STORED, EXISTS, NOT_FOUND, NON_NUMERIC = range(5)
 
 
-# ---- a tiny msgpack codec: ints, raws, arrays, nil, bools ----
-
-def pack(o):
-    if o is None:
-        return b"\xc0"
-    if o is True:
-        return b"\xc3"
-    if o is False:
-        return b"\xc2"
-    if isinstance(o, int):
-        assert o >= 0
-        if o < 0x80:
-            return bytes([o])
-        for code, fmt, lim in ((0xcc, ">B", 1 << 8), (0xcd, ">H", 1 << 16),
-                               (0xce, ">I", 1 << 32), (0xcf, ">Q", 1 << 64)):
-            if o < lim:
-                return bytes([code]) + struct.pack(fmt, o)
-    if isinstance(o, str):
-        o = o.encode()
-    if isinstance(o, (bytes, bytearray)):
-        n = len(o)   # the old "raw" forms, as kumofs speaks them
-        head = bytes([0xa0 | n]) if n < 32 else (b"\xda" + struct.pack(">H", n) if n < 65536
-                                                 else b"\xdb" + struct.pack(">I", n))
-        return head + bytes(o)
-    if isinstance(o, (list, tuple)):
-        n = len(o)
-        head = bytes([0x90 | n]) if n < 16 else b"\xdc" + struct.pack(">H", n)
-        return head + b"".join(pack(x) for x in o)
-    raise TypeError(o)
-
-
-class NeedMore(Exception):
-    pass
-
-
-def unpack(buf, i=0):
-    """Decode one object at buf[i:]; returns (obj, next index) or raises NeedMore."""
-    def take(n):
-        if i + 1 + n > len(buf):
-            raise NeedMore()
-        return buf[i + 1:i + 1 + n]
-    if i >= len(buf):
-        raise NeedMore()
-    b = buf[i]
-    if b < 0x80:
-        return b, i + 1
-    if b >= 0xe0:
-        return b - 256, i + 1
-    if 0xa0 <= b <= 0xbf:
-        n = b & 0x1f
-        return bytes(take(n)), i + 1 + n
-    if 0x90 <= b <= 0x9f:
-        return _array(buf, i + 1, b & 0x0f)
-    simple = {0xc0: None, 0xc2: False, 0xc3: True}
-    if b in simple:
-        return simple[b], i + 1
-    ints = {0xcc: ">B", 0xcd: ">H", 0xce: ">I", 0xcf: ">Q",
-            0xd0: ">b", 0xd1: ">h", 0xd2: ">i", 0xd3: ">q"}
-    if b in ints:
-        n = struct.calcsize(ints[b])
-        return struct.unpack(ints[b], take(n))[0], i + 1 + n
-    lens = {0xd9: ">B", 0xda: ">H", 0xdb: ">I", 0xc4: ">B", 0xc5: ">H", 0xc6: ">I"}
-    if b in lens:
-        h = struct.calcsize(lens[b])
-        n = struct.unpack(lens[b], take(h))[0]
-        if i + 1 + h + n > len(buf):
-            raise NeedMore()
-        return bytes(buf[i + 1 + h:i + 1 + h + n]), i + 1 + h + n
-    if b in (0xdc, 0xdd):
-        h = 2 if b == 0xdc else 4
-        n = struct.unpack(">H" if h == 2 else ">I", take(h))[0]
-        return _array(buf, i + 1 + h, n)
-    raise ValueError("unsupported msgpack byte 0x%02x" % b)
-
-
-def _array(buf, i, n):
-    out = []
-    for _ in range(n):
-        o, i = unpack(buf, i)
-        out.append(o)
-    return out, i
-
-
-class RpcError(Exception):
-    def __init__(self, code):
-        super().__init__("rpc error %r" % (code,))
-        self.code = code
-
-
-class Rpc:
-    """A plain (non-cluster) msgpack-RPC client of one server."""
-
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.buf = b""
-        self.msgid = 0
-
-    def call(self, method, params):
-        self.msgid += 1
-        self.sock.sendall(pack([0, self.msgid, method, params]))
-        while True:
-            try:
-                msg, n = unpack(self.buf)
-                self.buf = self.buf[n:]
-            except NeedMore:
-                data = self.sock.recv(65536)
-                assert data, "server closed the connection"
-                self.buf += data
-                continue
-            assert msg[0] == 1 and msg[1] == self.msgid, msg
-            if msg[2] is not None:
-                raise RpcError(msg[2])
-            return msg[3]
-
-    def close(self):
-        self.sock.close()
-
-
 # ---- record helpers ----
-
-def dbkey(key):
-    d = hashlib.sha1(key.encode()).digest()
-    h = struct.unpack("<Q", d[:8])[0]          # hashing.md §1: little-endian digest bytes
-    return struct.pack(">Q", h) + key.encode()
-
 
 def item(data=b"", flags=0, exptime=0, meta=1):
     """A DBValue: clocktime 0 (the server stamps it), meta, then the meta-1 item."""
