@@ -1,32 +1,19 @@
-/* binconn.c - memcached binary protocol connections: frame, dispatch, in-order replies. */
+/* binconn.c - memcached binary protocol: framing, dispatch and reply formatting (the
+ * connection machinery is frontconn.c). */
 #include "gateway/binconn.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#include "logic/daemon.h"
+#include "gateway/frontconn.h"
 #include "logic/log.h"
 #include "logic/proto.h"
 #include "logic/xmalloc.h"
 
-/* The same version string the text front end answers (memcached-shaped, DECISIONS.md §3). */
-#define BC_VERSION "1.6.21-kumofs-0.4.13"
-
 #define BC_HEADER_LEN 24
 #define BC_KEY_MAX 250                /* memcached's key length limit */
 #define BC_BODY_OVERHEAD (BC_KEY_MAX + 32)  /* key + the largest extras (20) + slack */
-#define BC_IN_INITIAL (16 * 1024)
-#define BC_IN_MIN_FREE 4096
-#define BC_BUF_SHRINK (1024 * 1024)
-#define BC_MAX_SLOTS 8192             /* replies outstanding before we stop reading */
-#define BC_OUT_HIGH (8 * 1024 * 1024) /* unsent output before we stop reading */
-#define BC_SLOT_POOL_MAX 65536
-#define BC_SLOT_DATA_KEEP (16 * 1024)
-#define BC_ACCEPT_BUDGET 64
 
 #define BC_MAGIC_REQ 0x80
 #define BC_MAGIC_RES 0x81
@@ -51,72 +38,25 @@ enum {
     ST_UNKNOWN = 0x0081, ST_ENOMEM = 0x0082, ST_INTERNAL = 0x0084,
 };
 
-typedef struct bc_buf {
-    char *p;
-    size_t len, cap;
-} bc_buf;
-
-/* Connection states (one place changes them: conn_set_state). */
-enum bc_state {
-    BC_READ,       /* framing requests */
-    BC_SWALLOW,    /* discarding the body of an oversize request */
-    BC_DRAIN,      /* quit, EOF or bad magic: no more input; close once replies are sent */
-};
-
-typedef struct binconn binconn;
-
-/* One reply position in a connection's FIFO.  A pending slot is the ud of a gateway
- * request, so it lives until that request completes even if the connection dies. */
+/* A pending reply (frontconn.h); it is also the ud of its gateway request. */
 typedef struct bc_slot {
-    struct bc_slot *next;
-    binconn *conn;
-    bool done;
+    frontconn_slot base;       /* first: frontconn hands it back as frontconn_slot */
     bool quiet;                /* suppress success (and, for gets, miss) replies */
     bool withkey;              /* GETK/GATK: the key goes back in the reply */
+    bool cas;                  /* a storage opcode with a CAS unique: counted as cas */
     uint8_t opcode;            /* echoed in the reply */
     uint8_t step;              /* incr/decr: 0 incr, 1 creating, 2 incr after a lost add */
     uint32_t opaque;           /* echoed in the reply */
     uint64_t delta, initial;   /* incr/decr */
     uint32_t exptime;          /* incr/decr creation, gat */
-    bc_buf key;                /* incr/decr and gat need the key for a second request */
-    bc_buf data;               /* the reply, when completed before its turn */
+    frontconn_buf key;         /* incr/decr and gat need the key for a second request;
+                                * kept with the pooled slot, freed by slot_destroy */
 } bc_slot;
 
-struct binconn {
-    binconn_listener *l;
-    binconn *prev, *next;      /* live connections of the listener */
-    binconn *dirty_next;       /* listener's flush list */
-    int fd;
-    ev_io rio, wio;
-    enum bc_state state;
-    bool reading, writing;     /* watchers active */
-    bool paused;               /* too much outstanding: reading stopped until drained */
-    bool in_dirty;
-    bool dead;                 /* closed; freed when refs and in_dirty drop */
-    unsigned refs;             /* pending slots (gateway requests in flight) */
-    unsigned nslots;
-    bc_buf in;                 /* unparsed input from offset 0 */
-    size_t need;               /* bytes the framer waits for (0 unknown) */
-    size_t swallow;            /* BC_SWALLOW: bytes still to discard */
-    bc_buf out;                /* replies ready to write */
-    size_t outpos;
-    bc_slot *head, *tail;      /* reply FIFO */
-};
-
 struct binconn_listener {
-    struct ev_loop *loop;
+    frontconn_listener *fl;
     gateway *gw;
     binconn_config cfg;
-    int fd;
-    ev_io aio;
-    ev_timer accept_pause;     /* after EMFILE and friends */
-    ev_prepare flush;          /* write every dirty connection once per loop iteration */
-    binconn *conns;
-    unsigned nconns;
-    binconn *dirty;
-    bc_slot *pool;
-    size_t npool;
-    ev_tstamp started;
 };
 
 /* A framed request; every pointer borrowed from the input buffer. */
@@ -131,36 +71,6 @@ typedef struct bc_req {
     const uint8_t *value;
     size_t valuelen;
 } bc_req;
-
-/* ------------------------------------------------------------------ buffers */
-
-static void buf_reserve(bc_buf *b, size_t extra)
-{
-    if (b->cap - b->len >= extra)
-        return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap - b->len < extra)
-        cap *= 2;
-    b->p = xrealloc(b->p, cap);
-    b->cap = cap;
-}
-
-static void buf_append(bc_buf *b, const void *d, size_t n)
-{
-    if (n == 0)
-        return;
-    buf_reserve(b, n);
-    memcpy(b->p + b->len, d, n);
-    b->len += n;
-}
-
-static void buf_shrink(bc_buf *b, size_t to)
-{
-    if (b->cap > BC_BUF_SHRINK && b->len <= to) {
-        b->p = xrealloc(b->p, to);
-        b->cap = to;
-    }
-}
 
 static uint16_t get_be16(const uint8_t *p)
 {
@@ -193,8 +103,8 @@ static void put_be64(uint8_t *p, uint64_t v)
 
 /* The 24-byte response header; body length is 32-bit, so large values are never
  * truncated (the original kept it in 16 bits, memcached.md §3.2). */
-static void put_header(bc_buf *b, uint8_t op, uint16_t status, size_t keylen, size_t extlen,
-                       size_t bodylen, uint32_t opaque, uint64_t cas)
+static void put_header(frontconn_buf *b, uint8_t op, uint16_t status, size_t keylen,
+                       size_t extlen, size_t bodylen, uint32_t opaque, uint64_t cas)
 {
     uint8_t h[BC_HEADER_LEN];
     h[0] = BC_MAGIC_RES;
@@ -208,7 +118,7 @@ static void put_header(bc_buf *b, uint8_t op, uint16_t status, size_t keylen, si
     put_be32(h + 8, (uint32_t)bodylen);
     put_be32(h + 12, opaque);
     put_be64(h + 16, cas);
-    buf_append(b, h, sizeof h);
+    frontconn_buf_append(b, h, sizeof h);
 }
 
 /* memcached 1.6's error texts (write_bin_error), so clients print the familiar words. */
@@ -227,140 +137,50 @@ static const char *status_text(uint16_t status)
     }
 }
 
-static void put_error(bc_buf *b, uint8_t op, uint16_t status, uint32_t opaque)
+static void put_error(frontconn_buf *b, uint8_t op, uint16_t status, uint32_t opaque)
 {
     const char *t = status_text(status);
     size_t n = strlen(t);
     put_header(b, op, status, 0, 0, n, opaque, 0);
-    buf_append(b, t, n);
+    frontconn_buf_append(b, t, n);
 }
 
 /* ------------------------------------------------------------------ slots */
 
-static bc_slot *slot_new(binconn *c, const bc_req *r, bool pending)
+static binconn_listener *conn_listener(frontconn *c)
 {
-    binconn_listener *l = c->l;
-    bc_slot *s = l->pool;
-    if (s) {
-        l->pool = s->next;
-        l->npool--;
-    } else {
-        s = xcalloc(1, sizeof *s);
-    }
-    s->next = NULL;
-    s->conn = c;
-    s->done = !pending;
-    s->quiet = false;
-    s->withkey = false;
-    s->opcode = r->opcode;
-    s->opaque = r->opaque;
-    s->step = 0;
-    s->data.len = 0;
-    s->key.len = 0;
-    if (c->tail)
-        c->tail->next = s;
-    else
-        c->head = s;
-    c->tail = s;
-    c->nslots++;
-    if (pending)
-        c->refs++;
-    return s;
+    return frontconn_ud(c);
 }
 
-static void slot_release(binconn_listener *l, bc_slot *s)
+static gateway *slot_gateway(bc_slot *s)
 {
-    if (l->npool >= BC_SLOT_POOL_MAX) {
-        free(s->data.p);
-        free(s->key.p);
-        free(s);
-        return;
-    }
-    if (s->data.cap > BC_SLOT_DATA_KEEP) {
-        free(s->data.p);
-        s->data.p = NULL;
-        s->data.cap = 0;
-    }
-    s->next = l->pool;
-    l->pool = s;
-    l->npool++;
+    return conn_listener(s->base.conn)->gw;   /* the listener outlives every request */
 }
 
-static void conn_mark_dirty(binconn *c)
+static gwstats *slot_stats(bc_slot *s)
 {
-    if (!c->in_dirty) {
-        c->in_dirty = true;
-        c->dirty_next = c->l->dirty;
-        c->l->dirty = c;
-    }
+    return frontconn_stats(s->base.conn);
 }
 
-/* Where a completing slot writes: straight into the output when it is first in line,
- * else into its own buffer until its turn. */
-static bc_buf *slot_target(bc_slot *s)
+static void slot_destroy(frontconn_slot *fs)
 {
-    return s == s->conn->head ? &s->conn->out : &s->data;
+    free(((bc_slot *)fs)->key.p);
 }
 
-/* Move every completed slot at the head of the FIFO into the output. */
-static void conn_advance(binconn *c)
-{
-    while (c->head && c->head->done) {
-        bc_slot *h = c->head;
-        c->head = h->next;
-        if (!c->head)
-            c->tail = NULL;
-        buf_append(&c->out, h->data.p, h->data.len);
-        c->nslots--;
-        slot_release(c->l, h);
-    }
-    conn_mark_dirty(c);
-}
+#define slot_alive(s) frontconn_slot_alive(&(s)->base)
+#define slot_target(s) frontconn_slot_target(&(s)->base)
+#define slot_complete(s) frontconn_slot_complete(&(s)->base)
 
-static void conn_maybe_free(binconn *c)
+static void conn_error(frontconn *c, const bc_req *r, uint16_t status)
 {
-    if (c->dead && c->refs == 0 && !c->in_dirty)
-        free(c);
-}
-
-/* Start of a gateway callback: false (and the slot released) if the client is gone. */
-static bool slot_alive(bc_slot *s)
-{
-    binconn *c = s->conn;
-    if (!c->dead)
-        return true;
-    c->refs--;
-    slot_release(c->l, s);
-    conn_maybe_free(c);
-    return false;
-}
-
-static void slot_complete(bc_slot *s)
-{
-    binconn *c = s->conn;
-    s->done = true;
-    c->refs--;
-    if (s == c->head)
-        conn_advance(c);
-}
-
-/* The buffer for a reply known now: the output when nothing is pending before it. */
-static bc_buf *conn_reply_buf(binconn *c, const bc_req *r)
-{
-    conn_mark_dirty(c);
-    return c->head ? &slot_new(c, r, false)->data : &c->out;
-}
-
-static void conn_error(binconn *c, const bc_req *r, uint16_t status)
-{
-    put_error(conn_reply_buf(c, r), r->opcode, status, r->opaque);
+    put_error(frontconn_reply_buf(c), r->opcode, status, r->opaque);
 }
 
 /* An empty success reply (noop, quit, verbosity), unless quiet. */
-static void conn_ok(binconn *c, const bc_req *r, bool quiet)
+static void conn_ok(frontconn *c, const bc_req *r, bool quiet)
 {
     if (!quiet)
-        put_header(conn_reply_buf(c, r), r->opcode, ST_OK, 0, 0, 0, r->opaque, 0);
+        put_header(frontconn_reply_buf(c), r->opcode, ST_OK, 0, 0, 0, r->opaque, 0);
 }
 
 /* ------------------------------------------------------------------ completions */
@@ -370,28 +190,39 @@ static void slot_error(bc_slot *s, uint16_t status)
     put_error(slot_target(s), s->opcode, status, s->opaque);
 }
 
+static bool op_gat(uint8_t op)
+{
+    return op == OP_GAT || op == OP_GATQ || op == OP_GATK || op == OP_GATKQ;
+}
+
 static void get_done(void *ud, int status, const gateway_value *v, const char *key, size_t klen)
 {
     bc_slot *s = ud;
+    gateway_item it;
+    bool hit = status == GATEWAY_OK && gateway_item_decode(slot_gateway(s), v, &it);
+    if (!op_gat(s->opcode)) {         /* a gat counts as a touch (touch_done) */
+        gwstats *st = slot_stats(s);
+        st->get_hits += hit;
+        st->get_misses += !hit;
+    }
     if (!slot_alive(s))
         return;
-    bc_buf *b = slot_target(s);
-    gateway_item it;
-    if (status == GATEWAY_OK && gateway_item_decode(s->conn->l->gw, v, &it)) {
+    frontconn_buf *b = slot_target(s);
+    if (hit) {
         size_t kl = s->withkey ? klen : 0;
         uint8_t flags[4];
         put_be32(flags, it.flags);
-        buf_reserve(b, BC_HEADER_LEN + 4 + kl + it.len);
+        frontconn_buf_reserve(b, BC_HEADER_LEN + 4 + kl + it.len);
         put_header(b, s->opcode, ST_OK, kl, 4, 4 + kl + it.len, s->opaque, v->ct);
-        buf_append(b, flags, 4);
-        buf_append(b, key, kl);
-        buf_append(b, it.data, it.len);
+        frontconn_buf_append(b, flags, 4);
+        frontconn_buf_append(b, key, kl);
+        frontconn_buf_append(b, it.data, it.len);
     } else if (status == GATEWAY_FAILED) {
         slot_error(s, ST_INTERNAL);          /* errors are reported even when quiet */
     } else if (!s->quiet) {
         if (s->withkey) {                    /* memcached: GETK misses carry the key */
             put_header(b, s->opcode, ST_NOT_FOUND, klen, 0, klen, s->opaque, 0);
-            buf_append(b, key, klen);
+            frontconn_buf_append(b, key, klen);
         } else {
             slot_error(s, ST_NOT_FOUND);
         }
@@ -426,9 +257,23 @@ static void store_finish(bc_slot *s, int status, clocktime_t ct)
     slot_complete(s);
 }
 
+/* Count a storage opcode's outcome (as the text front end does, quiet ones included). */
+static void count_store(bc_slot *s, int status)
+{
+    gwstats *st = slot_stats(s);
+    bool ok = status == GATEWAY_OK;
+    st->total_items += ok;
+    if (s->cas) {
+        st->cas_hits += ok;
+        st->cas_misses += status == GATEWAY_NOT_FOUND;
+        st->cas_badval += status == GATEWAY_EXISTS;
+    }
+}
+
 static void set_done(void *ud, int status, clocktime_t ct)
 {
     bc_slot *s = ud;
+    count_store(s, status);
     if (slot_alive(s))
         store_finish(s, status, ct);
 }
@@ -436,6 +281,7 @@ static void set_done(void *ud, int status, clocktime_t ct)
 static void update_done(void *ud, int status, clocktime_t ct, const char *value, size_t vlen)
 {
     bc_slot *s = ud;
+    count_store(s, status);
     if (slot_alive(s))
         store_finish(s, status, ct);
 }
@@ -443,6 +289,9 @@ static void update_done(void *ud, int status, clocktime_t ct, const char *value,
 static void delete_done(void *ud, int status, clocktime_t ct)
 {
     bc_slot *s = ud;
+    gwstats *st = slot_stats(s);
+    st->delete_hits += status == GATEWAY_OK;
+    st->delete_misses += status != GATEWAY_OK;
     if (!slot_alive(s))
         return;
     if (status == GATEWAY_OK) {
@@ -469,11 +318,11 @@ static void flush_done(void *ud, int status, clocktime_t ct)
 static void incr_reply(bc_slot *s, uint64_t n, clocktime_t ct)
 {
     if (!s->quiet) {
-        bc_buf *b = slot_target(s);
+        frontconn_buf *b = slot_target(s);
         uint8_t v[8];
         put_be64(v, n);
         put_header(b, s->opcode, ST_OK, 0, 0, 8, s->opaque, ct);
-        buf_append(b, v, 8);
+        frontconn_buf_append(b, v, 8);
     }
     slot_complete(s);
 }
@@ -483,16 +332,21 @@ static void incr_done(void *ud, int status, clocktime_t ct, const char *value, s
 static void incr_send(bc_slot *s)
 {
     bool decr = s->opcode == OP_DECR || s->opcode == OP_DECRQ;
-    gateway_update(s->conn->l->gw, decr ? GATEWAY_DECR : GATEWAY_INCR, s->key.p, s->key.len,
+    gateway_update(slot_gateway(s), decr ? GATEWAY_DECR : GATEWAY_INCR, s->key.p, s->key.len,
                    0, 0, NULL, 0, s->delta, false, incr_done, s);
 }
 
 static void incr_done(void *ud, int status, clocktime_t ct, const char *value, size_t vlen)
 {
     bc_slot *s = ud;
+    if (s->step == 0) {               /* the client's own incr/decr, not our retries */
+        gwstats *st = slot_stats(s);
+        bool decr = s->opcode == OP_DECR || s->opcode == OP_DECRQ;
+        *(decr ? &st->decr_hits : &st->incr_hits) += status == GATEWAY_OK;
+        *(decr ? &st->decr_misses : &st->incr_misses) += status == GATEWAY_NOT_FOUND;
+    }
     if (!slot_alive(s))
         return;
-    binconn *c = s->conn;
     if (s->step == 1) {               /* the add of the initial value came back */
         if (status == GATEWAY_OK) {
             incr_reply(s, s->initial, ct);
@@ -517,7 +371,7 @@ static void incr_done(void *ud, int status, clocktime_t ct, const char *value, s
         char num[24];
         int n = snprintf(num, sizeof num, "%llu", (unsigned long long)s->initial);
         s->step = 1;
-        gateway_update(c->l->gw, GATEWAY_ADD, s->key.p, s->key.len, 0, s->exptime, num,
+        gateway_update(slot_gateway(s), GATEWAY_ADD, s->key.p, s->key.len, 0, s->exptime, num,
                        (size_t)n, 0, false, incr_done, s);
         return;
     }
@@ -527,12 +381,15 @@ static void incr_done(void *ud, int status, clocktime_t ct, const char *value, s
 static void touch_done(void *ud, int status, clocktime_t ct, const char *value, size_t vlen)
 {
     bc_slot *s = ud;
+    gwstats *st = slot_stats(s);
+    st->touch_hits += status == GATEWAY_OK;
+    st->touch_misses += status != GATEWAY_OK;
     if (!slot_alive(s))
         return;
     bool gat = s->opcode != OP_TOUCH;
     if (status == GATEWAY_OK && gat) {
         /* the touched item's value: a get, still holding this slot */
-        gateway_get(s->conn->l->gw, s->key.p, s->key.len, get_done, s);
+        gateway_get(slot_gateway(s), s->key.p, s->key.len, get_done, s);
         return;
     }
     if (status == GATEWAY_OK)
@@ -546,7 +403,7 @@ static void touch_done(void *ud, int status, clocktime_t ct, const char *value, 
 
 /* ------------------------------------------------------------------ commands */
 
-typedef void (*bc_handler)(binconn *c, const bc_req *r);
+typedef void (*bc_handler)(frontconn *c, const bc_req *r);
 
 static bool op_quiet(uint8_t op)
 {
@@ -560,32 +417,40 @@ static bool op_quiet(uint8_t op)
     }
 }
 
-static bc_slot *pending_slot(binconn *c, const bc_req *r)
+static bc_slot *pending_slot(frontconn *c, const bc_req *r)
 {
-    bc_slot *s = slot_new(c, r, true);
+    bc_slot *s = (bc_slot *)frontconn_slot_new(c);
+    s->opcode = r->opcode;
+    s->opaque = r->opaque;
+    s->withkey = false;
+    s->cas = false;
+    s->step = 0;
+    s->key.len = 0;
     s->quiet = op_quiet(r->opcode);
     return s;
 }
 
-static void cmd_get(binconn *c, const bc_req *r)
+static void cmd_get(frontconn *c, const bc_req *r)
 {
     bc_slot *s = pending_slot(c, r);
     s->withkey = r->opcode == OP_GETK || r->opcode == OP_GETKQ;
-    gateway_get(c->l->gw, r->key, r->keylen, get_done, s);
+    frontconn_stats(c)->cmd_get++;
+    gateway_get(conn_listener(c)->gw, r->key, r->keylen, get_done, s);
 }
 
-static void cmd_store(binconn *c, const bc_req *r)
+static void cmd_store(frontconn *c, const bc_req *r)
 {
-    gateway *gw = c->l->gw;
+    gateway *gw = conn_listener(c)->gw;
     uint32_t flags = 0, exptime = 0;
     if (r->extlen == 8) {
         flags = get_be32(r->extras);
         exptime = get_be32(r->extras + 4);
     }
-    if (r->valuelen > c->l->cfg.item_size_max) {
+    if (r->valuelen > conn_listener(c)->cfg.item_size_max) {
         conn_error(c, r, ST_TOO_LARGE);
         return;
     }
+    frontconn_stats(c)->cmd_set++;
     bc_slot *s = pending_slot(c, r);
     unsigned uop;
     switch (r->opcode) {
@@ -604,92 +469,96 @@ static void cmd_store(binconn *c, const bc_req *r)
     case OP_APPEND: case OP_APPENDQ: uop = GATEWAY_APPEND; break;
     default: uop = GATEWAY_PREPEND; break;
     }
+    s->cas = uop == GATEWAY_CAS;
     gateway_update(gw, uop, r->key, r->keylen, flags, exptime, r->value, r->valuelen,
                    r->cas, false, update_done, s);
 }
 
-static void cmd_delete(binconn *c, const bc_req *r)
+static void cmd_delete(frontconn *c, const bc_req *r)
 {
     bc_slot *s = pending_slot(c, r);
-    gateway_delete(c->l->gw, r->key, r->keylen, false, delete_done, s);
+    gateway_delete(conn_listener(c)->gw, r->key, r->keylen, false, delete_done, s);
 }
 
-static void cmd_incr(binconn *c, const bc_req *r)
+static void cmd_incr(frontconn *c, const bc_req *r)
 {
     bc_slot *s = pending_slot(c, r);
     s->delta = get_be64(r->extras);
     s->initial = get_be64(r->extras + 8);
     s->exptime = get_be32(r->extras + 16);
-    s->key.len = 0;
-    buf_append(&s->key, r->key, r->keylen);
+    frontconn_buf_append(&s->key, r->key, r->keylen);
     incr_send(s);
 }
 
-static void cmd_touch(binconn *c, const bc_req *r)
+static void cmd_touch(frontconn *c, const bc_req *r)
 {
     bc_slot *s = pending_slot(c, r);
     s->withkey = r->opcode == OP_GATK || r->opcode == OP_GATKQ;
     s->exptime = get_be32(r->extras);
-    s->key.len = 0;
-    buf_append(&s->key, r->key, r->keylen);
-    gateway_update(c->l->gw, GATEWAY_TOUCH, r->key, r->keylen, 0, s->exptime, NULL, 0, 0,
-                   false, touch_done, s);
+    frontconn_buf_append(&s->key, r->key, r->keylen);
+    gwstats *st = frontconn_stats(c);
+    st->cmd_touch++;
+    st->cmd_get += op_gat(r->opcode);
+    gateway_update(conn_listener(c)->gw, GATEWAY_TOUCH, r->key, r->keylen, 0, s->exptime,
+                   NULL, 0, 0, false, touch_done, s);
 }
 
-static void cmd_flush(binconn *c, const bc_req *r)
+static void cmd_flush(frontconn *c, const bc_req *r)
 {
     bc_slot *s = pending_slot(c, r);
-    gateway_flush_all(c->l->gw, r->extlen == 4 ? get_be32(r->extras) : 0, flush_done, s);
+    frontconn_stats(c)->cmd_flush++;
+    gateway_flush_all(conn_listener(c)->gw, r->extlen == 4 ? get_be32(r->extras) : 0,
+                      flush_done, s);
 }
 
-static void cmd_noop(binconn *c, const bc_req *r)
+static void cmd_noop(frontconn *c, const bc_req *r)
 {
     conn_ok(c, r, false);
 }
 
-static void conn_set_state(binconn *c, enum bc_state st);
-
-static void cmd_quit(binconn *c, const bc_req *r)
+static void cmd_quit(frontconn *c, const bc_req *r)
 {
     conn_ok(c, r, r->opcode == OP_QUITQ);
-    conn_set_state(c, BC_DRAIN);
+    frontconn_set_state(c, FRONTCONN_DRAIN);
 }
 
-static void cmd_version(binconn *c, const bc_req *r)
+static void cmd_version(frontconn *c, const bc_req *r)
 {
-    bc_buf *b = conn_reply_buf(c, r);
-    put_header(b, r->opcode, ST_OK, 0, 0, sizeof BC_VERSION - 1, r->opaque, 0);
-    buf_append(b, BC_VERSION, sizeof BC_VERSION - 1);
+    frontconn_buf *b = frontconn_reply_buf(c);
+    put_header(b, r->opcode, ST_OK, 0, 0, sizeof GWSTATS_VERSION - 1, r->opaque, 0);
+    frontconn_buf_append(b, GWSTATS_VERSION, sizeof GWSTATS_VERSION - 1);
 }
 
-static void put_stat(bc_buf *b, const bc_req *r, const char *k, const char *v)
+/* One stat packet per statistic (gwstats_emit_fn; ud is the stat_ctx). */
+typedef struct stat_ctx {
+    frontconn_buf *b;
+    const bc_req *r;
+} stat_ctx;
+
+static void put_stat(void *ud, const char *k, const char *v)
 {
+    stat_ctx *x = ud;
     size_t kl = strlen(k), vl = strlen(v);
-    put_header(b, r->opcode, ST_OK, kl, 0, kl + vl, r->opaque, 0);
-    buf_append(b, k, kl);
-    buf_append(b, v, vl);
+    put_header(x->b, x->r->opcode, ST_OK, kl, 0, kl + vl, x->r->opaque, 0);
+    frontconn_buf_append(x->b, k, kl);
+    frontconn_buf_append(x->b, v, vl);
 }
 
-/* General statistics of this gateway, then the empty terminating packet; the cluster's
- * item counts are kumostat's business. */
-static void cmd_stat(binconn *c, const bc_req *r)
+/* The gateway's general statistics (the same counters as the text `stats`), then the
+ * empty terminating packet.  "reset" zeroes them (a lone terminator, as memcached);
+ * other groups are NOT_FOUND. */
+static void cmd_stat(frontconn *c, const bc_req *r)
 {
-    bc_buf *b = conn_reply_buf(c, r);
-    if (r->keylen) {
+    frontconn_buf *b = frontconn_reply_buf(c);
+    if (r->keylen == 5 && memcmp(r->key, "reset", 5) == 0) {
+        gwstats_reset(frontconn_stats(c));
+    } else if (r->keylen) {
         put_error(b, r->opcode, ST_NOT_FOUND, r->opaque);
         return;
+    } else {
+        stat_ctx x = {b, r};
+        gwstats_report(frontconn_stats(c), put_stat, &x);
     }
-    binconn_listener *l = c->l;
-    char v[32];
-    snprintf(v, sizeof v, "%ld", (long)getpid());
-    put_stat(b, r, "pid", v);
-    snprintf(v, sizeof v, "%ld", (long)(ev_now(l->loop) - l->started));
-    put_stat(b, r, "uptime", v);
-    snprintf(v, sizeof v, "%lu", (unsigned long)gateway_now(l->gw));
-    put_stat(b, r, "time", v);
-    put_stat(b, r, "version", BC_VERSION);
-    snprintf(v, sizeof v, "%u", l->nconns);
-    put_stat(b, r, "curr_connections", v);
     put_header(b, r->opcode, ST_OK, 0, 0, 0, r->opaque, 0);
 }
 
@@ -748,7 +617,7 @@ static bool is_store_op(uint8_t op)
 }
 
 /* Validate one whole request (header + body at p) and run it. */
-static void conn_dispatch(binconn *c, const uint8_t *p, size_t bodylen)
+static void conn_dispatch(frontconn *c, const uint8_t *p, size_t bodylen)
 {
     bc_req r = {
         .opcode = p[1],
@@ -780,278 +649,53 @@ static void conn_dispatch(binconn *c, const uint8_t *p, size_t bodylen)
     op->h(c, &r);
 }
 
-/* ------------------------------------------------------------------ connection */
+/* ------------------------------------------------------------------ protocol */
 
-static void conn_close(binconn *c)
+/* frontconn_proto.parse: frame one request (24-byte header + body) out of buf. */
+static size_t bc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
 {
-    if (c->dead)
-        return;
-    binconn_listener *l = c->l;
-    c->dead = true;
-    l->nconns--;
-    ev_io_stop(l->loop, &c->rio);
-    ev_io_stop(l->loop, &c->wio);
-    close(c->fd);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        l->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    /* completed replies go; pending slots stay with their requests (slot_alive) */
-    for (bc_slot *s = c->head, *n; s; s = n) {
-        n = s->next;
-        s->next = NULL;
-        if (s->done)
-            slot_release(l, s);
+    const uint8_t *p = (const uint8_t *)buf;
+    if (len < BC_HEADER_LEN) {
+        *need = BC_HEADER_LEN;
+        return 0;
     }
-    c->head = c->tail = NULL;
-    free(c->in.p);
-    free(c->out.p);
-    c->in = (bc_buf){0};
-    c->out = (bc_buf){0};
-    conn_maybe_free(c);
+    if (p[0] != BC_MAGIC_REQ) {
+        /* not a binary request: nothing after it can be framed, so stop reading and
+         * close once earlier replies are out */
+        log_debug("binary: bad magic 0x%02x, closing", p[0]);
+        frontconn_set_state(c, FRONTCONN_DRAIN);
+        return 0;
+    }
+    size_t bodylen = get_be32(p + 8);
+    if (bodylen > conn_listener(c)->cfg.item_size_max + BC_BODY_OVERHEAD) {
+        /* never buffer it: answer now and drop the body as it arrives */
+        bc_req r = {.opcode = p[1], .opaque = get_be32(p + 12)};
+        conn_error(c, &r, is_store_op(p[1]) ? ST_TOO_LARGE : ST_EINVAL);
+        frontconn_swallow(c, bodylen);
+        return BC_HEADER_LEN;
+    }
+    if (len < BC_HEADER_LEN + bodylen) {
+        *need = BC_HEADER_LEN + bodylen;
+        return 0;
+    }
+    conn_dispatch(c, p, bodylen);
+    return BC_HEADER_LEN + bodylen;
 }
 
-static void conn_set_state(binconn *c, enum bc_state st)
-{
-    c->state = st;
-    if (st == BC_DRAIN) {
-        /* nothing more is read; conn_flush closes once the FIFO and output are empty */
-        if (c->reading) {
-            ev_io_stop(c->l->loop, &c->rio);
-            c->reading = false;
-        }
-        conn_mark_dirty(c);
-    }
-}
+static const frontconn_proto bc_proto = {
+    .name = "binary",
+    .slot_size = sizeof(bc_slot),
+    .parse = bc_parse,
+    .slot_destroy = slot_destroy,
+};
 
-static bool conn_overloaded(const binconn *c)
-{
-    return c->nslots >= BC_MAX_SLOTS || c->out.len - c->outpos >= BC_OUT_HIGH;
-}
-
-/* Frame and dispatch every complete request in the input buffer. */
-static void conn_process(binconn *c)
-{
-    binconn_listener *l = c->l;
-    size_t pos = 0;
-    size_t body_max = l->cfg.item_size_max + BC_BODY_OVERHEAD;
-    while (!c->dead && pos < c->in.len) {
-        const uint8_t *p = (const uint8_t *)c->in.p + pos;
-        size_t avail = c->in.len - pos;
-        if (c->state == BC_SWALLOW) {
-            size_t d = avail < c->swallow ? avail : c->swallow;
-            pos += d;
-            c->swallow -= d;
-            if (c->swallow == 0)
-                conn_set_state(c, BC_READ);
-            continue;
-        }
-        if (c->state != BC_READ)
-            break;
-        if (conn_overloaded(c)) {
-            c->paused = true;   /* resumed by conn_flush once replies drain */
-            break;
-        }
-        if (avail < BC_HEADER_LEN) {
-            c->need = BC_HEADER_LEN;
-            break;
-        }
-        if (p[0] != BC_MAGIC_REQ) {
-            /* not a binary request: nothing after it can be framed, so stop reading
-             * and close once earlier replies are out */
-            log_debug("binary: bad magic 0x%02x, closing", p[0]);
-            conn_set_state(c, BC_DRAIN);
-            break;
-        }
-        size_t bodylen = get_be32(p + 8);
-        if (bodylen > body_max) {
-            /* never buffer it: answer now and drop the body as it arrives */
-            bc_req r = {.opcode = p[1], .opaque = get_be32(p + 12)};
-            conn_error(c, &r, is_store_op(p[1]) ? ST_TOO_LARGE : ST_EINVAL);
-            pos += BC_HEADER_LEN;
-            c->swallow = bodylen;
-            c->need = 0;
-            if (bodylen)
-                conn_set_state(c, BC_SWALLOW);
-            continue;
-        }
-        if (avail < BC_HEADER_LEN + bodylen) {
-            c->need = BC_HEADER_LEN + bodylen;
-            break;
-        }
-        c->need = 0;
-        conn_dispatch(c, p, bodylen);
-        pos += BC_HEADER_LEN + bodylen;
-    }
-    if (c->dead)
-        return;
-    if (c->state == BC_DRAIN)
-        pos = c->in.len;              /* input after quit / EOF / garbage is ignored */
-    if (pos) {
-        memmove(c->in.p, c->in.p + pos, c->in.len - pos);
-        c->in.len -= pos;
-    }
-    if (c->need == 0)
-        buf_shrink(&c->in, BC_IN_INITIAL);
-}
-
-/* Write what is ready; decide on the write watcher, draining close and resume. */
-static void conn_flush(binconn *c)
-{
-    binconn_listener *l = c->l;
-    while (c->outpos < c->out.len) {
-        ssize_t n = write(c->fd, c->out.p + c->outpos, c->out.len - c->outpos);
-        if (n > 0) {
-            c->outpos += (size_t)n;
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            break;
-        } else {
-            conn_close(c);            /* peer gone: its pending replies are dropped */
-            return;
-        }
-    }
-    if (c->outpos == c->out.len) {
-        c->outpos = c->out.len = 0;
-        buf_shrink(&c->out, BC_IN_INITIAL);
-        if (c->writing) {
-            ev_io_stop(l->loop, &c->wio);
-            c->writing = false;
-        }
-        if (c->state == BC_DRAIN && !c->head) {
-            conn_close(c);
-            return;
-        }
-    } else if (!c->writing) {
-        ev_io_start(l->loop, &c->wio);
-        c->writing = true;
-    }
-    if (c->paused && !conn_overloaded(c)) {
-        c->paused = false;
-        conn_process(c);
-        if (!c->dead && !c->paused && !c->reading &&
-            (c->state == BC_READ || c->state == BC_SWALLOW)) {
-            ev_io_start(l->loop, &c->rio);
-            c->reading = true;
-        }
-    }
-}
-
-static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-    binconn *c = w->data;
-    size_t want = c->need > c->in.len ? c->need - c->in.len : 0;
-    buf_reserve(&c->in, want > BC_IN_MIN_FREE ? want : BC_IN_MIN_FREE);
-    ssize_t n = read(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-            return;
-        conn_close(c);
-        return;
-    }
-    if (n == 0) {
-        /* half-close: still answer what was asked */
-        conn_process(c);
-        if (!c->dead)
-            conn_set_state(c, BC_DRAIN);
-        return;
-    }
-    c->in.len += (size_t)n;
-    conn_process(c);
-    if (!c->dead && c->paused && c->reading) {
-        ev_io_stop(loop, &c->rio);
-        c->reading = false;
-    }
-}
-
-static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-    conn_flush(w->data);
-}
-
-static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
-{
-    binconn_listener *l = w->data;
-    binconn *c;
-    while ((c = l->dirty)) {
-        l->dirty = c->dirty_next;
-        c->in_dirty = false;
-        if (c->dead)
-            conn_maybe_free(c);
-        else
-            conn_flush(c);
-    }
-}
-
-static void conn_open(binconn_listener *l, int fd)
-{
-    binconn *c = xcalloc(1, sizeof *c);
-    c->l = l;
-    c->fd = fd;
-    c->state = BC_READ;
-    c->in.p = xmalloc(BC_IN_INITIAL);
-    c->in.cap = BC_IN_INITIAL;
-    ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
-    ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
-    c->rio.data = c->wio.data = c;
-    c->next = l->conns;
-    if (l->conns)
-        l->conns->prev = c;
-    l->conns = c;
-    l->nconns++;
-    ev_io_start(l->loop, &c->rio);
-    c->reading = true;
-}
-
-static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-    binconn_listener *l = w->data;
-    for (int i = 0; i < BC_ACCEPT_BUDGET; i++) {
-        int fd = accept(l->fd, NULL, NULL);
-        if (fd < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
-                errno == ECONNABORTED)
-                return;
-            /* EMFILE etc.: a runtime fault, not a reason to die; wait a second */
-            log_error("accept failed: %s", strerror(errno));
-            ev_io_stop(loop, &l->aio);
-            ev_timer_start(loop, &l->accept_pause);
-            return;
-        }
-        if (daemon_socket_setup(fd) < 0) {
-            close(fd);
-            continue;
-        }
-        conn_open(l, fd);
-    }
-}
-
-static void accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    binconn_listener *l = w->data;
-    ev_io_start(loop, &l->aio);
-}
-
-binconn_listener *binconn_listen(struct ev_loop *loop, int fd, gateway *gw,
+binconn_listener *binconn_listen(struct ev_loop *loop, int fd, gateway *gw, gwstats *stats,
                                  const binconn_config *cfg)
 {
     binconn_listener *l = xcalloc(1, sizeof *l);
-    l->loop = loop;
     l->gw = gw;
     l->cfg = *cfg;
-    l->fd = fd;
-    l->started = ev_now(loop);
-    ev_io_init(&l->aio, accept_cb, fd, EV_READ);
-    l->aio.data = l;
-    ev_timer_init(&l->accept_pause, accept_resume_cb, 1.0, 0.0);
-    l->accept_pause.data = l;
-    ev_prepare_init(&l->flush, flush_cb);
-    l->flush.data = l;
-    ev_prepare_start(loop, &l->flush);
-    ev_io_start(loop, &l->aio);
+    l->fl = frontconn_listen(loop, fd, &bc_proto, stats, l);
     return l;
 }
 
@@ -1059,26 +703,6 @@ void binconn_listener_free(binconn_listener *l)
 {
     if (!l)
         return;
-    ev_io_stop(l->loop, &l->aio);
-    ev_timer_stop(l->loop, &l->accept_pause);
-    ev_prepare_stop(l->loop, &l->flush);
-    close(l->fd);
-    while (l->conns)
-        conn_close(l->conns);
-    /* connections still referenced by requests are freed when those complete, which
-     * gateway_free (called first) guarantees; the flush list holds only dead ones now */
-    while (l->dirty) {
-        binconn *c = l->dirty;
-        l->dirty = c->dirty_next;
-        c->in_dirty = false;
-        conn_maybe_free(c);
-    }
-    while (l->pool) {
-        bc_slot *s = l->pool;
-        l->pool = s->next;
-        free(s->data.p);
-        free(s->key.p);
-        free(s);
-    }
+    frontconn_listener_free(l->fl);
     free(l);
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "logic/binlog.h"
 #include "logic/hashspace.h"
 #include "logic/kwire.h"
 #include "logic/log.h"
@@ -309,6 +310,25 @@ static const char *op_name(const gw_op *op)
     return names[op->kind];
 }
 
+/* cli.md §10: eg/es/ed when a request finally fails; the key as stored (with the -k
+ * prefix, without the hash), the value without the 10-byte value header.  An update
+ * (add, incr, ... -- not in the original) is a write: logged as es.  err is the RPC
+ * error code, 0 for the server's "replication failed", GW_ERR_NO_SERVER without one. */
+static void op_binlog_failed(const gw_op *op, int err)
+{
+    if (!binlog_is_open())
+        return;
+    const uint8_t *key = op->buf + DBKEY_HASH_LEN;
+    size_t klen = op->keylen - DBKEY_HASH_LEN;
+    if (op->kind == OP_GET)
+        binlog_get_failed(key, klen, err);
+    else if (op->kind == OP_DELETE)
+        binlog_delete_failed(key, klen, err);
+    else
+        binlog_set_failed(key, klen, op->buf + op->keylen + DBVALUE_HEADER_LEN,
+                          op->vallen - DBVALUE_HEADER_LEN, err);
+}
+
 /* Deliver the final outcome and release the op. */
 static void op_finish(gw_op *op, int status, const gateway_value *v, clocktime_t ct)
 {
@@ -362,6 +382,7 @@ static void op_attempt_failed(gw_op *op, int err)
         const char *k = op_user_key(op, &klen);
         log_error("%s failed after %u retries: error %d, key %.*s", op_name(op), op->retry,
                   err, (int)(klen > 64 ? 64 : klen), k);
+        op_binlog_failed(op, err);
         op_finish(op, GATEWAY_FAILED, NULL, 0);
         return;
     }
@@ -683,6 +704,63 @@ void gateway_flush_all(gateway *gw, uint32_t delay, gateway_store_cb cb, void *u
         t->data = f;
         ev_timer_start(gw->loop, t);
         log_warn("req_flush_all FAILED: No server");
+    }
+}
+
+/* ------------------------------------------------------------------ item count */
+
+/* One curr_items estimate: GetStatus items to every active rhs node. */
+typedef struct gw_items {
+    gateway_items_cb cb;
+    void *ud;
+    unsigned pending, asked, answered;
+    uint64_t sum;
+} gw_items;
+
+static void items_done(rpc_session *s, const rpc_result *r, void *ud)
+{
+    gw_items *q = ud;
+    uint64_t n;
+    if (r->err == RPC_OK && kwire_get_u64(r->result, &n)) {
+        q->sum += n;
+        q->answered++;
+    }
+    if (--q->pending)
+        return;
+    /* every key lives on 3 servers (fewer when the cluster is smaller); servers that did
+     * not answer are assumed to hold as much as the others */
+    unsigned copies = q->asked < 3 ? q->asked : 3;
+    uint64_t est = q->answered ? q->sum * q->asked / q->answered / copies : 0;
+    if (q->cb)
+        q->cb(q->ud, q->answered > 0, est);
+    free(q);
+}
+
+void gateway_count_items(gateway *gw, gateway_items_cb cb, void *ud)
+{
+    gw_space *sp = &gw->rhs;
+    gw_items *q = xcalloc(1, sizeof *q);
+    q->cb = cb;
+    q->ud = ud;
+    for (size_t i = 0; i < sp->hs.nnodes; i++)
+        if (sp->hs.nodes[i].active)
+            q->asked++;
+    q->pending = q->asked;
+    if (q->asked == 0) {
+        free(q);
+        if (cb)
+            cb(ud, false, 0);
+        return;
+    }
+    for (size_t i = 0; i < sp->hs.nnodes; i++) {
+        if (!sp->hs.nodes[i].active)
+            continue;
+        rpc_session *s = space_session(gw, sp, i);
+        msgpack_packer *pk = rpc_call_begin(s, SRV_GET_STATUS, RPC_DEFAULT_TIMEOUT_STEPS,
+                                            items_done, q);
+        msgpack_pack_array(pk, 1);
+        msgpack_pack_uint32(pk, STATUS_ITEMS);
+        rpc_call_end(s);
     }
 }
 

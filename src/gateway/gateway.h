@@ -60,6 +60,8 @@ enum gateway_status {
     GATEWAY_EXISTS,        /* set/cas: compare failed (server answered false) */
     GATEWAY_NOT_FOUND,     /* delete: nothing live to delete (server answered false) */
     GATEWAY_FAILED,        /* every retry failed */
+    GATEWAY_NOT_STORED,    /* update: add on a live item, replace/append/prepend on none */
+    GATEWAY_NON_NUMERIC,   /* update: incr/decr on a value that is not a decimal number */
 };
 
 /* A stored value as the server returned it (wire.md §7.6), borrowed until the callback
@@ -88,6 +90,38 @@ void gateway_set(gateway *gw, const char *key, size_t keylen, unsigned op, uint6
 /* Delete with -D retries; async when -Ad or `async` (memcached noreply).  cb may be NULL. */
 void gateway_delete(gateway *gw, const char *key, size_t keylen, bool async,
                     gateway_store_cb cb, void *ud);
+
+/* ---- read-modify-write on the key's coordinator (server method SRV_UPDATE = 48,
+ * doc/protocol-additions.md).  Not retried once sent to a live coordinator, because the
+ * operations are not idempotent; a server error is GATEWAY_FAILED. */
+enum gateway_update_op {
+    GATEWAY_ADD = 1, GATEWAY_REPLACE = 2, GATEWAY_APPEND = 3, GATEWAY_PREPEND = 4,
+    GATEWAY_CAS = 5, GATEWAY_INCR = 6, GATEWAY_DECR = 7, GATEWAY_TOUCH = 8,
+};
+
+/* status: GATEWAY_OK (stored / touched / incremented), GATEWAY_NOT_STORED,
+ * GATEWAY_EXISTS, GATEWAY_NOT_FOUND, GATEWAY_NON_NUMERIC, GATEWAY_FAILED.  ct: the new
+ * version.  value: INCR/DECR only, the new number in ASCII (borrowed until return). */
+typedef void (*gateway_update_cb)(void *ud, int status, clocktime_t ct, const char *value,
+                                  size_t valuelen);
+
+/* flags/exptime/data as the memcached command gives them (data: append/prepend bytes,
+ * or the value for add/replace/cas); arg: CAS unique for CAS, delta for INCR/DECR.
+ * async: memcached noreply (cb may then be NULL). */
+void gateway_update(gateway *gw, unsigned op, const char *key, size_t keylen, uint32_t flags,
+                    int64_t exptime, const void *data, size_t datalen, uint64_t arg,
+                    bool async, gateway_update_cb cb, void *ud);
+
+/* flush_all [delay]: server method SRV_FLUSH = 49 to every active server of whs and rhs;
+ * status GATEWAY_OK when all answered, else GATEWAY_FAILED. */
+void gateway_flush_all(gateway *gw, uint32_t delay, gateway_store_cb cb, void *ud);
+
+/* curr_items estimate: GetStatus items (method 97, code 7) of every active rhs node,
+ * summed and divided by the replica count (3, or the node count if fewer).  ok is false
+ * when no server answered.  cb runs once, later from the loop -- or at once when the
+ * read hash space has no active node. */
+typedef void (*gateway_items_cb)(void *ud, bool ok, uint64_t items);
+void gateway_count_items(gateway *gw, gateway_items_cb cb, void *ud);
 
 /* ---- memcached item payload (doc/storage-format.md) ---- */
 

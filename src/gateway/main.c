@@ -1,13 +1,17 @@
 /* main.c - kumo-gateway: options, start-up, signals and the event loop (cli.md §5). */
+#include <errno.h>
 #include <ev.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "gateway/binconn.h"
 #include "gateway/gateway.h"
+#include "gateway/gwstats.h"
 #include "gateway/textconn.h"
+#include "logic/binlog.h"
 #include "logic/cmdline.h"
 #include "logic/daemon.h"
 #include "logic/log.h"
@@ -77,6 +81,9 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 {
     log_info("SIGHUP");
+    /* cli.md §8: the binary log is reopened for logrotate (and our text log too) */
+    if (binlog_reopen() < 0)
+        log_error("can't reopen the binary log: %s", strerror(errno));
     log_reopen();
 }
 
@@ -165,6 +172,13 @@ int main(int argc, char **argv)
     }
     if (o.pidfile)
         daemon_start(o.pidfile, o.log_path != NULL);
+    /* cli.md §5 start-up order: daemonize, then the binary log */
+    if (o.binary_log && binlog_open(o.binary_log) < 0) {
+        log_error("can't open binary log %s: %s", o.binary_log, strerror(errno));
+        fprintf(stderr, "error: can't open binary log %s: %s\n", o.binary_log,
+                strerror(errno));
+        return 1;
+    }
     signal(SIGPIPE, SIG_IGN);
 
     /* The cloudy front end is not served yet: its port was validated above, so refuse
@@ -194,16 +208,22 @@ int main(int argc, char **argv)
         .clock_interval = o.clock_interval,
     };
     gateway *gw = gateway_new(g_loop, &gc);
+    binlog_gateway_start(&o.manager1, &o.manager2);
+
+    /* one set of memcached stats for the whole gateway, whichever listener counts */
+    static gwstats stats;
+    gwstats_init(&stats);
+    gwstats_start(&stats, g_loop, gw);
 
     textconn_listener *text = NULL;
     if (text_fd >= 0) {
         textconn_config tc = {.item_size_max = o.item_size_max};
-        text = textconn_listen(g_loop, text_fd, gw, &tc);
+        text = textconn_listen(g_loop, text_fd, gw, &stats, &tc);
     }
     binconn_listener *binary = NULL;
     if (binary_fd >= 0) {
         binconn_config bc = {.item_size_max = o.item_size_max};
-        binary = binconn_listen(g_loop, binary_fd, gw, &bc);
+        binary = binconn_listen(g_loop, binary_fd, gw, &stats, &bc);
     }
     gateway_start(gw);
 
@@ -229,9 +249,11 @@ int main(int argc, char **argv)
     ev_signal_stop(g_loop, &sigint);
     ev_signal_stop(g_loop, &sigterm);
     ev_signal_stop(g_loop, &sighup);
+    gwstats_stop(&stats);
     /* the gateway first: requests in flight complete into the still-open connections */
     gateway_free(gw);
     textconn_listener_free(text);
     binconn_listener_free(binary);
+    binlog_close();
     return 0;
 }

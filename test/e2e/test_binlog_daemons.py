@@ -1,6 +1,7 @@
 """The daemons write the binary log (-g) that kumolog reads, reopened on SIGHUP."""
 import os
 import signal
+import socket
 import subprocess
 
 import kumo
@@ -45,3 +46,34 @@ def test_manager_and_server_binary_logs_with_rotation(cluster):
     with open(os.path.join(c.dir, "trunc.mpac"), "wb") as f:
         f.write(data[:-3])
     assert kumolog(os.path.join(c.dir, "trunc.mpac")).startswith("SM.2")
+
+
+def test_gateway_binary_log_start_and_final_failures(cluster):
+    """kumo-gateway -g: SW at start; eg/es/ed when a request finally fails (cli.md §10),
+    keyed with the -k prefix.  No server ever joins, so every request fails."""
+    c = cluster
+    glog = os.path.join(c.dir, "gateway.mpac")
+    c.start_manager()
+    gw = c.start_gateway(extra=["-g", glog, "-k", "pfx-", "-G", "1", "-S", "1", "-D", "1",
+                                "-Ys", "0.2"])
+    out = kumolog(glog)
+    assert out.startswith("SW.2  Gateway start    manager1=[%s]  manager2=[0.0.0.0:0]  time=["
+                          % c.mgr), out
+
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    f = s.makefile("rb")
+    s.sendall(b"get lost-get\r\n")
+    assert f.readline() == b"SERVER_ERROR get failed\r\n"
+    s.sendall(b"set lost-set 0 0 5\r\nhello\r\n")
+    assert f.readline() == b"SERVER_ERROR store failed\r\n"
+    s.sendall(b"delete lost-del\r\n")
+    assert f.readline() == b"SERVER_ERROR delete failed\r\n"
+    s.close()
+
+    kumo.wait_for(lambda: "Delete failed" in kumolog(glog), what="ed record")
+    lines = kumolog(glog).splitlines()
+    assert [l.split("  ")[0] for l in lines] == ["SW.2", "eg.3", "es.3", "ed.3"], lines
+    assert "Get failed" in lines[1] and "pfx-lost-get" in lines[1]
+    assert "Set failed" in lines[2] and "pfx-lost-set" in lines[2]
+    assert "Delete failed" in lines[3] and "pfx-lost-del" in lines[3]
+    assert gw.alive()

@@ -363,3 +363,53 @@ def test_memccapable_binary(gw):
     out = r.stdout + r.stderr
     assert "[FAIL]" not in out, out
     assert "All tests passed" in out, out
+
+
+def test_text_stats_and_binary_stat_report_the_same_counters(gw):
+    """One set of memcached stats for the whole gateway: `stats` on the text port and
+    `stat` on the binary port agree on the connections of both listeners, and a command
+    on one protocol shows in the other's counters."""
+    def bin_stats(b):
+        b.send(packet(STAT, opaque=5))
+        stats = {}
+        while True:
+            r = b.recv()
+            assert r.status == OK and r.opaque == 5
+            if not r.key:
+                return stats
+            stats[r.key.decode()] = r.value.decode()
+
+    def text_stats(f, s):
+        s.sendall(b"stats\r\n")
+        stats = {}
+        while True:
+            line = f.readline()
+            assert line, "text connection closed"
+            if line == b"END\r\n":
+                return stats
+            _, name, value = line.decode().split()
+            stats[name] = value
+
+    b, b2 = Bin(gw.binport), Bin(gw.binport)
+    t = socket.create_connection(("127.0.0.1", gw.gateways[0].port), timeout=30)
+    tf = t.makefile("rb")
+
+    def agree():
+        # connections of earlier tests may still be closing: read until both match
+        bs, ts = bin_stats(b), text_stats(tf, t)
+        return all(bs[n] == ts[n] for n in ("curr_connections", "total_connections",
+                                            "cmd_get", "get_misses"))
+    kumo.wait_for(agree, what="text and binary stats agree")
+    ts = text_stats(tf, t)
+    assert int(ts["curr_connections"]) >= 3        # b, b2 (binary) and t (text)
+    assert set(bin_stats(b)) == set(ts)             # the same fields
+
+    before = text_stats(tf, t)
+    assert b.get(k("stats-miss")).status == NOT_FOUND
+    after = text_stats(tf, t)
+    assert int(after["cmd_get"]) == int(before["cmd_get"]) + 1
+    assert int(after["get_misses"]) == int(before["get_misses"]) + 1
+    assert bin_stats(b2)["cmd_get"] == after["cmd_get"]
+    for x in (b, b2):
+        x.close()
+    t.close()

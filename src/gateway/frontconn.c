@@ -1,0 +1,499 @@
+/* frontconn.c - connection machinery shared by the memcached front ends. */
+#include "gateway/frontconn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "logic/daemon.h"
+#include "logic/log.h"
+#include "logic/xmalloc.h"
+
+#define FC_IN_INITIAL (16 * 1024)     /* input buffer start size (memcached.md §1.1) */
+#define FC_IN_MIN_FREE 4096           /* free space reserved before each read */
+#define FC_BUF_SHRINK (1024 * 1024)   /* idle buffers above this go back to the start size */
+#define FC_MAX_SLOTS 8192             /* replies outstanding before we stop reading */
+#define FC_OUT_HIGH (8 * 1024 * 1024) /* unsent output before we stop reading */
+#define FC_SLOT_POOL_MAX 65536
+#define FC_SLOT_DATA_KEEP (16 * 1024)
+#define FC_ACCEPT_BUDGET 64           /* accepts per listener event */
+
+struct frontconn {
+    frontconn_listener *l;
+    frontconn *prev, *next;    /* live connections of the listener */
+    frontconn *dirty_next;     /* listener's flush list */
+    int fd;
+    ev_io rio, wio;
+    enum frontconn_state state;
+    bool reading, writing;     /* watchers active */
+    bool paused;               /* too much outstanding: reading stopped until drained */
+    bool in_dirty;
+    bool dead;                 /* closed; freed when refs and in_dirty drop */
+    unsigned refs;             /* pending slots (gateway requests in flight) */
+    unsigned nslots;
+    frontconn_buf in;          /* unparsed input from offset 0 */
+    size_t need;               /* bytes the parser asked for (0 unknown) */
+    size_t swallow;            /* FRONTCONN_SWALLOW: bytes still to discard */
+    frontconn_buf out;         /* replies ready to write */
+    size_t outpos;
+    frontconn_slot *head, *tail;  /* reply FIFO */
+};
+
+struct frontconn_listener {
+    struct ev_loop *loop;
+    const frontconn_proto *proto;
+    gwstats *stats;
+    void *ud;
+    int fd;
+    ev_io aio;
+    ev_timer accept_pause;     /* after EMFILE and friends */
+    ev_prepare flush;          /* write every dirty connection once per loop iteration */
+    frontconn *conns;
+    frontconn *dirty;
+    frontconn_slot *pool;
+    size_t npool;
+};
+
+/* ------------------------------------------------------------------ buffers */
+
+void frontconn_buf_grow(frontconn_buf *b, size_t extra)
+{
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < extra)
+        cap *= 2;
+    b->p = xrealloc(b->p, cap);
+    b->cap = cap;
+}
+
+static void buf_shrink(frontconn_buf *b, size_t to)
+{
+    if (b->cap > FC_BUF_SHRINK && b->len <= to) {
+        b->p = xrealloc(b->p, to);
+        b->cap = to;
+    }
+}
+
+/* ------------------------------------------------------------------ slots */
+
+static void slot_release(frontconn_listener *l, frontconn_slot *s)
+{
+    if (l->npool >= FC_SLOT_POOL_MAX) {
+        if (l->proto->slot_destroy)
+            l->proto->slot_destroy(s);
+        free(s->data.p);
+        free(s);
+        return;
+    }
+    if (s->data.cap > FC_SLOT_DATA_KEEP) {
+        free(s->data.p);
+        s->data.p = NULL;
+        s->data.cap = 0;
+    }
+    s->next = l->pool;
+    l->pool = s;
+    l->npool++;
+}
+
+static frontconn_slot *slot_push(frontconn *c, bool pending)
+{
+    frontconn_listener *l = c->l;
+    frontconn_slot *s = l->pool;
+    if (s) {
+        l->pool = s->next;
+        l->npool--;
+    } else {
+        s = xcalloc(1, l->proto->slot_size);
+    }
+    s->next = NULL;
+    s->conn = c;
+    s->done = !pending;
+    s->data.len = 0;
+    if (c->tail)
+        c->tail->next = s;
+    else
+        c->head = s;
+    c->tail = s;
+    c->nslots++;
+    if (pending)
+        c->refs++;
+    return s;
+}
+
+frontconn_slot *frontconn_slot_new(frontconn *c)
+{
+    return slot_push(c, true);
+}
+
+static void conn_mark_dirty(frontconn *c)
+{
+    if (!c->in_dirty) {
+        c->in_dirty = true;
+        c->dirty_next = c->l->dirty;
+        c->l->dirty = c;
+    }
+}
+
+frontconn_buf *frontconn_slot_target(frontconn_slot *s)
+{
+    return s == s->conn->head ? &s->conn->out : &s->data;
+}
+
+/* Move every completed slot at the head of the FIFO into the output. */
+static void conn_advance(frontconn *c)
+{
+    while (c->head && c->head->done) {
+        frontconn_slot *h = c->head;
+        c->head = h->next;
+        if (!c->head)
+            c->tail = NULL;
+        frontconn_buf_append(&c->out, h->data.p, h->data.len);
+        c->nslots--;
+        slot_release(c->l, h);
+    }
+    conn_mark_dirty(c);
+}
+
+static void conn_maybe_free(frontconn *c)
+{
+    if (c->dead && c->refs == 0 && !c->in_dirty)
+        free(c);
+}
+
+bool frontconn_slot_alive(frontconn_slot *s)
+{
+    frontconn *c = s->conn;
+    if (!c->dead)
+        return true;
+    c->refs--;
+    slot_release(c->l, s);
+    conn_maybe_free(c);
+    return false;
+}
+
+void frontconn_slot_complete(frontconn_slot *s)
+{
+    frontconn *c = s->conn;
+    s->done = true;
+    c->refs--;
+    if (s == c->head)
+        conn_advance(c);
+}
+
+frontconn_buf *frontconn_reply_buf(frontconn *c)
+{
+    conn_mark_dirty(c);
+    return c->head ? &slot_push(c, false)->data : &c->out;
+}
+
+void *frontconn_ud(const frontconn *c)
+{
+    return c->l->ud;
+}
+
+gwstats *frontconn_stats(const frontconn *c)
+{
+    return c->l->stats;
+}
+
+/* ------------------------------------------------------------------ connection */
+
+static void conn_close(frontconn *c)
+{
+    if (c->dead)
+        return;
+    frontconn_listener *l = c->l;
+    c->dead = true;
+    l->stats->curr_connections--;
+    ev_io_stop(l->loop, &c->rio);
+    ev_io_stop(l->loop, &c->wio);
+    close(c->fd);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    /* completed replies go; pending slots stay with their requests until they complete
+     * (frontconn_slot_alive), so a late completion never touches freed memory */
+    for (frontconn_slot *s = c->head, *n; s; s = n) {
+        n = s->next;
+        s->next = NULL;
+        if (s->done)
+            slot_release(l, s);
+    }
+    c->head = c->tail = NULL;
+    free(c->in.p);
+    free(c->out.p);
+    c->in = (frontconn_buf){0};
+    c->out = (frontconn_buf){0};
+    conn_maybe_free(c);
+}
+
+void frontconn_set_state(frontconn *c, enum frontconn_state st)
+{
+    c->state = st;
+    if (st == FRONTCONN_DRAIN) {
+        /* nothing more is read; conn_flush closes once the FIFO and output are empty */
+        if (c->reading) {
+            ev_io_stop(c->l->loop, &c->rio);
+            c->reading = false;
+        }
+        conn_mark_dirty(c);
+    }
+}
+
+void frontconn_swallow(frontconn *c, size_t n)
+{
+    c->swallow = n;
+    if (n)
+        frontconn_set_state(c, FRONTCONN_SWALLOW);
+}
+
+static bool conn_overloaded(const frontconn *c)
+{
+    return c->nslots >= FC_MAX_SLOTS || c->out.len - c->outpos >= FC_OUT_HIGH;
+}
+
+/* Run every complete request in the input buffer through the protocol (a work budget
+ * per event comes from the read size and the back-pressure limits). */
+static void conn_process(frontconn *c)
+{
+    const frontconn_proto *proto = c->l->proto;
+    size_t pos = 0;
+    while (!c->dead && pos < c->in.len) {
+        const char *p = c->in.p + pos;
+        size_t avail = c->in.len - pos;
+        if (c->state == FRONTCONN_SWALLOW) {
+            size_t d = avail < c->swallow ? avail : c->swallow;
+            pos += d;
+            c->swallow -= d;
+            if (c->swallow == 0)
+                frontconn_set_state(c, FRONTCONN_READ);
+            continue;
+        }
+        if (c->state == FRONTCONN_SKIPLINE) {
+            const char *nl = memchr(p, '\n', avail);
+            pos += nl ? (size_t)(nl - p) + 1 : avail;
+            if (nl)
+                frontconn_set_state(c, FRONTCONN_READ);
+            continue;
+        }
+        if (c->state != FRONTCONN_READ)
+            break;
+        if (conn_overloaded(c)) {
+            c->paused = true;   /* resumed by conn_flush once replies drain */
+            break;
+        }
+        size_t need = 0;
+        size_t n = proto->parse(c, p, avail, &need);
+        c->need = need;
+        if (n == 0)
+            break;
+        pos += n;
+    }
+    if (c->dead)
+        return;
+    if (c->state == FRONTCONN_DRAIN)
+        pos = c->in.len;              /* input after quit / EOF / garbage is ignored */
+    if (pos) {
+        memmove(c->in.p, c->in.p + pos, c->in.len - pos);
+        c->in.len -= pos;
+    }
+    if (c->need == 0)
+        buf_shrink(&c->in, FC_IN_INITIAL);
+}
+
+/* Write what is ready; decide on the write watcher, draining close and resume. */
+static void conn_flush(frontconn *c)
+{
+    frontconn_listener *l = c->l;
+    while (c->outpos < c->out.len) {
+        ssize_t n = write(c->fd, c->out.p + c->outpos, c->out.len - c->outpos);
+        if (n > 0) {
+            c->outpos += (size_t)n;
+            l->stats->bytes_written += (size_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            break;
+        } else {
+            conn_close(c);            /* peer gone: its pending replies are dropped */
+            return;
+        }
+    }
+    if (c->outpos == c->out.len) {
+        c->outpos = c->out.len = 0;
+        buf_shrink(&c->out, FC_IN_INITIAL);
+        if (c->writing) {
+            ev_io_stop(l->loop, &c->wio);
+            c->writing = false;
+        }
+        if (c->state == FRONTCONN_DRAIN && !c->head) {
+            conn_close(c);
+            return;
+        }
+    } else if (!c->writing) {
+        ev_io_start(l->loop, &c->wio);
+        c->writing = true;
+    }
+    if (c->paused && !conn_overloaded(c)) {
+        c->paused = false;
+        conn_process(c);
+        if (!c->dead && !c->paused && !c->reading && c->state != FRONTCONN_DRAIN) {
+            ev_io_start(l->loop, &c->rio);
+            c->reading = true;
+        }
+    }
+}
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    frontconn *c = w->data;
+    size_t want = c->need > c->in.len ? c->need - c->in.len : 0;
+    frontconn_buf_reserve(&c->in, want > FC_IN_MIN_FREE ? want : FC_IN_MIN_FREE);
+    ssize_t n = read(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        conn_close(c);
+        return;
+    }
+    if (n == 0) {
+        /* half-close: still answer what was asked (unlike the original, memcached.md §2.4) */
+        conn_process(c);
+        if (!c->dead)
+            frontconn_set_state(c, FRONTCONN_DRAIN);
+        return;
+    }
+    c->in.len += (size_t)n;
+    c->l->stats->bytes_read += (size_t)n;
+    conn_process(c);
+    if (!c->dead && c->paused && c->reading) {
+        ev_io_stop(loop, &c->rio);
+        c->reading = false;
+    }
+}
+
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    conn_flush(w->data);
+}
+
+/* ev_prepare: replies completed during this loop iteration go out in one write per
+ * connection, however many requests completed. */
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    frontconn_listener *l = w->data;
+    frontconn *c;
+    while ((c = l->dirty)) {
+        l->dirty = c->dirty_next;
+        c->in_dirty = false;
+        if (c->dead)
+            conn_maybe_free(c);
+        else
+            conn_flush(c);
+    }
+}
+
+static void conn_open(frontconn_listener *l, int fd)
+{
+    frontconn *c = xcalloc(1, sizeof *c);
+    c->l = l;
+    c->fd = fd;
+    c->state = FRONTCONN_READ;
+    c->in.p = xmalloc(FC_IN_INITIAL);
+    c->in.cap = FC_IN_INITIAL;
+    ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
+    ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
+    c->rio.data = c->wio.data = c;
+    c->next = l->conns;
+    if (l->conns)
+        l->conns->prev = c;
+    l->conns = c;
+    l->stats->curr_connections++;
+    l->stats->total_connections++;
+    ev_io_start(l->loop, &c->rio);
+    c->reading = true;
+}
+
+/* ------------------------------------------------------------------ listener */
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    frontconn_listener *l = w->data;
+    for (int i = 0; i < FC_ACCEPT_BUDGET; i++) {
+        int fd = accept(l->fd, NULL, NULL);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+                errno == ECONNABORTED)
+                return;
+            /* EMFILE etc.: a runtime fault, not a reason to die; wait a second */
+            log_error("%s: accept failed: %s", l->proto->name, strerror(errno));
+            ev_io_stop(loop, &l->aio);
+            ev_timer_start(loop, &l->accept_pause);
+            return;
+        }
+        if (daemon_socket_setup(fd) < 0) {
+            close(fd);
+            continue;
+        }
+        conn_open(l, fd);
+    }
+}
+
+static void accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    frontconn_listener *l = w->data;
+    ev_io_start(loop, &l->aio);
+}
+
+frontconn_listener *frontconn_listen(struct ev_loop *loop, int fd, const frontconn_proto *proto,
+                                     gwstats *stats, void *ud)
+{
+    frontconn_listener *l = xcalloc(1, sizeof *l);
+    l->loop = loop;
+    l->proto = proto;
+    l->stats = stats;
+    l->ud = ud;
+    l->fd = fd;
+    ev_io_init(&l->aio, accept_cb, fd, EV_READ);
+    l->aio.data = l;
+    ev_timer_init(&l->accept_pause, accept_resume_cb, 1.0, 0.0);
+    l->accept_pause.data = l;
+    ev_prepare_init(&l->flush, flush_cb);
+    l->flush.data = l;
+    ev_prepare_start(loop, &l->flush);
+    ev_io_start(loop, &l->aio);
+    return l;
+}
+
+void frontconn_listener_free(frontconn_listener *l)
+{
+    if (!l)
+        return;
+    ev_io_stop(l->loop, &l->aio);
+    ev_timer_stop(l->loop, &l->accept_pause);
+    ev_prepare_stop(l->loop, &l->flush);
+    close(l->fd);
+    while (l->conns)
+        conn_close(l->conns);
+    /* connections still referenced by requests are freed when those complete, which
+     * gateway_free (called first) guarantees; the flush list holds only dead ones now */
+    while (l->dirty) {
+        frontconn *c = l->dirty;
+        l->dirty = c->dirty_next;
+        c->in_dirty = false;
+        conn_maybe_free(c);
+    }
+    while (l->pool) {
+        frontconn_slot *s = l->pool;
+        l->pool = s->next;
+        if (l->proto->slot_destroy)
+            l->proto->slot_destroy(s);
+        free(s->data.p);
+        free(s);
+    }
+    free(l);
+}

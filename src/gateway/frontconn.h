@@ -1,0 +1,117 @@
+/* frontconn.h - the connection machinery shared by the memcached front ends (text and
+ * binary): listener and accept, input buffer, reply FIFO completed in request order,
+ * output coalesced and written once per loop iteration, back-pressure, and teardown with
+ * requests still in flight.  A protocol plugs in through frontconn_proto and keeps only
+ * its parsing, dispatch and reply formatting. */
+#ifndef KUMO_FRONTCONN_H
+#define KUMO_FRONTCONN_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "gateway/gwstats.h"
+
+/* A growable byte buffer; the connection's buffers are reused for its whole life. */
+typedef struct frontconn_buf {
+    char *p;
+    size_t len, cap;
+} frontconn_buf;
+
+/* Grow b to hold extra more bytes (aborts on out-of-memory, as xmalloc). */
+void frontconn_buf_grow(frontconn_buf *b, size_t extra);
+
+/* Make room for extra more bytes.  Inline: the reply path calls it for every reply. */
+static inline void frontconn_buf_reserve(frontconn_buf *b, size_t extra)
+{
+    if (b->cap - b->len < extra)
+        frontconn_buf_grow(b, extra);
+}
+
+/* Append n bytes (n may be 0). */
+static inline void frontconn_buf_append(frontconn_buf *b, const void *d, size_t n)
+{
+    if (n == 0)
+        return;
+    frontconn_buf_reserve(b, n);
+    memcpy(b->p + b->len, d, n);
+    b->len += n;
+}
+
+/* Connection input states; frontconn_set_state is the one place that changes them. */
+enum frontconn_state {
+    FRONTCONN_READ,      /* parsing requests */
+    FRONTCONN_SWALLOW,   /* discarding the announced body of an oversize request */
+    FRONTCONN_SKIPLINE,  /* discarding the rest of an over-long line, through its "\n" */
+    FRONTCONN_DRAIN,     /* quit, EOF or garbage: no more input; close once replies are out */
+};
+
+typedef struct frontconn frontconn;
+typedef struct frontconn_listener frontconn_listener;
+
+/* One reply position in a connection's FIFO.  A protocol embeds it as the FIRST member of
+ * its own slot struct (frontconn_proto.slot_size) and casts.  A pending slot is the ud of
+ * a gateway request, so it outlives its connection until that request completes. */
+typedef struct frontconn_slot {
+    struct frontconn_slot *next;
+    frontconn *conn;
+    bool done;
+    frontconn_buf data;        /* the reply, when completed before its turn */
+} frontconn_slot;
+
+typedef struct frontconn_proto {
+    const char *name;          /* for log lines: "text", "binary" */
+    size_t slot_size;          /* sizeof the protocol's slot, >= sizeof(frontconn_slot) */
+    /* Parse and run ONE request from buf[0..len) (len > 0, state READ; buf borrowed until
+     * return).  Returns the bytes consumed.  0 means "stop for now": either more input is
+     * needed (*need = the total bytes wanted from buf, 0 if unknown) or the handler moved
+     * the connection out of READ (frontconn_set_state). */
+    size_t (*parse)(frontconn *c, const char *buf, size_t len, size_t *need);
+    /* Optional: free the protocol's own allocations in a slot that is being freed (slots
+     * are pooled; this runs only when one really goes). */
+    void (*slot_destroy)(frontconn_slot *s);
+} frontconn_proto;
+
+/* Serve proto on an already listening non-blocking socket (takes ownership of fd).
+ * proto, stats and ud are borrowed for the listener's lifetime; stats counts
+ * connections and bytes.  Release with frontconn_listener_free. */
+frontconn_listener *frontconn_listen(struct ev_loop *loop, int fd, const frontconn_proto *proto,
+                                     gwstats *stats, void *ud);
+
+/* Close the listening socket and every connection; free l (NULL allowed).  Requests in
+ * flight must have completed first (gateway_free), since their slots point into l. */
+void frontconn_listener_free(frontconn_listener *l);
+
+/* The ud given to frontconn_listen. */
+void *frontconn_ud(const frontconn *c);
+/* The stats given to frontconn_listen. */
+gwstats *frontconn_stats(const frontconn *c);
+
+/* Change the input state (DRAIN also stops reading and schedules the draining close). */
+void frontconn_set_state(frontconn *c, enum frontconn_state st);
+/* Enter FRONTCONN_SWALLOW to drop the next n input bytes (n = 0: stay in READ). */
+void frontconn_swallow(frontconn *c, size_t n);
+
+/* The buffer for a reply known now: the output itself when no reply is pending before
+ * it, else a completed slot queued behind the pending ones.  Borrowed until the next
+ * frontconn call on c. */
+frontconn_buf *frontconn_reply_buf(frontconn *c);
+
+/* Queue a pending reply slot (slot_size bytes, frontconn fields set, data empty; the
+ * protocol part keeps what the previous user left).  Complete it exactly once with
+ * frontconn_slot_complete, or drop it with frontconn_slot_alive == false. */
+frontconn_slot *frontconn_slot_new(frontconn *c);
+
+/* Call first in a gateway callback: false (and the slot released) when the client has
+ * gone, in which case s must not be touched again. */
+bool frontconn_slot_alive(frontconn_slot *s);
+
+/* Where a completing slot writes its reply: the output when it is first in line (saves
+ * a copy), else its own buffer until its turn. */
+frontconn_buf *frontconn_slot_target(frontconn_slot *s);
+
+/* The reply of s is written: move every completed reply at the FIFO head to the output. */
+void frontconn_slot_complete(frontconn_slot *s);
+
+#endif
