@@ -18,7 +18,12 @@
 
 #define RPC_READ_CHUNK (32 * 1024)            /* free space wanted before each read() */
 #define RPC_READ_ROUNDS 4                     /* read() calls per readable event: bounded work */
-#define RPC_MAX_MESSAGE (64u * 1024 * 1024)   /* a larger partial message closes the connection */
+#define RPC_MAX_MESSAGE (64u * 1024 * 1024)   /* a larger message (read or announced) closes */
+/* Objects one message may announce.  kumofs messages hold at most a few thousand (a hash
+ * space's node list); this caps msgpack-c's up-front allocation per message at 1.5 MiB
+ * (24-byte msgpack_object each), where the size cap alone would still let a 5-byte header
+ * announcing ~2^26 elements reserve 1.5 GiB. */
+#define RPC_MAX_ELEMENTS 65536u
 #define RPC_ACCEPT_BURST 64
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -36,6 +41,7 @@ static rpc_conn *conn_new(rpc_node *n, int fd, enum rpc_conn_state state)
     c->node = n;
     c->fd = fd;
     c->state = state;
+    mpscan_init(&c->scan, RPC_MAX_MESSAGE, RPC_MAX_ELEMENTS);
     if (!msgpack_unpacker_init(&c->unp, MSGPACK_UNPACKER_INIT_BUFFER_SIZE)) {
         fprintf(stderr, "out of memory\n");
         abort();
@@ -429,11 +435,6 @@ static bool conn_process(rpc_conn *c)
         if (c->state == RPC_CONN_CLOSED)
             return false;
     }
-    if (msgpack_unpacker_message_size(&c->unp) > RPC_MAX_MESSAGE) {
-        log_warn("rpc: message over %u bytes on fd(%d), closing", RPC_MAX_MESSAGE, c->fd);
-        rpc_conn_close(c, true);
-        return false;
-    }
     return true;
 }
 
@@ -462,6 +463,18 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
                 log_debug("rpc: read failed fd(%d): %s", c->fd, strerror(errno));
                 rpc_conn_close(c, true);
             }
+            return;
+        }
+        /* Vet the new bytes before the unpacker may act on a header in them; this also
+         * enforces RPC_MAX_MESSAGE, since the scanner bounds each message's size. */
+        enum mpscan_error se =
+            mpscan_execute(&c->scan, msgpack_unpacker_buffer(&c->unp), (size_t)r);
+        if (se != MPSCAN_OK) {
+            if (se == MPSCAN_BAD_BYTE)
+                log_debug("rpc: undecodable input on fd(%d), closing", c->fd);
+            else
+                log_warn("rpc: rejected input on fd(%d): %s, closing", c->fd, mpscan_strerror(se));
+            rpc_conn_close(c, true);
             return;
         }
         msgpack_unpacker_buffer_consumed(&c->unp, (size_t)r);

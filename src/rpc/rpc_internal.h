@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 
+#include "rpc/mpscan.h"
 #include "rpc/pending.h"
 #include "rpc/rpc.h"
 #include "rpc/wbuf.h"
@@ -29,7 +30,8 @@ typedef struct rpc_conn {
     ev_io rio;                     /* readable */
     ev_io wio;                     /* writable: connect completion, then EAGAIN back-pressure */
     ev_timer ctimer;               /* connect timeout (-Ys) */
-    msgpack_unpacker unp;          /* streaming decoder, buffer capped by RPC_MAX_MESSAGE */
+    mpscan scan;                   /* vets every read byte before unp sees it (sizes, depth) */
+    msgpack_unpacker unp;          /* streaming decoder; scan keeps each message <= RPC_MAX_MESSAGE */
     wbuf out;                      /* pending output, reused across messages */
     struct rpc_conn *snext;        /* session's bound connections */
     struct rpc_conn *nprev, *nnext;/* node's open connections */

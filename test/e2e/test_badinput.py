@@ -83,7 +83,9 @@ def test_random_bytes_on_rpc_ports_do_not_crash(cluster3):
                         b"\x94\x00\x01\x22\xc0",                        # params not an array
                         b"\x93\x02\xa6\x00\x00\x7f\x00\x00\x01\x01",    # handshake with port 0
                         b"\xdb\xff\xff\xff\xff",                        # raw of 4 GiB announced
-                        b"\x94\x00\x01\x22\xdd\xff\xff\xff\xff"):       # array of 2^32 params
+                        b"\x94\x00\x01\x22\xdd\xff\xff\xff\xff",        # array of 2^32 params
+                        b"\x94\x00\x01\x22\xdf\xff\xff\xff\xff",        # map of 2^32 pairs
+                        b"\x94\x00\x01\x22" + b"\x91" * 40 + b"\x01"):  # 40 nested arrays
             try:
                 s = socket.create_connection(("127.0.0.1", port), timeout=2)
                 s.sendall(payload)

@@ -1,6 +1,7 @@
 /* test_rpc.c - msgpack-RPC core over real loopback sockets: envelope bytes (wire.md §4,
  * §11), handshake (§4.3), pipelining, peer loss, garbage input, connect retry and step
- * timeouts (algorithms.md §1, §3). */
+ * timeouts (algorithms.md §1, §3); the input scanner (mpscan) that bounds what a peer's
+ * headers can make msgpack-c allocate. */
 #include "config.h"
 
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "logic/addr.h"
+#include "rpc/mpscan.h"
 #include "rpc/pending.h"
 #include "rpc/rpc.h"
 #include "rpc/rpc_internal.h"   /* white-box: force a msgid wrap */
@@ -1061,7 +1063,10 @@ static void test_large_messages(void **state)
     free(sv);
 }
 
-/* A peer streaming one endless object is cut off at the 64 MiB cap; the node lives. */
+/* A peer streaming one endless object is cut off at the 64 MiB cap; the node lives.  The
+ * object is an array of 1 MiB strings, so every header is modest and the cap is reached by
+ * bytes actually sent (a single huge string header is refused at once, see
+ * test_hostile_headers_close_only_that_connection). */
 static void test_oversized_message_closes(void **state)
 {
     (void)state;
@@ -1069,16 +1074,19 @@ static void test_oversized_message_closes(void **state)
     kaddr addr;
     rpc_node *n = server_node(&sv, &addr, RPC_ROLE_SERVER, true);
     int fd = raw_connect(&addr);
-    static const uint8_t head[] = { 0x94, 0x00, 0x01, 0x01, 0x91, 0xdb, 0x7f, 0xff, 0xff, 0xff };
+    static const uint8_t head[] = { 0x94, 0x00, 0x01, 0x01, 0xdc, 0x10, 0x00 };   /* 4096 */
     raw_send(fd, head, sizeof head);
-    size_t chunk = 1 << 20;
+    size_t chunk = 1 << 20;   /* db <len> + body: one whole array element */
     char *zeros = calloc(1, chunk);
+    static const uint8_t raw_head[] = { 0xdb, 0x00, 0x0f, 0xff, 0xfb };   /* 2^20 - 5 */
+    memcpy(zeros, raw_head, sizeof raw_head);
     size_t sent = 0;
     bool closed = false;
     ev_now_update(L);
     double end = ev_time() + 20.0;
     while (!closed && ev_time() < end && sent < (size_t)100 << 20) {
-        ssize_t w = send(fd, zeros, chunk, MSG_DONTWAIT | MSG_NOSIGNAL);
+        size_t off = sent % chunk;   /* resume a partial send where it stopped */
+        ssize_t w = send(fd, zeros + off, chunk - off, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (w > 0)
             sent += (size_t)w;
         else if (errno == EPIPE || errno == ECONNRESET)
@@ -1161,6 +1169,384 @@ static void test_fragmented_input(void **state)
     rpc_node_free(n);
 }
 
+/* ------------------------------------------------------------------ mpscan */
+
+#define RPC_LIMIT_MESSAGE (64u * 1024 * 1024)   /* rpc_conn.c's limits */
+#define RPC_LIMIT_ELEMENTS 65536u
+
+/* Scan n bytes in one call. */
+static enum mpscan_error scan_whole(const void *p, size_t n, size_t cap, uint32_t elems)
+{
+    mpscan sc;
+    mpscan_init(&sc, cap, elems);
+    return mpscan_execute(&sc, p, n);
+}
+
+/* Scan n bytes one call per byte; *at gets the index of the byte that failed (n if none). */
+static enum mpscan_error scan_bytewise(const void *p, size_t n, size_t cap, uint32_t elems,
+                                       size_t *at)
+{
+    mpscan sc;
+    mpscan_init(&sc, cap, elems);
+    for (size_t i = 0; i < n; i++) {
+        enum mpscan_error e = mpscan_execute(&sc, (const uint8_t *)p + i, 1);
+        if (e != MPSCAN_OK) {
+            *at = i;
+            return e;
+        }
+    }
+    *at = n;
+    return MPSCAN_OK;
+}
+
+/* Objects msgpack-c allocates for o's containers (a map pair is two). */
+static uint64_t count_elems(const msgpack_object *o)
+{
+    uint64_t n = 0;
+    if (o->type == MSGPACK_OBJECT_ARRAY) {
+        n = o->via.array.size;
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            n += count_elems(&o->via.array.ptr[i]);
+    } else if (o->type == MSGPACK_OBJECT_MAP) {
+        n = 2 * (uint64_t)o->via.map.size;
+        for (uint32_t i = 0; i < o->via.map.size; i++)
+            n += count_elems(&o->via.map.ptr[i].key) + count_elems(&o->via.map.ptr[i].val);
+    }
+    return n;
+}
+
+/* Pack one message of every msgpack format into its own buffer. */
+enum { NVALID = 47 };
+static size_t make_valid_messages(msgpack_sbuffer *out)
+{
+    static char blob[70000];
+    memset(blob, 'x', sizeof blob);
+    size_t k = 0;
+    msgpack_packer pk;
+#define NEXT() \
+    (msgpack_sbuffer_init(&out[k]), msgpack_packer_init(&pk, &out[k++], msgpack_sbuffer_write))
+    NEXT(); msgpack_pack_nil(&pk);
+    NEXT(); msgpack_pack_true(&pk);
+    NEXT(); msgpack_pack_false(&pk);
+    NEXT(); msgpack_pack_uint8(&pk, 0x7f);                      /* positive fixint */
+    NEXT(); msgpack_pack_int8(&pk, -32);                        /* negative fixint */
+    NEXT(); msgpack_pack_uint8(&pk, 200);                       /* cc */
+    NEXT(); msgpack_pack_uint16(&pk, 0x1234);                   /* cd */
+    NEXT(); msgpack_pack_uint32(&pk, 0x12345678);               /* ce */
+    NEXT(); msgpack_pack_uint64(&pk, (uint64_t)1 << 40);        /* cf */
+    NEXT(); msgpack_pack_int8(&pk, -100);                       /* d0 */
+    NEXT(); msgpack_pack_int16(&pk, -1000);                     /* d1 */
+    NEXT(); msgpack_pack_int32(&pk, -100000);                   /* d2 */
+    NEXT(); msgpack_pack_int64(&pk, -((int64_t)1 << 40));       /* d3 */
+    NEXT(); msgpack_pack_float(&pk, 1.5f);                      /* ca */
+    NEXT(); msgpack_pack_double(&pk, 2.5);                      /* cb */
+    NEXT(); msgpack_pack_str_with_body(&pk, "", 0);             /* a0 */
+    NEXT(); msgpack_pack_str_with_body(&pk, blob, 31);          /* bf */
+    NEXT(); msgpack_pack_str_with_body(&pk, blob, 40);          /* d9 */
+    NEXT(); msgpack_pack_str_with_body(&pk, blob, 300);         /* da */
+    NEXT(); msgpack_pack_str_with_body(&pk, blob, 70000);       /* db */
+    NEXT(); msgpack_pack_str_with_body(&pk, "", 0);
+    msgpack_sbuffer_clear(&out[k - 1]);
+    msgpack_sbuffer_write(&out[k - 1], "\xd9\x00", 2);          /* str 8 of length 0 */
+    NEXT(); msgpack_pack_bin_with_body(&pk, blob, 0);           /* c4 00 */
+    NEXT(); msgpack_pack_bin_with_body(&pk, blob, 10);          /* c4 */
+    NEXT(); msgpack_pack_bin_with_body(&pk, blob, 300);         /* c5 */
+    NEXT(); msgpack_pack_bin_with_body(&pk, blob, 70000);       /* c6 */
+    NEXT(); msgpack_pack_ext_with_body(&pk, blob, 1, 7);        /* d4 */
+    NEXT(); msgpack_pack_ext_with_body(&pk, blob, 2, 7);        /* d5 */
+    NEXT(); msgpack_pack_ext_with_body(&pk, blob, 4, 7);        /* d6 */
+    NEXT(); msgpack_pack_ext_with_body(&pk, blob, 8, 7);        /* d7 */
+    NEXT(); msgpack_pack_ext_with_body(&pk, blob, 16, 7);       /* d8 */
+    NEXT(); msgpack_pack_ext_with_body(&pk, blob, 0, 7);        /* c7 00 */
+    NEXT(); msgpack_pack_ext_with_body(&pk, blob, 3, 7);        /* c7 */
+    NEXT(); msgpack_pack_ext_with_body(&pk, blob, 300, 7);      /* c8 */
+    NEXT(); msgpack_pack_ext_with_body(&pk, blob, 70000, 7);    /* c9 */
+    NEXT(); msgpack_pack_array(&pk, 0);                         /* 90 */
+    NEXT(); msgpack_pack_map(&pk, 0);                           /* 80 */
+    NEXT(); msgpack_pack_array(&pk, 20);                        /* dc */
+    for (int i = 0; i < 20; i++)
+        msgpack_pack_uint8(&pk, (uint8_t)i);
+    NEXT(); msgpack_pack_map(&pk, 20);                          /* de */
+    for (int i = 0; i < 20; i++) {
+        msgpack_pack_uint8(&pk, (uint8_t)i);
+        msgpack_pack_array(&pk, 0);
+    }
+    NEXT(); msgpack_sbuffer_write(&out[k - 1], "\xdd\x00\x00\x00\x02\x01\xa1z", 8);   /* array 32 */
+    NEXT(); msgpack_sbuffer_write(&out[k - 1], "\xdf\x00\x00\x00\x01\x01\x90", 7);    /* map 32 */
+    NEXT(); msgpack_sbuffer_write(&out[k - 1], "\xdc\x00\x00", 3);                    /* empty 16 */
+    NEXT(); msgpack_sbuffer_write(&out[k - 1], "\xdf\x00\x00\x00\x00", 5);            /* empty 32 */
+    NEXT();   /* a request envelope: [0, msgid, 35 (Set), [key, value, 0]] */
+    msgpack_pack_array(&pk, 4);
+    msgpack_pack_uint8(&pk, 0);
+    msgpack_pack_uint32(&pk, 77777);
+    msgpack_pack_uint8(&pk, 35);
+    msgpack_pack_array(&pk, 3);
+    msgpack_pack_v4raw(&pk, 13);
+    msgpack_pack_v4raw_body(&pk, blob, 13);
+    msgpack_pack_v4raw(&pk, 5000);
+    msgpack_pack_v4raw_body(&pk, blob, 5000);
+    msgpack_pack_uint8(&pk, 0);
+    NEXT();   /* mixed nesting: {[1, {2: [nil]}]: [[], {}, ext], "k": -1.0} */
+    msgpack_pack_map(&pk, 2);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_uint8(&pk, 2);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_nil(&pk);
+    msgpack_pack_array(&pk, 3);
+    msgpack_pack_array(&pk, 0);
+    msgpack_pack_map(&pk, 0);
+    msgpack_pack_ext_with_body(&pk, blob, 5, 1);
+    msgpack_pack_str_with_body(&pk, "k", 1);
+    msgpack_pack_double(&pk, -1.0);
+    NEXT();   /* the deepest msgpack-c accepts: 32 open containers, then a leaf */
+    for (int i = 0; i < MPSCAN_MAX_DEPTH; i++)
+        msgpack_pack_array(&pk, 1);
+    msgpack_pack_uint8(&pk, 1);
+    NEXT();   /* 32 deep, closing and reopening: [[..[1, [2]]..]] */
+    for (int i = 0; i < MPSCAN_MAX_DEPTH - 1; i++)
+        msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_uint8(&pk, 2);
+    for (int i = 0; i < MPSCAN_MAX_DEPTH - 2; i++)
+        msgpack_pack_map(&pk, 0);
+    NEXT(); msgpack_pack_map(&pk, 1);                           /* a map whose key is a map */
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_nil(&pk);
+    msgpack_pack_nil(&pk);
+    msgpack_pack_array(&pk, 0);
+#undef NEXT
+    assert_int_equal(k, NVALID);
+    return k;
+}
+
+/* Every msgpack format passes, whole and byte by byte; the size and element limits are
+ * exact (a message of L bytes and E elements passes with limits L, E and fails with L-1
+ * or E-1), and a stream of all of them passes, so message boundaries match msgpack-c's. */
+static void test_mpscan_accepts_valid_messages(void **state)
+{
+    (void)state;
+    msgpack_sbuffer m[NVALID];
+    size_t nm = make_valid_messages(m);
+    msgpack_sbuffer all;
+    msgpack_sbuffer_init(&all);
+    size_t maxlen = 0;
+    for (size_t i = 0; i < nm; i++) {
+        const char *p = m[i].data;
+        size_t len = m[i].size, at;
+        /* the vector itself: exactly one message according to msgpack-c */
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        size_t off = 0;
+        assert_int_equal(msgpack_unpack_next(&u, p, len, &off), MSGPACK_UNPACK_SUCCESS);
+        assert_int_equal(off, len);
+        uint64_t elems = count_elems(&u.data);
+        msgpack_unpacked_destroy(&u);
+
+        assert_int_equal(scan_whole(p, len, RPC_LIMIT_MESSAGE, RPC_LIMIT_ELEMENTS), MPSCAN_OK);
+        assert_int_equal(scan_bytewise(p, len, RPC_LIMIT_MESSAGE, RPC_LIMIT_ELEMENTS, &at),
+                         MPSCAN_OK);
+        assert_int_equal(scan_whole(p, len, len, (uint32_t)elems), MPSCAN_OK);
+        assert_int_equal(scan_bytewise(p, len, len, (uint32_t)elems, &at), MPSCAN_OK);
+        if (len > 1) {
+            if (scan_whole(p, len, len - 1, (uint32_t)elems) != MPSCAN_TOO_LARGE)
+                fail_msg("message %zu (%zu bytes) passed a %zu-byte limit", i, len, len - 1);
+            assert_int_equal(scan_bytewise(p, len, len - 1, (uint32_t)elems, &at),
+                             MPSCAN_TOO_LARGE);
+        }
+        if (elems > 0)
+            assert_int_equal(scan_whole(p, len, len, (uint32_t)elems - 1), MPSCAN_TOO_MANY);
+        msgpack_sbuffer_write(&all, p, len);
+        if (len > maxlen)
+            maxlen = len;
+    }
+    /* Back to back: each message gets the full limit again. */
+    size_t at;
+    assert_int_equal(scan_whole(all.data, all.size, maxlen, 200), MPSCAN_OK);
+    assert_int_equal(scan_bytewise(all.data, all.size, maxlen, 200, &at), MPSCAN_OK);
+    mpscan sc;   /* odd splits */
+    mpscan_init(&sc, maxlen, 200);
+    for (size_t off = 0, step = 1; off < all.size; off += step, step = step * 3 % 1009 + 1) {
+        size_t n = off + step > all.size ? all.size - off : step;
+        assert_int_equal(mpscan_execute(&sc, all.data + off, n), MPSCAN_OK);
+    }
+    for (size_t i = 0; i < nm; i++)
+        msgpack_sbuffer_destroy(&m[i]);
+    msgpack_sbuffer_destroy(&all);
+}
+
+/* Headers announcing more than the message limit are refused on their last byte, before
+ * anything else arrives: the reports' 2^32-element array and map, 4 GiB strings, and a
+ * count that fits the 64 MiB budget but would still make msgpack-c reserve 1.5 GiB. */
+static void test_mpscan_rejects_huge_headers(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *bytes;
+        size_t len;
+        enum mpscan_error rpc;      /* with rpc_conn.c's limits */
+        enum mpscan_error nocount;  /* 64 MiB, element count unlimited */
+    } bad[] = {
+        { "\x94\x00\x01\x22\xdd\xff\xff\xff\xff", 9, MPSCAN_TOO_LARGE, MPSCAN_TOO_LARGE },
+        { "\x94\x00\x01\x22\xdf\xff\xff\xff\xff", 9, MPSCAN_TOO_LARGE, MPSCAN_TOO_LARGE },
+        { "\xdd\x04\x00\x00\x00", 5, MPSCAN_TOO_LARGE, MPSCAN_TOO_LARGE },      /* 2^26 */
+        { "\xdf\x02\x00\x00\x00", 5, MPSCAN_TOO_LARGE, MPSCAN_TOO_LARGE },      /* 2^25 pairs */
+        { "\x91\x91\x91\xdd\xff\xff\xff\xff", 8, MPSCAN_TOO_LARGE, MPSCAN_TOO_LARGE },
+        { "\x92\xde\x00\x10\x92\xdf\xff\xff\xff\xff", 10, MPSCAN_TOO_LARGE, MPSCAN_TOO_LARGE },
+        /* fit in 64 MiB, but 24 bytes of msgpack_object per element: refused by count */
+        { "\x94\x00\x01\x22\xdd\x03\xff\xff\xf0", 9, MPSCAN_TOO_MANY, MPSCAN_OK },
+        { "\x92\xdc\x80\x00\xdc\x80\x00", 7, MPSCAN_TOO_MANY, MPSCAN_OK },  /* in total */
+        { "\xdb\xff\xff\xff\xff", 5, MPSCAN_TOO_LARGE, MPSCAN_TOO_LARGE },      /* str 32 */
+        { "\xc6\xff\xff\xff\xff", 5, MPSCAN_TOO_LARGE, MPSCAN_TOO_LARGE },      /* bin 32 */
+        { "\xc9\xff\xff\xff\xff", 5, MPSCAN_TOO_LARGE, MPSCAN_TOO_LARGE },      /* ext 32 */
+        { "\x94\x00\x01\x01\x91\xdb\x04\x00\x00\x00", 10, MPSCAN_TOO_LARGE, MPSCAN_TOO_LARGE },
+        { "\xc1", 1, MPSCAN_BAD_BYTE, MPSCAN_BAD_BYTE },
+        { "\x94\x00\x01\xc1", 4, MPSCAN_BAD_BYTE, MPSCAN_BAD_BYTE },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        size_t at;
+        assert_int_equal(scan_whole(bad[i].bytes, bad[i].len, RPC_LIMIT_MESSAGE,
+                                    RPC_LIMIT_ELEMENTS), bad[i].rpc);
+        assert_int_equal(scan_bytewise(bad[i].bytes, bad[i].len, RPC_LIMIT_MESSAGE,
+                                       RPC_LIMIT_ELEMENTS, &at), bad[i].rpc);
+        assert_int_equal(at, bad[i].len - 1);   /* on the header's last byte */
+        assert_int_equal(scan_whole(bad[i].bytes, bad[i].len, RPC_LIMIT_MESSAGE, UINT32_MAX),
+                         bad[i].nocount);
+    }
+
+    /* The budget counts one byte per pending element (two per pair), the header itself
+     * and what enclosing containers still owe.  Limit 100: */
+    static const struct {
+        const char *bytes;
+        size_t len;
+        enum mpscan_error want;
+    } edge[] = {
+        { "\xdc\x00\x61", 3, MPSCAN_OK },              /* 3 + 97 = 100 */
+        { "\xdc\x00\x62", 3, MPSCAN_TOO_LARGE },       /* 101 */
+        { "\xde\x00\x30", 3, MPSCAN_OK },              /* 3 + 2 * 48 = 99 */
+        { "\xde\x00\x31", 3, MPSCAN_TOO_LARGE },       /* 101 */
+        { "\x92\xdc\x00\x5f", 4, MPSCAN_OK },          /* 4 + 95 + 1 (the outer's 2nd) */
+        { "\x92\xdc\x00\x60", 4, MPSCAN_TOO_LARGE },
+        { "\x92\xda\x00\x5f", 4, MPSCAN_OK },          /* a 95-byte string instead */
+        { "\x92\xda\x00\x60", 4, MPSCAN_TOO_LARGE },
+    };
+    for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++)
+        assert_int_equal(scan_whole(edge[i].bytes, edge[i].len, 100, UINT32_MAX), edge[i].want);
+
+    /* Errors are sticky: the stream is not resynchronised. */
+    mpscan sc;
+    mpscan_init(&sc, RPC_LIMIT_MESSAGE, RPC_LIMIT_ELEMENTS);
+    assert_int_equal(mpscan_execute(&sc, "\xdb\xff\xff\xff\xff", 5), MPSCAN_TOO_LARGE);
+    assert_int_equal(mpscan_execute(&sc, "\xc0", 1), MPSCAN_TOO_LARGE);
+    assert_string_equal(mpscan_strerror(MPSCAN_TOO_DEEP), "nested too deep");
+}
+
+/* Nesting: 32 open containers is msgpack-c's limit and the scanner's; both refuse a 33rd
+ * (even an empty one), and a 40-level array is stopped at its 33rd byte. */
+static void test_mpscan_rejects_deep_nesting(void **state)
+{
+    (void)state;
+    uint8_t buf[64];
+    for (int depth = MPSCAN_MAX_DEPTH - 1; depth <= 40; depth++) {
+        for (int last = 0; last < 2; last++) {   /* leaf: 0x01, or an empty array 0x90 */
+            memset(buf, 0x91, (size_t)depth);
+            buf[depth] = last ? 0x90 : 0x01;
+            size_t len = (size_t)depth + 1, at;
+            msgpack_unpacked u;
+            msgpack_unpacked_init(&u);
+            bool unpacks = msgpack_unpack_next(&u, (const char *)buf, len, NULL) ==
+                           MSGPACK_UNPACK_SUCCESS;
+            msgpack_unpacked_destroy(&u);
+            /* an empty array is a container too: msgpack-c checks the depth first */
+            enum mpscan_error want = depth + last <= MPSCAN_MAX_DEPTH ? MPSCAN_OK : MPSCAN_TOO_DEEP;
+            assert_int_equal(scan_whole(buf, len, RPC_LIMIT_MESSAGE, RPC_LIMIT_ELEMENTS), want);
+            assert_int_equal(scan_bytewise(buf, len, RPC_LIMIT_MESSAGE, RPC_LIMIT_ELEMENTS, &at),
+                             want);
+            if (want != MPSCAN_OK)
+                assert_int_equal(at, MPSCAN_MAX_DEPTH);
+            assert_int_equal(unpacks, want == MPSCAN_OK);   /* the same verdict as msgpack-c */
+        }
+    }
+    /* Depth is per message: closing containers frees their levels. */
+    mpscan sc;
+    mpscan_init(&sc, RPC_LIMIT_MESSAGE, RPC_LIMIT_ELEMENTS);
+    for (int round = 0; round < 3; round++) {
+        memset(buf, 0x91, MPSCAN_MAX_DEPTH);
+        buf[MPSCAN_MAX_DEPTH] = 0xc0;
+        assert_int_equal(mpscan_execute(&sc, buf, MPSCAN_MAX_DEPTH + 1), MPSCAN_OK);
+    }
+}
+
+/* Over a real socket: each hostile header, a 40-level nested array and a garbage stream
+ * close their own connection at once (nothing dispatched, no huge allocation: under ASan
+ * the 2^32-element headers used to abort the process), while an established connection
+ * and new ones keep working. */
+static void test_hostile_headers_close_only_that_connection(void **state)
+{
+    (void)state;
+    server sv;
+    kaddr addr;
+    rpc_node *n = server_node(&sv, &addr, RPC_ROLE_SERVER, true);
+    rpc_config cfg = make_cfg(NULL, RPC_ROLE_NONE);
+    rpc_node *cli = rpc_node_new(L, &cfg);
+    rpc_session *s = rpc_node_session(cli, &addr, false);
+    callrec c0 = { 0 };
+    call_u64(s, 1, 1, rec_cb, &c0);
+    assert_true(wait_count(&c0.calls, 1, 3.0));
+    assert_int_equal(c0.err, RPC_OK);
+
+    uint8_t nested[4 + 40 + 1];
+    memcpy(nested, "\x94\x00\x01\x22", 4);
+    memset(nested + 4, 0x91, 40);
+    nested[44] = 0x01;
+    uint8_t garbage[5000];
+    srand(1234);
+    garbage[0] = 0xdf;   /* a map header first: the rest is random */
+    for (size_t i = 1; i < sizeof garbage; i++)
+        garbage[i] = (uint8_t)rand();
+    const struct {
+        const char *bytes;
+        size_t len;
+    } bad[] = {
+        { "\x94\x00\x01\x22\xdd\xff\xff\xff\xff", 9 },   /* array of 2^32 - 1 params */
+        { "\x94\x00\x01\x22\xdf\xff\xff\xff\xff", 9 },   /* map of 2^32 - 1 pairs */
+        { "\x94\x00\x01\x22\xdd\x03\xff\xff\xf0", 9 },   /* 1.5 GiB of objects, fits 64 MiB */
+        { "\xdb\xff\xff\xff\xff", 5 },                   /* 4 GiB string */
+        { "\x93\x02\xc6\xff\xff\xff\xff", 7 },           /* 4 GiB bin in a handshake */
+        { (const char *)nested, sizeof nested },
+        { (const char *)garbage, sizeof garbage },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rawbuf *r = calloc(1, sizeof *r);
+        r->fd = raw_connect(&addr);
+        raw_send(r->fd, bad[i].bytes, bad[i].len);
+        if (!run_until(pred_eof, r, 3.0))
+            fail_msg("payload %zu did not close its connection", i);
+        close(r->fd);
+        free(r);
+    }
+    assert_int_equal(sv.requests, 1);
+
+    /* The established connection is untouched; a new one works too. */
+    callrec c1 = { 0 };
+    call_u64(s, 1, 41, rec_cb, &c1);
+    assert_true(wait_count(&c1.calls, 1, 3.0));
+    assert_int_equal(c1.err, RPC_OK);
+    assert_int_equal(c1.u, 42);
+    rawbuf *r = calloc(1, sizeof *r);
+    r->fd = raw_connect(&addr);
+    static const uint8_t req[] = { 0x94, 0x00, 0x02, 0x06, 0x90 };
+    raw_send(r->fd, req, sizeof req);
+    static const uint8_t ans[] = { 0x94, 0x01, 0x02, 0xc0, 0x00 };
+    raw_expect(r, ans, sizeof ans);
+    close(r->fd);
+    free(r);
+    rpc_node_free(cli);
+    rpc_node_free(n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1181,6 +1567,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_oversized_message_closes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fragmented_input, setup, teardown),
+        cmocka_unit_test(test_mpscan_accepts_valid_messages),
+        cmocka_unit_test(test_mpscan_rejects_huge_headers),
+        cmocka_unit_test(test_mpscan_rejects_deep_nesting),
+        cmocka_unit_test_setup_teardown(test_hostile_headers_close_only_that_connection, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

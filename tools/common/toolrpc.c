@@ -17,8 +17,13 @@
 #include "logic/kwire.h"
 #include "logic/proto.h"
 #include "logic/xmalloc.h"
+#include "rpc/mpscan.h"
 
 #define READ_CHUNK 4096
+/* The daemons' input limits (rpc_conn.c): a reply never comes near them, and a peer that
+ * announces more cannot make msgpack-c reserve gigabytes in the tool. */
+#define MAX_MESSAGE (64u * 1024 * 1024)
+#define MAX_ELEMENTS 65536u
 
 struct toolrpc {
     int fd;                      /* non-blocking; every wait goes through poll() */
@@ -26,6 +31,7 @@ struct toolrpc {
     uint32_t cur_msgid;          /* msgid of the request being built/awaited */
     msgpack_sbuffer sbuf;        /* the request being built */
     msgpack_packer pk;
+    mpscan scan;                 /* vets received bytes before unp sees them */
     msgpack_unpacker unp;        /* stream decoder over the socket */
     msgpack_unpacked msg;        /* last decoded message; owns the objects we lend out */
     char errmsg[256];            /* last transport failure */
@@ -94,6 +100,7 @@ static toolrpc *toolrpc_new(int fd)
     c->timeout_ms = TOOLRPC_RECV_TIMEOUT_MS;
     msgpack_sbuffer_init(&c->sbuf);
     msgpack_packer_init(&c->pk, &c->sbuf, msgpack_sbuffer_write);
+    mpscan_init(&c->scan, MAX_MESSAGE, MAX_ELEMENTS);
     if (!msgpack_unpacker_init(&c->unp, MSGPACK_UNPACKER_INIT_BUFFER_SIZE)) {
         fprintf(stderr, "out of memory\n");
         abort();
@@ -300,6 +307,14 @@ int toolrpc_call(toolrpc *c, const msgpack_object **error, const msgpack_object 
         }
         ssize_t n = recv(c->fd, msgpack_unpacker_buffer(&c->unp), READ_CHUNK, 0);
         if (n > 0) {
+            /* Checked before the unpacker may act on a header in them (sticky). */
+            enum mpscan_error se =
+                mpscan_execute(&c->scan, msgpack_unpacker_buffer(&c->unp), (size_t)n);
+            if (se != MPSCAN_OK) {
+                snprintf(c->errmsg, sizeof(c->errmsg), "invalid msgpack data from peer (%s)",
+                         mpscan_strerror(se));
+                return -1;
+            }
             msgpack_unpacker_buffer_consumed(&c->unp, (size_t)n);
             continue;
         }
