@@ -142,6 +142,7 @@ int main(int argc, char **argv)
     int rc = cmdline_parse(argc, argv, opts, err, sizeof(err));
     if (rc == CMDLINE_HELP) {
         fputs(usage, stdout);        /* our decision: --help succeeds (DECISIONS/brief) */
+        free(usage);
         return 0;
     }
     if (rc != CMDLINE_OK)

@@ -15,12 +15,16 @@
 #include "logic/log.h"
 #include "logic/record.h"
 #include "logic/xmalloc.h"
+#include "rpc/mpscan.h"
 #include "server/replace.h"
 
 #define STREAM_HEADER_LEN 23        /* wire.md §10 step 3 */
 #define STREAM_IDLE_TIMEOUT 60.0    /* step 6: per-read receive timeout */
 #define STREAM_CHUNK (64 * 1024)
 #define STREAM_ACK_EVERY 100        /* step 5: keep-alive after every 100 pairs */
+#define STREAM_DRAIN_TIMEOUT 10.0   /* how long an acknowledged receiver waits for EOF */
+#define STREAM_MAX_MESSAGE (64u * 1024 * 1024)  /* one [key, value] pair, as the RPC cap */
+#define STREAM_MAX_ELEMENTS 1024    /* pairs are 2-element arrays; nothing legitimate nests */
 
 enum stream_state {
     /* sender (accepted on -L) */
@@ -30,7 +34,8 @@ enum stream_state {
     /* receiver (we pull an offer) */
     SR_CONNECTING,
     SR_RECEIVE,                  /* header queued; inflating and applying pairs */
-    SR_FLUSH,                    /* got the terminating nil; flushing 0xc0, then close */
+    SR_FLUSH,                    /* got the terminating nil; flushing 0xc0 */
+    SR_DRAIN,                    /* acknowledged; reading until the sender closes */
 };
 
 typedef struct stream_conn {
@@ -52,6 +57,7 @@ typedef struct stream_conn {
     off_t file_off, file_size;
     /* both: msgpack objects coming in */
     msgpack_unpacker unp;
+    mpscan scan;                         /* vets peer bytes before the unpacker sees them */
     msgpack_unpacked res;
     bool unp_init;
     /* receiver */
@@ -142,6 +148,10 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     stream_conn *c = w->data;
     char buf[KADDR_STRLEN];
+    if (c->state == SR_DRAIN) {
+        conn_close(c, true);             /* the stream was applied; the sender lingers */
+        return;
+    }
     log_warn("replace stream with %s timed out", kaddr_format(&c->peer, buf));
     conn_close(c, false);
 }
@@ -197,6 +207,7 @@ static int out_flush(stream_conn *c)
 static void unpacker_start(stream_conn *c)
 {
     msgpack_unpacker_init(&c->unp, STREAM_CHUNK);
+    mpscan_init(&c->scan, STREAM_MAX_MESSAGE, STREAM_MAX_ELEMENTS);
     msgpack_unpacked_init(&c->res);
     c->unp_init = true;
 }
@@ -281,6 +292,10 @@ static void send_ack_read(stream_conn *c)
     }
     if (n < 0)
         return;
+    if (mpscan_execute(&c->scan, msgpack_unpacker_buffer(&c->unp), (size_t)n) != MPSCAN_OK) {
+        conn_close(c, false);
+        return;
+    }
     msgpack_unpacker_buffer_consumed(&c->unp, (size_t)n);
     for (;;) {
         msgpack_unpack_return r = msgpack_unpacker_next(&c->unp, &c->res);
@@ -332,6 +347,8 @@ static bool recv_inflate(stream_conn *c)
         if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR)
             return false;
         size_t produced = cap - c->z.avail_out;
+        if (mpscan_execute(&c->scan, msgpack_unpacker_buffer(&c->unp), produced) != MPSCAN_OK)
+            return false;                /* hostile lengths: refuse before msgpack-c allocates */
         msgpack_unpacker_buffer_consumed(&c->unp, produced);
         if (zr == Z_STREAM_END)
             c->z_end = true;
@@ -432,6 +449,13 @@ static void conn_drive(stream_conn *c, int revents)
         break;
     case SR_FLUSH:
         break;
+    case SR_DRAIN: {
+        uint8_t junk[4096];
+        ssize_t n = read(c->fd, junk, sizeof(junk));
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            conn_close(c, true);
+        return;
+    }
     }
     /* receiver: push out the header, keep-alives and the final nil */
     int rc = out_flush(c);
@@ -440,7 +464,14 @@ static void conn_drive(stream_conn *c, int revents)
         return;
     }
     if (c->state == SR_FLUSH && rc == 1) {
-        conn_close(c, true);             /* step 5: acknowledged the terminating nil */
+        /* step 5 done.  The nil can be decoded before the zlib trailer behind it has
+         * arrived; closing now would answer that trailer with a reset, and a sender still
+         * writing it would abandon an offer we applied (its replace then never ends).
+         * So half-close and read until the sender closes, as it does after the nil. */
+        shutdown(c->fd, SHUT_WR);
+        c->state = SR_DRAIN;
+        conn_watch(c, EV_READ);
+        conn_timer(c, STREAM_DRAIN_TIMEOUT);
         return;
     }
     if (c->state == SR_FLUSH)
