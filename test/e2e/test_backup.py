@@ -1,0 +1,96 @@
+"""`kumoctl backup` and kumomergedb (algorithms.md §10, storage.md §6-§7, tools.md §7):
+every server copies its database to <db>-<suffix>; merging the copies gives one file with
+every live key once, holding its newest value, and without the deleted keys."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import kumo  # noqa: E402
+import replcheck as rc  # noqa: E402
+
+MERGEDB = os.path.join(kumo.BUILD, "tools", "kumomergedb", "kumomergedb")
+
+
+def tch_records(path):
+    """{key bytes: value bytes} of a Tokyo Cabinet hash file, read with tchmgr."""
+    r = subprocess.run(["tchmgr", "list", "-pv", "-px", path], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = {}
+    for line in r.stdout.splitlines():
+        k, v = line.split("\t")
+        key = bytes.fromhex(k.replace(" ", ""))
+        assert key not in out
+        out[key] = bytes.fromhex(v.replace(" ", ""))
+    return out
+
+
+def test_backup_and_merge(cluster3):
+    if shutil.which("tchmgr") is None or not os.path.exists(MERGEDB):
+        pytest.skip("tchmgr or kumomergedb missing")
+    c = cluster3
+    gw = c.gateways[0].port
+    data = rc.make_data("bk", 1000)
+    rc.load(gw, data.items())
+    # newer values for some keys, deletes for others
+    newer = {k: b"newer-" + v for k, v in list(data.items())[:200]}
+    rc.load(gw, newer.items())
+    data.update(newer)
+    mc = c.client()
+    deleted = list(data)[500:600]
+    for k in deleted:
+        assert mc.delete(k, noreply=False) is True
+        del data[k]
+    data["__ready__"] = b"1"
+    assert rc.missing_or_wrong(gw, data) == []
+
+    out = c.kumoctl("backup", "bk1")
+    assert out == "suffix=bk1\nnil\n"
+    backups = [c.servers[i]["db"] + "-bk1" for i in range(3)]
+    kumo.wait_for(lambda: all(os.path.exists(b) for b in backups), timeout=20,
+                  what="backup files")
+    for i, b in enumerate(backups):
+        assert not os.path.exists(b + ".tmp")
+        recs = tch_records(b)
+        live = [k for k, v in recs.items() if len(v) >= 10]
+        assert len(live) == len(data), (i, len(live), len(data))   # 3 servers: all keys
+
+    dst = os.path.join(c.dir, "merged.tch")
+    r = subprocess.run([MERGEDB, dst] + backups, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    n = len(data)
+    assert r.stdout.splitlines() == [
+        "merging %s...  merged %d records of %d records" % (backups[0], n, n),
+        "merging %s...  merged %d records of %d records" % (backups[1], n, 2 * n),
+        "merging %s...  merged %d records of %d records" % (backups[2], n, 3 * n),
+        "closing %s..." % dst,
+        "done."]
+    merged = tch_records(dst)
+    assert {k[8:].decode() for k in merged} == set(data)
+    for k, v in merged.items():
+        key = k[8:].decode()
+        assert k == rc.mpack.dbkey(key)
+        assert v.endswith(data[key]), key           # the newest value
+    for k in deleted:
+        assert rc.mpack.dbkey(k) not in merged
+
+    # backups taken at different times: the newest version of each key wins, whichever
+    # file it comes from (store-if-newer, storage.md §7)
+    newest = {k: b"newest-" + v for k, v in list(data.items())[300:400]}
+    rc.load(gw, newest.items())
+    data.update(newest)
+    assert c.kumoctl("backup", "bk2") == "suffix=bk2\nnil\n"
+    mixed = [backups[0], c.servers[1]["db"] + "-bk2", backups[2]]
+    kumo.wait_for(lambda: os.path.exists(mixed[1]), timeout=20, what="second backup")
+    dst2 = os.path.join(c.dir, "merged2.tch")
+    r = subprocess.run([MERGEDB, dst2] + mixed, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "merged %d records of %d records" % (n + len(newest), 2 * n) in r.stdout
+    merged = tch_records(dst2)
+    assert len(merged) == n
+    for k, v in merged.items():
+        assert v.endswith(data[k[8:].decode()]), k
