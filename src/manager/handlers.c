@@ -90,6 +90,13 @@ static bool accept_seed(hashspace *local, hashspace *seed)
     return true;
 }
 
+/* True if ours is non-empty and the partner's seed is empty or older. */
+static bool seed_behind(const hashspace *seed, const hashspace *ours)
+{
+    return !hashspace_empty(ours) &&
+           (hashspace_empty(seed) || clocktime_less(seed->clocktime, ours->clocktime));
+}
+
 static bool h_hash_space_sync(manager *m, const rpc_request *req)
 {
     hashspace w, r;
@@ -102,9 +109,16 @@ static bool h_hash_space_sync(manager *m, const rpc_request *req)
             rpc_reply_error(req->session, req->msgid, RPC_SERVER_ERROR);
         } else {
             kclock_merge(&m->clock, clock);
+            bool behind = seed_behind(&w, &m->whs) || seed_behind(&r, &m->rhs);
             bool changed = accept_seed(&m->whs, &w);
             changed |= accept_seed(&m->rhs, &r);
             mgr_newcomers_prune(m);
+            /* kumofs-c: a partner that restarted faster than our connect retries gave up
+             * on it is never "lost" and "connected" again here (the session just
+             * reconnects), so the §9.2 exchange on connect does not happen on our side.
+             * Its own, empty or older, spaces tell: answer with ours. */
+            if (behind)
+                mgr_sync_partner(m);
             if (changed)
                 rpc_reply_bool(req->session, req->msgid, true);
             else

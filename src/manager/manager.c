@@ -22,6 +22,10 @@
  * shut down, which turns a hung-but-connected server into a lost node. */
 #define KEEPALIVE_FAIL_LIMIT 5
 
+/* How long a replace waits for an active server that is not connected to this manager
+ * (mgr_start_replace), in 0.5 s ticks; then it goes on without it, as the original. */
+#define UNSENT_GRACE_TICKS 20
+
 /* ------------------------------------------------------------------ small helpers */
 
 static void addr_list_push(mgr_addr_list *l, const kaddr *a)
@@ -166,6 +170,11 @@ static void sync_partner(manager *m)
     send_sync(m, rpc_node_session(m->node, &m->cfg.partner, true));
 }
 
+void mgr_sync_partner(manager *m)
+{
+    sync_partner(m);
+}
+
 /* HashSpacePush([whs, rhs]) to every plain client: gateways and tools (wire.md §8.3). */
 static void push_client_fn(rpc_session *s, void *ud)
 {
@@ -232,7 +241,29 @@ void mgr_detach_fault_servers(manager *m)
     sync_partner(m);
 }
 
-/* algorithms.md §6.5: every connected server runs the copy phase towards whs. */
+/* ReplaceCopyStart([whs, clock, full]) to one server (wire.md §8.2). */
+static void send_copy_start(manager *m, rpc_session *s, bool full)
+{
+    msgpack_packer *pk = rpc_call_begin(s, SRV_REPLACE_COPY_START,
+                                        RPC_DEFAULT_TIMEOUT_STEPS, NULL, NULL);
+    msgpack_pack_array(pk, 3);
+    kwire_pack_seed(pk, &m->whs);
+    msgpack_pack_uint64(pk, kclock_incr(&m->clock));
+    if (full)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+    rpc_call_end(s);
+}
+
+/* algorithms.md §6.5: every connected server runs the copy phase towards whs.
+ * kumofs-c: an active whs node that has no connection to this manager yet (this manager
+ * was restarted, or the server was started while it was down, and the server has not
+ * reconnected) may be the only surviving first owner of some records.  The original
+ * left it out and finished the copy without it, so a newcomer never received those
+ * records and answered misses once rhs switched.  It is a target here too: it gets its
+ * ReplaceCopyStart when it connects (on_server_connected), and the copy phase does not
+ * finish before it reported, unless it stays away for UNSENT_GRACE_TICKS. */
 void mgr_start_replace(manager *m, bool full)
 {
     mgr_sess_list servers = {0};
@@ -240,28 +271,31 @@ void mgr_start_replace(manager *m, bool full)
 
     m->copying.valid = true;
     m->copying.time = m->whs.clocktime;
+    m->copying.full = full;
     m->copying.targets.n = 0;
     for (size_t i = 0; i < servers.n; i++)
         addr_list_push(&m->copying.targets, rpc_session_addr(servers.v[i]));
+    m->copying.unsent.n = 0;
+    for (size_t i = 0; i < m->whs.nnodes; i++) {
+        const hs_node *n = &m->whs.nodes[i];
+        if (n->active && !addr_list_contains(&m->copying.targets, &n->addr))
+            addr_list_push(&m->copying.unsent, &n->addr);
+    }
     addr_list_copy(&m->copying.remaining, &m->copying.targets);
+    for (size_t i = 0; i < m->copying.unsent.n; i++) {
+        addr_list_push(&m->copying.targets, &m->copying.unsent.v[i]);
+        addr_list_push(&m->copying.remaining, &m->copying.unsent.v[i]);
+    }
     m->deleting.valid = false;
 
     log_info("start replace copy; full=%d", full ? 1 : 0);
     log_info("active node: %zu", servers.n);
+    m->copying.unsent_ticks = UNSENT_GRACE_TICKS;
+    if (m->copying.unsent.n > 0)
+        log_info("waiting for %zu active servers to connect", m->copying.unsent.n);
 
-    for (size_t i = 0; i < servers.n; i++) {
-        rpc_session *s = servers.v[i];
-        msgpack_packer *pk = rpc_call_begin(s, SRV_REPLACE_COPY_START,
-                                            RPC_DEFAULT_TIMEOUT_STEPS, NULL, NULL);
-        msgpack_pack_array(pk, 3);
-        kwire_pack_seed(pk, &m->whs);
-        msgpack_pack_uint64(pk, kclock_incr(&m->clock));
-        if (full)
-            msgpack_pack_true(pk);
-        else
-            msgpack_pack_false(pk);
-        rpc_call_end(s);
-    }
+    for (size_t i = 0; i < servers.n; i++)
+        send_copy_start(m, servers.v[i], full);
     mgr_sess_list_release(&servers);
     push_clients(m);
 }
@@ -345,6 +379,11 @@ static void on_server_connected(manager *m, rpc_session *s)
     rpc_session_set_data(s, NULL);
     if (!hashspace_is_active(&m->whs, a) && !addr_list_contains(&m->newcomers, a))
         addr_list_push(&m->newcomers, a);
+    /* a copy-phase target that was not connected when the replace started (see
+     * mgr_start_replace) */
+    if (mgr_addr_list_remove(&m->copying.unsent, a) && m->copying.valid
+            && m->copying.time == m->whs.clocktime && hashspace_is_active(&m->whs, a))
+        send_copy_start(m, s, m->copying.full);
     if (m->auto_replace)
         schedule_election(m);
 }
@@ -458,9 +497,26 @@ void manager_keepalive(manager *m)
 
 /* ------------------------------------------------------------------ life cycle */
 
+/* Copy targets that never connected within the grace time: go on without them. */
+static void copy_give_up_unsent(manager *m)
+{
+    char buf[KADDR_STRLEN];
+    for (size_t i = 0; i < m->copying.unsent.n; i++) {
+        const kaddr *a = &m->copying.unsent.v[i];
+        log_warn("replace goes on without %s: not connected", fmt_addr(a, buf));
+        mgr_addr_list_remove(&m->copying.targets, a);
+        mgr_addr_list_remove(&m->copying.remaining, a);
+    }
+    m->copying.unsent.n = 0;
+    if (m->copying.remaining.n == 0)
+        mgr_finish_copy(m);
+}
+
 void manager_tick(manager *m)
 {
     kclock_update_time(&m->clock);
+    if (m->copying.valid && m->copying.unsent.n > 0 && --m->copying.unsent_ticks <= 0)
+        copy_give_up_unsent(m);
     if (m->election_ticks < 0)
         return;
     /* "after N seconds" fires on the tick after 2N ticks elapsed (algorithms.md §1) */
@@ -507,6 +563,7 @@ static void progress_free(mgr_progress *p)
 {
     addr_list_free(&p->targets);
     addr_list_free(&p->remaining);
+    addr_list_free(&p->unsent);
 }
 
 void manager_free(manager *m)

@@ -23,8 +23,11 @@ typedef struct mgr_addr_list {
 typedef struct mgr_progress {
     bool valid;               /* false = invalidated: late reports are ignored */
     clocktime_t time;         /* whs timestamp the phase was started for */
+    bool full;                /* copy phase of a full replace (§8.5) */
     mgr_addr_list targets;
     mgr_addr_list remaining;
+    mgr_addr_list unsent;     /* copy targets not connected yet: ReplaceCopyStart due */
+    int unsent_ticks;         /* ticks left to wait for them (manager_tick) */
 } mgr_progress;
 
 struct manager {
@@ -57,6 +60,9 @@ void mgr_connected_servers(manager *m, mgr_sess_list *out);
 void mgr_sess_list_release(mgr_sess_list *l);
 
 bool mgr_has_partner(const manager *m);
+
+/* HashSpaceSync(whs, rhs) to the partner, if one is configured (algorithms.md §9.2). */
+void mgr_sync_partner(manager *m);
 
 /* Drop newcomers that are active in whs or whose session died. */
 void mgr_newcomers_prune(manager *m);
