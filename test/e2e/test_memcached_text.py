@@ -262,14 +262,16 @@ def test_stats(raw, c3):
 
 def test_concurrent_incr(c3):
     """20 clients x 50 incr on one key: the coordinator serialises them, none is lost."""
-    c3.client().set("t_conc", b"0")
+    # noreply=False: a noreply set may reach the gateway after the first incr (another
+    # connection), which would then answer NOT_FOUND and lose that increment
+    assert c3.client().set("t_conc", b"0", noreply=False) is True
     errors = []
 
     def worker():
         try:
             cl = c3.client()
             for _ in range(50):
-                cl.incr("t_conc", 1)
+                assert cl.incr("t_conc", 1) is not None   # not NOT_FOUND
             cl.close()
         except Exception as e:   # noqa: BLE001 - reported below
             errors.append(e)
