@@ -53,6 +53,8 @@ int sched_yield(void)
     return 0;
 }
 
+#define STORE_DEFAULT_XMSIZ (1LL << 30)
+
 /* TC keys and values are int-sized; anything larger cannot be stored. */
 static bool fits_int(size_t n) { return n <= (size_t)INT_MAX; }
 
@@ -61,6 +63,11 @@ static bool fits_int(size_t n) { return n <= (size_t)INT_MAX; }
 static bool apply_tuning(TCHDB *db, char *path, char *err, size_t errlen)
 {
     char *hash;
+    /* Without #xmsiz, map up to STORE_DEFAULT_XMSIZ of the file instead of TC's 64 MiB:
+     * records beyond the mapped region cost a pread/pwrite syscall each, and a server
+     * with ~100 MB of data ran sets ~35% slower for it.  Only address space is reserved;
+     * the file format is unchanged.  An explicit #xmsiz below still wins. */
+    tchdbsetxmsiz(db, STORE_DEFAULT_XMSIZ);
     /* The last '#' first; the leftmost duplicate is therefore applied last and wins. */
     while ((hash = strrchr(path, '#')) != NULL) {
         char *param = hash + 1;
