@@ -18,6 +18,11 @@
 #define GW_ERR_NO_SERVER 100
 
 #define GW_RETRY_DELAY 1.0            /* algorithms.md §5.1: "after a ~1 s delay" */
+/* The first retry after an error 6 ("obsolete hash space" / "server not ready"): the
+ * cause is transient -- at the start of a replace the gateway's or the coordinator's
+ * hash space is a moment behind the manager's -- so waiting the full second only adds
+ * latency (kumofs-c; the original always waited). */
+#define GW_FAST_RETRY_DELAY 0.02
 #define GW_OP_BUF_KEEP (64 * 1024)    /* op buffers up to this size are kept in the pool */
 #define GW_OP_POOL_MAX 4096           /* pooled op structs */
 #define GW_RELATIVE_EXPTIME_MAX 2592000  /* memcached: <= 30 days is relative */
@@ -50,6 +55,7 @@ typedef struct gw_op {
     bool async;                /* delete: STORE_FLAG_ASYNC */
     bool noserver_logged;
     bool fail_pending;         /* the delay timer delivers a "no server" attempt failure */
+    bool fast_retried;         /* the one fast retry after an error 6 is used up */
     unsigned retry;            /* retries made so far */
     int last_err;
     ev_timer delay;
@@ -71,6 +77,7 @@ struct gateway {
     gw_manager mgr[2];
     int nmgr;
     unsigned renew_counter;    /* -rn error counter (algorithms.md §4) */
+    ev_tstamp fast_renew_at;   /* last renew sent for a fast retry (rate limit) */
     uint32_t now;              /* cached unix time, refreshed every tick */
     bool closing;
     gw_op *live;               /* ops in flight */
@@ -395,7 +402,22 @@ static void op_attempt_failed(gw_op *op, int err)
         op_send(op);
         return;
     }
-    ev_timer_set(&op->delay, now ? 0.0 : GW_RETRY_DELAY, 0.0);
+    ev_tstamp delay = now ? 0.0 : GW_RETRY_DELAY;
+    if (!now && (err == RPC_SERVER_ERROR || err == 0) && !op->fast_retried) {
+        /* error 6, or the coordinator's "replication failed" (0: typically a replica
+         * whose hash space is a moment behind at the start of a replace, answering it
+         * error 6): fetch the hash spaces now and retry soon; later retries wait as
+         * §5.1 says.  One renew per fast-retry period whatever the number of ops
+         * failing at once (mgr_request never piles requests up either). */
+        op->fast_retried = true;
+        delay = GW_FAST_RETRY_DELAY;
+        ev_tstamp t = ev_now(gw->loop);
+        if (t - gw->fast_renew_at >= GW_FAST_RETRY_DELAY) {
+            gw->fast_renew_at = t;
+            gw_renew(gw);
+        }
+    }
+    ev_timer_set(&op->delay, delay, 0.0);
     ev_timer_start(gw->loop, &op->delay);
 }
 
@@ -467,17 +489,26 @@ static void op_send(gw_op *op)
     rpc_call_end(s);
 }
 
-static void get_done(rpc_session *s, const rpc_result *r, void *ud)
+/* Common head of the reply callbacks: false when the reply is already dealt with (the
+ * gateway is closing, or an RPC error went to the retry logic). */
+static bool op_reply_usable(gw_op *op, const rpc_result *r)
 {
-    gw_op *op = ud;
     if (op->gw->closing) {
         op_finish(op, GATEWAY_FAILED, NULL, 0);
-        return;
+        return false;
     }
     if (r->err != RPC_OK) {
         op_attempt_failed(op, r->err);
-        return;
+        return false;
     }
+    return true;
+}
+
+static void get_done(rpc_session *s, const rpc_result *r, void *ud)
+{
+    gw_op *op = ud;
+    if (!op_reply_usable(op, r))
+        return;
     const char *p;
     size_t len;
     if (kwire_is_nil(r->result)) {
@@ -502,14 +533,8 @@ static void get_done(rpc_session *s, const rpc_result *r, void *ud)
 static void store_done(rpc_session *s, const rpc_result *r, void *ud)
 {
     gw_op *op = ud;
-    if (op->gw->closing) {
-        op_finish(op, GATEWAY_FAILED, NULL, 0);
+    if (!op_reply_usable(op, r))
         return;
-    }
-    if (r->err != RPC_OK) {
-        op_attempt_failed(op, r->err);
-        return;
-    }
     const msgpack_object *o = r->result;
     uint64_t ct;
     bool b;
@@ -530,14 +555,8 @@ static void store_done(rpc_session *s, const rpc_result *r, void *ud)
 static void update_done(rpc_session *s, const rpc_result *r, void *ud)
 {
     gw_op *op = ud;
-    if (op->gw->closing) {
-        op_finish(op, GATEWAY_FAILED, NULL, 0);
+    if (!op_reply_usable(op, r))
         return;
-    }
-    if (r->err != RPC_OK) {
-        op_attempt_failed(op, r->err);
-        return;
-    }
     static const int status_map[] = {
         GATEWAY_OK, GATEWAY_NOT_STORED, GATEWAY_EXISTS, GATEWAY_NOT_FOUND, GATEWAY_NON_NUMERIC,
     };
@@ -579,24 +598,36 @@ void gateway_get(gateway *gw, const char *key, size_t keylen, gateway_get_cb cb,
     op_send(op);
 }
 
-void gateway_set(gateway *gw, const char *key, size_t keylen, unsigned setop, uint64_t compare,
-                 uint16_t meta, const void *hdr, size_t hdrlen, const void *data,
-                 size_t datalen, gateway_store_cb cb, void *ud)
+/* A write op carrying a DBValue (wire.md §7.6) after its key: header (clocktime field
+ * ct, meta), then hdr and data. */
+static gw_op *op_start_value(gateway *gw, int kind, const char *key, size_t keylen,
+                             unsigned setop, clocktime_t ct, uint16_t meta, const void *hdr,
+                             size_t hdrlen, const void *data, size_t datalen)
 {
     size_t vallen = DBVALUE_HEADER_LEN + hdrlen + datalen;
-    gw_op *op = op_start(gw, OP_SET, key, keylen, vallen);
-    op->cb.store = cb;
-    op->ud = ud;
+    gw_op *op = op_start(gw, kind, key, keylen, vallen);
     op->setop = (uint8_t)setop;
-    /* wire.md §7.6: the clocktime field carries the CAS compare value (0 for a set) */
     uint8_t *v = op->buf + op->keylen;
-    be64_put(v, setop == SET_OP_CAS ? compare : 0);
+    be64_put(v, ct);
     be16_put(v + 8, meta);
     if (hdrlen)
         memcpy(v + DBVALUE_HEADER_LEN, hdr, hdrlen);
     if (datalen)
         memcpy(v + DBVALUE_HEADER_LEN + hdrlen, data, datalen);
     op->vallen = vallen;
+    return op;
+}
+
+void gateway_set(gateway *gw, const char *key, size_t keylen, unsigned setop, uint64_t compare,
+                 uint16_t meta, const void *hdr, size_t hdrlen, const void *data,
+                 size_t datalen, gateway_store_cb cb, void *ud)
+{
+    /* wire.md §7.6: the clocktime field carries the CAS compare value (0 for a set) */
+    gw_op *op = op_start_value(gw, OP_SET, key, keylen, setop,
+                               setop == SET_OP_CAS ? compare : 0, meta, hdr, hdrlen,
+                               data, datalen);
+    op->cb.store = cb;
+    op->ud = ud;
     op_send(op);
 }
 
@@ -614,21 +645,15 @@ void gateway_update(gateway *gw, unsigned updop, const char *key, size_t keylen,
                     uint32_t flags, int64_t exptime, const void *data, size_t datalen,
                     uint64_t arg, bool async, gateway_update_cb cb, void *ud)
 {
-    size_t vallen = DBVALUE_HEADER_LEN + GATEWAY_ITEM_HEADER_LEN + datalen;
-    gw_op *op = op_start(gw, OP_UPDATE, key, keylen, vallen);
+    /* the clocktime field is ignored by the server; the meta says "our item form" */
+    uint8_t hdr[GATEWAY_ITEM_HEADER_LEN];
+    gateway_item_header(gw, flags, exptime, hdr);
+    gw_op *op = op_start_value(gw, OP_UPDATE, key, keylen, updop, 0, GATEWAY_META_ITEM,
+                               hdr, sizeof hdr, data, datalen);
     op->cb.update = cb;
     op->ud = ud;
-    op->setop = (uint8_t)updop;
     op->arg = arg;
     op->async = async;
-    /* the clocktime field is ignored by the server; the meta says "our item form" */
-    uint8_t *v = op->buf + op->keylen;
-    be64_put(v, 0);
-    be16_put(v + 8, GATEWAY_META_ITEM);
-    gateway_item_header(gw, flags, exptime, v + DBVALUE_HEADER_LEN);
-    if (datalen)
-        memcpy(v + DBVALUE_HEADER_LEN + GATEWAY_ITEM_HEADER_LEN, data, datalen);
-    op->vallen = vallen;
     op_send(op);
 }
 

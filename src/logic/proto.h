@@ -81,6 +81,9 @@ enum update_status {
 
 #define STORE_FLAG_ASYNC 0x01      /* Delete.flags: reply before replication completes */
 #define REPLICATE_FLAG_BY_RHS 0x01 /* Replicate*.flags: validate against rhs */
+/* ReplicateDelete.flags, kumofs-c: the coordinator reads the three-form reply (true: a
+ * live value was there, 1: stored over nothing live, false: refused; protocol-additions.md) */
+#define REPLICATE_FLAG_LIVE_REPLY 0x02
 
 /* GetStatus commands (wire.md §9). */
 enum status_cmd {

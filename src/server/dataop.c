@@ -179,6 +179,31 @@ static int check_replica(server *srv, const hashspace *hs, uint64_t h)
     return 0;
 }
 
+/* check_replica of key's hash against hs; on an error answers req with it, false. */
+static bool check_answer(server *srv, const rpc_request *req, const hashspace *hs,
+                         const void *key)
+{
+    int err = check_replica(srv, hs, dbkey_hash(key));
+    if (err != 0)
+        rpc_reply_error(req->session, req->msgid, err);
+    return err == 0;
+}
+
+/* Get's responsibility check: an active rhs slot of the key (§5.5). */
+static bool check_reader(server *srv, const rpc_request *req, const void *key)
+{
+    return check_answer(srv, req, &srv->rhs, key);
+}
+
+/* Answer a read with the stored record v: the value, or nil if absent or a tombstone. */
+static void reply_live(const rpc_request *req, const void *v, size_t vlen)
+{
+    if (v != NULL && dbvalue_is_live(vlen))
+        reply_raw(req->session, req->msgid, v, vlen);
+    else
+        rpc_reply_nil(req->session, req->msgid);
+}
+
 /* ---- replication ---- */
 
 static void repl_callback(rpc_session *s, const rpc_result *r, void *ud);
@@ -229,38 +254,34 @@ static void repl_send(repl_target *t)
         pk = rpc_call_begin(s, SRV_REPLICATE_DELETE, RPC_DEFAULT_TIMEOUT_STEPS, repl_callback, t);
         msgpack_pack_array(pk, 4);
         msgpack_pack_uint32(pk, clocktime_clock(op->ct));
-        msgpack_pack_uint32(pk, flags);
+        /* ask for the reply that tells whether the replica held a live value; an
+         * original replica ignores the bit and answers a plain boolean */
+        msgpack_pack_uint32(pk, flags | REPLICATE_FLAG_LIVE_REPLY);
         msgpack_pack_uint64(pk, op->ct);
         kwire_pack_raw(pk, op->data, op->klen);
     }
     rpc_call_end(s);
 }
 
-static void op_answer(repl_op *op)
+/* Answer the client once: ok, or nil when a W replica finally failed -- the local copy
+ * keeps the new version (the "indefinite" outcome of §5.3) and the gateway retries. */
+static void op_reply(repl_op *op, bool ok)
 {
     if (op->replied)
         return;
     op->replied = true;
     if (op->answer != NULL)
-        op->answer(op->client, op->msgid, true, op->ct, op->data + op->klen, op->vlen);
+        op->answer(op->client, op->msgid, ok, op->ct, op->data + op->klen, op->vlen);
+    else if (!ok)
+        rpc_reply_nil(op->client, op->msgid);
     else if (op->kind == OP_KIND_SET)
         rpc_reply_u64(op->client, op->msgid, op->ct);
     else
         rpc_reply_bool(op->client, op->msgid, op->result);
 }
 
-/* A W replica finally failed: answer nil; the local copy keeps the new version (the
- * "indefinite" outcome of §5.3) and the gateway retries. */
-static void op_fail(repl_op *op)
-{
-    if (op->replied)
-        return;
-    op->replied = true;
-    if (op->answer != NULL)
-        op->answer(op->client, op->msgid, false, op->ct, op->data + op->klen, op->vlen);
-    else
-        rpc_reply_nil(op->client, op->msgid);
-}
+static void op_answer(repl_op *op) { op_reply(op, true); }
+static void op_fail(repl_op *op) { op_reply(op, false); }
 
 static void op_round_end(repl_op *op);
 
@@ -375,19 +396,43 @@ static void target_unknown(repl_target *t)
     op_count_success(op);
 }
 
+/* One call of op has completed: the op lives until the last one has. */
+static void op_call_done(repl_op *op)
+{
+    if (--op->inflight == 0)
+        op_release(op);
+}
+
+/* A GetVersion (raw_value false) or Get (true) reply about t: counts t and returns true
+ * if it told the replica's version. */
+static bool target_version_reply(repl_target *t, const rpc_result *r, bool raw_value)
+{
+    clocktime_t ct = 0;
+    bool absent;
+    if (r->err != RPC_OK || !version_of_result(r, raw_value, &ct, &absent))
+        return false;
+    target_version(t, absent, ct);
+    return true;
+}
+
+/* Send [dbkey] with method to t's peer (on the cluster session, or a plain one). */
+static void target_ask(repl_target *t, uint32_t method, bool cluster, rpc_callback cb)
+{
+    repl_op *op = t->op;
+    rpc_session *s = rpc_node_session(op->srv->rpc, &t->peer, cluster);
+    msgpack_packer *pk = rpc_call_begin(s, method, RPC_DEFAULT_TIMEOUT_STEPS, cb, t);
+    msgpack_pack_array(pk, 1);
+    kwire_pack_raw(pk, op->data, op->klen);
+    rpc_call_end(s);
+}
+
 static void get_callback(rpc_session *s, const rpc_result *r, void *ud)
 {
     (void)s;
     repl_target *t = ud;
-    repl_op *op = t->op;
-    clocktime_t ct = 0;
-    bool absent;
-    if (r->err == RPC_OK && version_of_result(r, true, &ct, &absent))
-        target_version(t, false, ct);
-    else
+    if (!target_version_reply(t, r, true))
         target_unknown(t);
-    if (--op->inflight == 0)
-        op_release(op);
+    op_call_done(t->op);
 }
 
 static void version_callback(rpc_session *s, const rpc_result *r, void *ud)
@@ -395,37 +440,23 @@ static void version_callback(rpc_session *s, const rpc_result *r, void *ud)
     (void)s;
     repl_target *t = ud;
     repl_op *op = t->op;
-    clocktime_t ct = 0;
-    bool absent;
-    if (r->err == RPC_OK && version_of_result(r, false, &ct, &absent)) {
-        target_version(t, absent, ct);
+    if (target_version_reply(t, r, false)) {
+        /* counted */
     } else if (r->err == RPC_PROTOCOL_ERROR && !op->srv->stopping) {
         /* An original kumo-server has no GetVersion: its Get (a plain client request,
          * answered by rhs owners) shows a live value's version. */
-        rpc_session *ps = rpc_node_session(op->srv->rpc, &t->peer, false);
-        msgpack_packer *pk = rpc_call_begin(ps, SRV_GET, RPC_DEFAULT_TIMEOUT_STEPS,
-                                            get_callback, t);
-        msgpack_pack_array(pk, 1);
-        kwire_pack_raw(pk, op->data, op->klen);
-        rpc_call_end(ps);
+        target_ask(t, SRV_GET, false, get_callback);
         return;                            /* the target stays in flight */
     } else {
         target_unknown(t);
     }
-    if (--op->inflight == 0)
-        op_release(op);
+    op_call_done(op);
 }
 
 /* t refused op's write (store-if-newer kept an equal or newer version): ask which. */
 static void query_version(repl_target *t)
 {
-    repl_op *op = t->op;
-    rpc_session *s = rpc_node_session(op->srv->rpc, &t->peer, true);
-    msgpack_packer *pk = rpc_call_begin(s, SRV_GET_VERSION, RPC_DEFAULT_TIMEOUT_STEPS,
-                                        version_callback, t);
-    msgpack_pack_array(pk, 1);
-    kwire_pack_raw(pk, op->data, op->klen);
-    rpc_call_end(s);
+    target_ask(t, SRV_GET_VERSION, true, version_callback);
 }
 
 static void repl_callback(rpc_session *s, const rpc_result *r, void *ud)
@@ -436,11 +467,18 @@ static void repl_callback(rpc_session *s, const rpc_result *r, void *ud)
     char buf[KADDR_STRLEN];
 
     if (r->err == RPC_OK) {
+        bool refused = r->result != NULL && r->result->type == MSGPACK_OBJECT_BOOLEAN
+                       && !r->result->via.boolean;
+        /* Delete answers DELETED if a live value existed on any copy, not only on this
+         * coordinator (which may not have received the key yet during a replace):
+         * `true` says so (an original replica's `true` only says "stored" and counts
+         * too), the integer 1 says stored over nothing live (protocol-additions.md). */
+        if (op->kind == OP_KIND_DELETE && r->result != NULL
+            && r->result->type == MSGPACK_OBJECT_BOOLEAN && r->result->via.boolean)
+            op->result = true;
         /* §5.3 step 9 counts true (stored) and false (already newer there) alike; we
          * fight a refusal instead (DECISIONS.md §2): learn the replica's version first. */
-        if (r->result != NULL && r->result->type == MSGPACK_OBJECT_BOOLEAN
-            && !r->result->via.boolean && !op->async && !srv->stopping && s != NULL
-            && !rpc_session_is_lost(s)) {
+        if (refused && !op->async && !srv->stopping && s != NULL && !rpc_session_is_lost(s)) {
             query_version(t);
             return;                        /* the target stays in flight */
         }
@@ -476,8 +514,7 @@ static void repl_callback(rpc_session *s, const rpc_result *r, void *ud)
             op_count_success(op);          /* lets the round end; replied stays set */
         }
     }
-    if (--op->inflight == 0)
-        op_release(op);
+    op_call_done(op);
 }
 
 /* Build a tracker for the plan and send to every target.  key/val are copied. */
@@ -513,8 +550,7 @@ static void replicate(server *srv, const rpc_request *req, enum op_kind kind, cl
         op_answer(op);
     for (unsigned i = 0; i < op->ntargets; i++)
         repl_send(&op->targets[i]);
-    if (--op->inflight == 0)
-        op_release(op);
+    op_call_done(op);
 }
 
 void dataop_replicate_value(server *srv, const rpc_request *req, clocktime_t ct,
@@ -529,10 +565,28 @@ void dataop_replicate_value(server *srv, const rpc_request *req, clocktime_t ct,
     replicate(srv, req, OP_KIND_SET, ct, p, key, klen, val, vlen, async, false, answer);
 }
 
-/* A new version for key, strictly newer than whatever we store (DECISIONS.md §2). */
-static clocktime_t next_version(server *srv, bool have_stored, clocktime_t stored)
+clocktime_t dataop_next_version(server *srv, bool have_stored, clocktime_t stored)
 {
     return have_stored ? kclock_event_after(&srv->clock, stored) : kclock_event(&srv->clock);
+}
+
+uint8_t *dataop_read(server *srv, const void *key, size_t klen, size_t *len, bool *have,
+                     clocktime_t *stored)
+{
+    *len = 0;
+    uint8_t *old = store_get(srv->st, key, klen, len);
+    *have = old != NULL && *len >= TOMBSTONE_LEN;
+    *stored = *have ? dbvalue_clocktime(old) : 0;
+    return old;
+}
+
+bool dataop_begin_write(server *srv, const rpc_request *req, bool params_ok, const void *key,
+                        dataop_plan *p)
+{
+    int err = params_ok ? dataop_plan_write(srv, dbkey_hash(key), p) : RPC_PROTOCOL_ERROR;
+    if (err != 0)
+        rpc_reply_error(req->session, req->msgid, err);
+    return err == 0;
 }
 
 /* ---- handlers ---- */
@@ -540,30 +594,24 @@ static clocktime_t next_version(server *srv, bool have_stored, clocktime_t store
 void dataop_set(server *srv, const rpc_request *req)
 {
     uint32_t opcode;
-    const char *key, *cval;
+    const char *key = NULL, *cval;
     size_t klen, vlen;
     const msgpack_object *o = kwire_array_at(req->params, 2);
-    if (req->cluster || o == NULL
-        || !server_arg_u32(req, 0, &opcode)
-        || !get_dbkey(kwire_array_at(req->params, 1), &key, &klen)
-        || !kwire_get_raw(o, &cval, &vlen) || vlen < DBVALUE_HEADER_LEN
-        || (opcode != SET_OP_SET && opcode != SET_OP_SET_ASYNC && opcode != SET_OP_CAS)) {
-        rpc_reply_error(req->session, req->msgid, RPC_PROTOCOL_ERROR);
-        return;
-    }
+    bool params_ok = !req->cluster && o != NULL
+        && server_arg_u32(req, 0, &opcode)
+        && get_dbkey(kwire_array_at(req->params, 1), &key, &klen)
+        && kwire_get_raw(o, &cval, &vlen) && vlen >= DBVALUE_HEADER_LEN
+        && (opcode == SET_OP_SET || opcode == SET_OP_SET_ASYNC || opcode == SET_OP_CAS);
     dataop_plan plan;
-    int err = dataop_plan_write(srv, dbkey_hash(key), &plan);
-    if (err != 0) {
-        rpc_reply_error(req->session, req->msgid, err);
+    if (!dataop_begin_write(srv, req, params_ok, key, &plan))
         return;
-    }
     /* The value buffer belongs to this request until we return; stamping the version in
      * place saves a copy on the hot path (wire.md §7.6: the server overwrites it). */
     uint8_t *val = (uint8_t *)(uintptr_t)cval;
     clocktime_t compare = dbvalue_clocktime(val);
     clocktime_t stored;
     bool have = store_get_clocktime(srv->st, key, klen, &stored);
-    clocktime_t ct = next_version(srv, have, stored);
+    clocktime_t ct = dataop_next_version(srv, have, stored);
     dbvalue_set_clocktime(val, ct);
 
     if (opcode == SET_OP_CAS) {
@@ -588,26 +636,20 @@ void dataop_set(server *srv, const rpc_request *req)
 void dataop_delete(server *srv, const rpc_request *req)
 {
     uint32_t flags;
-    const char *key;
+    const char *key = NULL;
     size_t klen;
-    if (req->cluster
-        || !server_arg_u32(req, 0, &flags)
-        || !get_dbkey(kwire_array_at(req->params, 1), &key, &klen)) {
-        rpc_reply_error(req->session, req->msgid, RPC_PROTOCOL_ERROR);
-        return;
-    }
+    bool params_ok = !req->cluster && server_arg_u32(req, 0, &flags)
+        && get_dbkey(kwire_array_at(req->params, 1), &key, &klen);
     dataop_plan plan;
-    int err = dataop_plan_write(srv, dbkey_hash(key), &plan);
-    if (err != 0) {
-        rpc_reply_error(req->session, req->msgid, err);
+    if (!dataop_begin_write(srv, req, params_ok, key, &plan))
         return;
-    }
     /* DECISIONS.md §3: the answer says whether a live value existed before. */
     size_t oldlen = 0;
-    uint8_t *old = store_get(srv->st, key, klen, &oldlen);
+    bool have;
+    clocktime_t stored;
+    uint8_t *old = dataop_read(srv, key, klen, &oldlen, &have, &stored);
     bool had_live = old != NULL && dbvalue_is_live(oldlen);
-    bool have = old != NULL && oldlen >= TOMBSTONE_LEN;
-    clocktime_t ct = next_version(srv, have, have ? dbvalue_clocktime(old) : 0);
+    clocktime_t ct = dataop_next_version(srv, have, stored);
     free(old);
 
     /* The tombstone is written and replicated even for an absent key, so replicas that
@@ -638,18 +680,12 @@ void dataop_get(server *srv, const rpc_request *req)
         rpc_reply_error(req->session, req->msgid, RPC_PROTOCOL_ERROR);
         return;
     }
-    int err = check_replica(srv, &srv->rhs, dbkey_hash(key));
-    if (err != 0) {
-        rpc_reply_error(req->session, req->msgid, err);
+    if (!check_reader(srv, req, key))
         return;
-    }
     srv->cmd_get++;
     size_t vlen = 0;
     void *v = store_get(srv->st, key, klen, &vlen);
-    if (v != NULL && dbvalue_is_live(vlen))
-        reply_raw(req->session, req->msgid, v, vlen);
-    else
-        rpc_reply_nil(req->session, req->msgid);      /* absent or tombstone */
+    reply_live(req, v, vlen);
     free(v);
 }
 
@@ -663,11 +699,8 @@ void dataop_get_if_modified(server *srv, const rpc_request *req)
         rpc_reply_error(req->session, req->msgid, RPC_PROTOCOL_ERROR);
         return;
     }
-    int err = check_replica(srv, &srv->rhs, dbkey_hash(key));
-    if (err != 0) {
-        rpc_reply_error(req->session, req->msgid, err);
+    if (!check_reader(srv, req, key))
         return;
-    }
     size_t vlen = 0;
     void *v = store_get(srv->st, key, klen, &vlen);
     /* storage.md §4.5: still valid iff stored clocktime <= the caller's */
@@ -675,10 +708,7 @@ void dataop_get_if_modified(server *srv, const rpc_request *req)
         rpc_reply_bool(req->session, req->msgid, true);
     } else {
         srv->cmd_get++;
-        if (v != NULL && dbvalue_is_live(vlen))
-            reply_raw(req->session, req->msgid, v, vlen);
-        else
-            rpc_reply_nil(req->session, req->msgid);
+        reply_live(req, v, vlen);
     }
     free(v);
 }
@@ -689,12 +719,8 @@ static bool replica_head(server *srv, const rpc_request *req, const char *key)
     uint32_t adjust = 0, flags = 0;
     server_arg_u32(req, 0, &adjust);
     server_arg_u32(req, 1, &flags);
-    const hashspace *hs = (flags & REPLICATE_FLAG_BY_RHS) ? &srv->rhs : &srv->whs;
-    int err = check_replica(srv, hs, dbkey_hash(key));
-    if (err != 0) {
-        rpc_reply_error(req->session, req->msgid, err);
+    if (!check_answer(srv, req, (flags & REPLICATE_FLAG_BY_RHS) ? &srv->rhs : &srv->whs, key))
         return false;
-    }
     kclock_merge(&srv->clock, adjust);
     return true;
 }
@@ -733,7 +759,24 @@ void dataop_replicate_delete(server *srv, const rpc_request *req)
     }
     if (!replica_head(srv, req, key))
         return;
-    rpc_reply_bool(req->session, req->msgid, store_remove(srv->st, key, klen, ct));
+    uint32_t flags = 0;
+    server_arg_u32(req, 1, &flags);
+    if (!(flags & REPLICATE_FLAG_LIVE_REPLY)) {
+        rpc_reply_bool(req->session, req->msgid, store_remove(srv->st, key, klen, ct));
+        return;
+    }
+    /* kumofs-c coordinator: true = stored over a live value, 1 = stored over nothing
+     * live (absent or tombstone), false = refused (protocol-additions.md §1.4) */
+    size_t oldlen = 0;
+    uint8_t *old = store_get(srv->st, key, klen, &oldlen);
+    bool had_live = old != NULL && dbvalue_is_live(oldlen);
+    free(old);
+    if (!store_remove(srv->st, key, klen, ct))
+        rpc_reply_bool(req->session, req->msgid, false);
+    else if (had_live)
+        rpc_reply_bool(req->session, req->msgid, true);
+    else
+        rpc_reply_u64(req->session, req->msgid, 1);
 }
 
 void dataop_get_version(server *srv, const rpc_request *req)

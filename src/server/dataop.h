@@ -35,6 +35,20 @@ typedef struct dataop_plan {
  * space"). */
 int dataop_plan_write(server *srv, uint64_t h, dataop_plan *p);
 
+/* Head of a client write: error 5 unless params_ok, else dataop_plan_write for the DBKey
+ * key.  On an error answers req with it and returns false. */
+bool dataop_begin_write(server *srv, const rpc_request *req, bool params_ok, const void *key,
+                        dataop_plan *p);
+
+/* The stored record of key (malloc'd, the caller frees; NULL if absent) in *len bytes;
+ * *have: it carries a version (live value or tombstone), *stored (else 0). */
+uint8_t *dataop_read(server *srv, const void *key, size_t klen, size_t *len, bool *have,
+                     clocktime_t *stored);
+
+/* A new version for a key, strictly newer than the stored one if have_stored
+ * (DECISIONS.md §2: a coordinator never stamps at or below a version it stores). */
+clocktime_t dataop_next_version(server *srv, bool have_stored, clocktime_t stored);
+
 /* Answers a replicated write's client exactly once: ok is true when every W replica
  * acknowledged (or at once for async writes), false when a W replica finally failed.
  * val/vlen are the replicated value, borrowed for the call. */

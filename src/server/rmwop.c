@@ -208,33 +208,27 @@ void rmwop_update(server *srv, const rpc_request *req)
 {
     uint32_t op, flags;
     uint64_t arg;
-    const char *key, *cval;
+    const char *key = NULL, *cval;
     size_t klen, vlen;
     const msgpack_object *ko = kwire_array_at(req->params, 2);
     const msgpack_object *vo = kwire_array_at(req->params, 3);
-    if (req->cluster
-        || !server_arg_u32(req, 0, &op) || !server_arg_u32(req, 1, &flags)
-        || ko == NULL || !kwire_get_raw(ko, &key, &klen) || klen < DBKEY_HASH_LEN
-        || vo == NULL || !kwire_get_raw(vo, &cval, &vlen) || vlen < DBVALUE_HEADER_LEN
-        || !server_arg_u64(req, 4, &arg)
-        || op < UPDATE_OP_ADD || op > UPDATE_OP_TOUCH
+    bool params_ok = !req->cluster
+        && server_arg_u32(req, 0, &op) && server_arg_u32(req, 1, &flags)
+        && ko != NULL && kwire_get_raw(ko, &key, &klen) && klen >= DBKEY_HASH_LEN
+        && vo != NULL && kwire_get_raw(vo, &cval, &vlen) && vlen >= DBVALUE_HEADER_LEN
+        && server_arg_u64(req, 4, &arg)
+        && op >= UPDATE_OP_ADD && op <= UPDATE_OP_TOUCH
         /* every op but incr/decr reads the request's flags/exptime or data */
-        || (op != UPDATE_OP_INCR && op != UPDATE_OP_DECR && vlen < ITEM_DATA_OFF)) {
-        rpc_reply_error(req->session, req->msgid, RPC_PROTOCOL_ERROR);
-        return;
-    }
+        && (op == UPDATE_OP_INCR || op == UPDATE_OP_DECR || vlen >= ITEM_DATA_OFF);
     dataop_plan plan;
-    int err = dataop_plan_write(srv, dbkey_hash(key), &plan);
-    if (err != 0) {
-        rpc_reply_error(req->session, req->msgid, err);
+    if (!dataop_begin_write(srv, req, params_ok, key, &plan))
         return;
-    }
     /* The server is single threaded and this is the key's coordinator, so nothing can
      * write the key between this read and the store below: the op is atomic. */
-    size_t oldlen = 0;
-    uint8_t *old = store_get(srv->st, key, klen, &oldlen);
-    bool have = old != NULL && oldlen >= TOMBSTONE_LEN;
-    clocktime_t stored = have ? dbvalue_clocktime(old) : 0;
+    size_t oldlen;
+    bool have;
+    clocktime_t stored;
+    uint8_t *old = dataop_read(srv, key, klen, &oldlen, &have, &stored);
     rmw_item cur;
     item_read(old, oldlen, (uint32_t)time(NULL), &cur);
 
@@ -248,7 +242,7 @@ void rmwop_update(server *srv, const rpc_request *req)
         return;
     }
     /* A new version strictly newer than the stored one, as Set (DECISIONS.md §2). */
-    clocktime_t ct = have ? kclock_event_after(&srv->clock, stored) : kclock_event(&srv->clock);
+    clocktime_t ct = dataop_next_version(srv, have, stored);
     dbvalue_set_clocktime(nv, ct);
     if (!store_put(srv->st, key, klen, nv, nlen)) {
         free(nv);

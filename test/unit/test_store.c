@@ -365,6 +365,78 @@ static void test_iterate(void **state)
     store_close(st);
 }
 
+/* store_iterate_all: records seen, by first key byte, and the length fn was given. */
+struct all_ctx {
+    int seen[128];
+    size_t len[128];
+};
+
+static bool all_fn(const void *key, size_t klen, const void *val, size_t vlen, void *ud)
+{
+    struct all_ctx *c = ud;
+    (void)val;
+    assert_int_equal(klen, 1);
+    unsigned char k = *(const unsigned char *)key;
+    assert_true(k < 128);
+    c->seen[k]++;
+    c->len[k] = vlen;
+    return true;
+}
+
+static void test_iterate_all(void **state)
+{
+    (void)state;
+    uint8_t v[64];
+    store *st = open_named("iterall.tch");
+    size_t n = make_value(v, ct_at(1000), "live");
+    assert_true(store_put(st, "L", 1, v, n));                  /* live */
+    assert_true(store_remove(st, "Y", 1, ct_at(2000)));        /* young 8-byte tombstone */
+    assert_true(store_remove(st, "O", 1, ct_at(500)));         /* old 8-byte tombstone */
+    uint8_t nine[9] = { 0 };
+    be64_put(nine, ct_at(2500));
+    assert_true(store_put(st, "N", 1, nine, sizeof(nine)));   /* young 9-byte tombstone */
+    be64_put(nine, ct_at(400));
+    assert_true(store_put(st, "M", 1, nine, sizeof(nine)));   /* old 9-byte tombstone */
+    assert_true(store_put(st, "S", 1, "xyz", 3));             /* invalid short value */
+    assert_int_equal(store_count(st), 6);
+
+    /* purge_limit 0: every tombstone goes to fn and counts; the short value is purged */
+    struct all_ctx c;
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(store_iterate_all(st, 0, all_fn, &c), 5);
+    assert_int_equal(c.seen['L'], 1);
+    assert_int_equal(c.len['L'], n);
+    assert_int_equal(c.seen['Y'], 1);
+    assert_int_equal(c.len['Y'], TOMBSTONE_LEN);
+    assert_int_equal(c.seen['O'], 1);
+    assert_int_equal(c.seen['N'], 1);
+    assert_int_equal(c.len['N'], 9);
+    assert_int_equal(c.seen['M'], 1);
+    assert_int_equal(c.seen['S'], 0);
+    assert_int_equal(store_count(st), 5);
+
+    /* a purge limit: tombstones older than it are purged and not passed to fn; younger
+     * tombstones and live values are */
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(store_iterate_all(st, ct_at(1000), all_fn, &c), 3);
+    assert_int_equal(c.seen['L'], 1);
+    assert_int_equal(c.seen['Y'], 1);
+    assert_int_equal(c.seen['N'], 1);
+    assert_int_equal(c.seen['O'], 0);
+    assert_int_equal(c.seen['M'], 0);
+    assert_int_equal(store_count(st), 3);
+    size_t vlen;
+    assert_null(store_get(st, "O", 1, &vlen));
+    assert_null(store_get(st, "M", 1, &vlen));
+
+    /* store_iterate over the same records still skips the tombstones */
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(store_iterate(st, 0, all_fn, &c), 1);
+    assert_int_equal(c.seen['L'], 1);
+    assert_int_equal(c.seen['Y'] + c.seen['N'], 0);
+    store_close(st);
+}
+
 #define GKEY_LEN 100
 
 static void gkey(char *out, int i)
@@ -568,6 +640,7 @@ int main(void)
         cmocka_unit_test(test_tombstone),
         cmocka_unit_test(test_cas),
         cmocka_unit_test(test_iterate),
+        cmocka_unit_test(test_iterate_all),
         cmocka_unit_test(test_garbage_memory_limit),
         cmocka_unit_test(test_garbage_young_kept),
         cmocka_unit_test(test_garbage_max_age),
