@@ -482,7 +482,10 @@ static void repl_callback(rpc_session *s, const rpc_result *r, void *ud)
             query_version(t);
             return;                        /* the target stays in flight */
         }
-        op_count_success(op);
+        if (refused && !op->async)
+            target_unknown(t);             /* cannot learn its version: a W refusal fails */
+        else
+            op_count_success(op);
     } else {
         unsigned *retry = t->by_rhs ? &op->r_retry : &op->w_retry;
         unsigned limit = op->kind == OP_KIND_SET ? srv->cfg.set_retry : srv->cfg.delete_retry;
