@@ -1,10 +1,7 @@
 /* main.c - kumo-gateway: options, start-up, signals and the event loop (cli.md §5). */
-#include <errno.h>
 #include <ev.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "gateway/binconn.h"
@@ -15,9 +12,6 @@
 #include "logic/cmdline.h"
 #include "logic/daemon.h"
 #include "logic/log.h"
-
-#define GW_TICK 0.5          /* algorithms.md §1 timer precision */
-#define GW_KEEPALIVE 2.0     /* algorithms.md §1: fixed 2 s whatever -k says */
 
 /* Verbatim from reference-outputs.md §3 (program name = argv[0]). */
 static const char usage_fmt[] =
@@ -38,19 +32,7 @@ static const char usage_fmt[] =
     "  -D  <number=20>   --delete-retry           delete retry limit\n"
     "  -rn <number=4>    --renew-threshold        hash space renew threshold\n"
     "  -k <string>       --key-prefix             add prefix to keys automatically\n"
-    "  -k  <number=2>    --keepalive-interval     keepalive interval in seconds\n"
-    "  -Ys <number=10>   --connect-timeout        connect timeout time in seconds\n"
-    "  -Yn <number=4>    --connect-retry-limit    connect retry limit\n"
-    "  -Ci <number=2>    --clock-interval         clock interval in seconds\n"
-    "  -TW <number=2>    --write-threads          number of threads for asynchronous writing\n"
-    "  -TR <number=8>    --read-threads           number of threads for asynchronous reading\n"
-    "  -o  <path.log>    --log                    output logs to the file\n"
-    "  -g  <path.mpac>   --binary-log             enable binary log\n"
-    "  -v                --verbose\n"
-    "  -d  <path.pid>    --daemon\n"
-    "\n"
-    "  v0.4.13 revision \n"
-    "\n";
+    DAEMON_USAGE_COMMON("2");
 
 typedef struct gw_options {
     kaddr manager1, manager2;
@@ -70,40 +52,14 @@ typedef struct gw_options {
     unsigned long item_size_max;    /* our addition: -x / --item-size-max */
 } gw_options;
 
-static struct ev_loop *g_loop;
-
-static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
+static void on_tick(void *arg)
 {
-    log_info("end");
-    ev_break(loop, EVBREAK_ALL);
+    gateway_tick(arg);
 }
 
-static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+static void on_keepalive(void *arg)
 {
-    log_info("SIGHUP");
-    /* cli.md §8: the binary log is reopened for logrotate (and our text log too) */
-    if (binlog_reopen() < 0)
-        log_error("can't reopen the binary log: %s", strerror(errno));
-    log_reopen();
-}
-
-static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    gateway_tick(w->data);
-}
-
-static void on_keepalive(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    gateway_keepalive(w->data);
-}
-
-static int listen_or_fail(const char *usage, const kaddr *a)
-{
-    char err[128];
-    int fd = daemon_listen_tcp(a, err, sizeof err);
-    if (fd < 0)
-        cmdline_fail(usage, err);
-    return fd;
+    gateway_keepalive(arg);
 }
 
 int main(int argc, char **argv)
@@ -145,41 +101,19 @@ int main(int argc, char **argv)
         {NULL, NULL, 0, NULL, false, 0, NULL},
     };
 
-    char usage[sizeof usage_fmt + 256];
-    snprintf(usage, sizeof usage, usage_fmt, argv[0] ? argv[0] : "kumo-gateway");
-
-    char err[256];
-    int rc = cmdline_parse(argc, argv, opts, err, sizeof err);
-    if (rc == CMDLINE_HELP) {
-        fputs(usage, stdout);
-        return 0;
-    }
-    if (rc != CMDLINE_OK)
-        cmdline_fail(usage, err);
+    char *usage = daemon_cmdline(argc, argv, opts, usage_fmt, "kumo-gateway");
 
     /* cli.md §5 start-up order: listen sockets, then validation */
-    int text_fd = o.text_set ? listen_or_fail(usage, &o.text) : -1;
-    int binary_fd = o.binary_set ? listen_or_fail(usage, &o.binary) : -1;
-    int cloudy_fd = o.cloudy_set ? listen_or_fail(usage, &o.cloudy) : -1;
+    int text_fd = o.text_set ? daemon_listen_or_fail(&o.text, usage) : -1;
+    int binary_fd = o.binary_set ? daemon_listen_or_fail(&o.binary, usage) : -1;
+    int cloudy_fd = o.cloudy_set ? daemon_listen_or_fail(&o.cloudy, usage) : -1;
     if (!o.text_set && !o.binary_set && !o.cloudy_set)
         cmdline_fail(usage, "-t, -b or -c is required");
     if (o.item_size_max == 0)
         cmdline_fail(usage, "-x must be at least 1");
 
-    if (log_open(o.log_path, o.verbose, o.log_path == NULL && o.pidfile == NULL) < 0) {
-        fprintf(stderr, "error: can't open log file %s\n", o.log_path);
+    if (daemon_startup(o.log_path, o.verbose, o.pidfile, o.binary_log) != 0)
         return 1;
-    }
-    if (o.pidfile)
-        daemon_start(o.pidfile, o.log_path != NULL);
-    /* cli.md §5 start-up order: daemonize, then the binary log */
-    if (o.binary_log && binlog_open(o.binary_log) < 0) {
-        log_error("can't open binary log %s: %s", o.binary_log, strerror(errno));
-        fprintf(stderr, "error: can't open binary log %s: %s\n", o.binary_log,
-                strerror(errno));
-        return 1;
-    }
-    signal(SIGPIPE, SIG_IGN);
 
     /* The cloudy front end is not served yet: its port was validated above, so refuse
      * connections rather than accept and hang. */
@@ -190,7 +124,7 @@ int main(int argc, char **argv)
     if (o.local_cache)
         log_warn("-lc: the local cache is not implemented yet; ignored");
 
-    g_loop = ev_default_loop(0);
+    struct ev_loop *loop = ev_default_loop(0);
 
     gateway_config gc = {
         .manager1 = o.manager1,
@@ -207,53 +141,34 @@ int main(int argc, char **argv)
         .connect_retry_limit = o.connect_retry_limit,
         .clock_interval = o.clock_interval,
     };
-    gateway *gw = gateway_new(g_loop, &gc);
+    gateway *gw = gateway_new(loop, &gc);
     binlog_gateway_start(&o.manager1, &o.manager2);
 
     /* one set of memcached stats for the whole gateway, whichever listener counts */
     static gwstats stats;
     gwstats_init(&stats);
-    gwstats_start(&stats, g_loop, gw);
+    gwstats_start(&stats, loop, gw);
 
     textconn_listener *text = NULL;
     if (text_fd >= 0) {
         textconn_config tc = {.item_size_max = o.item_size_max};
-        text = textconn_listen(g_loop, text_fd, gw, &stats, &tc);
+        text = textconn_listen(loop, text_fd, gw, &stats, &tc);
     }
     binconn_listener *binary = NULL;
     if (binary_fd >= 0) {
         binconn_config bc = {.item_size_max = o.item_size_max};
-        binary = binconn_listen(g_loop, binary_fd, gw, &stats, &bc);
+        binary = binconn_listen(loop, binary_fd, gw, &stats, &bc);
     }
     gateway_start(gw);
 
-    ev_signal sigint, sigterm, sighup;
-    ev_signal_init(&sigint, on_stop, SIGINT);
-    ev_signal_init(&sigterm, on_stop, SIGTERM);
-    ev_signal_init(&sighup, on_hup, SIGHUP);
-    ev_signal_start(g_loop, &sigint);
-    ev_signal_start(g_loop, &sigterm);
-    ev_signal_start(g_loop, &sighup);
+    daemon_run(loop, on_tick, on_keepalive, gw);
 
-    ev_timer tick, keepalive;
-    ev_timer_init(&tick, on_tick, GW_TICK, GW_TICK);
-    ev_timer_init(&keepalive, on_keepalive, GW_KEEPALIVE, GW_KEEPALIVE);
-    tick.data = keepalive.data = gw;
-    ev_timer_start(g_loop, &tick);
-    ev_timer_start(g_loop, &keepalive);
-
-    ev_run(g_loop, 0);
-
-    ev_timer_stop(g_loop, &tick);
-    ev_timer_stop(g_loop, &keepalive);
-    ev_signal_stop(g_loop, &sigint);
-    ev_signal_stop(g_loop, &sigterm);
-    ev_signal_stop(g_loop, &sighup);
     gwstats_stop(&stats);
     /* the gateway first: requests in flight complete into the still-open connections */
     gateway_free(gw);
     textconn_listener_free(text);
     binconn_listener_free(binary);
     binlog_close();
+    free(usage);
     return 0;
 }

@@ -1,15 +1,22 @@
-/* daemon.c - process plumbing shared by the daemons: daemonizing, pid file, listen sockets. */
+/* daemon.c - process plumbing shared by the daemons: options, start-up, pid file, listen
+ * sockets, signals and the periodic timers. */
 #include "logic/daemon.h"
 
 #include <errno.h>
+#include <ev.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "logic/binlog.h"
+#include "logic/log.h"
+#include "logic/xmalloc.h"
 
 void daemon_start(const char *pidfile, bool redirect_stdio)
 {
@@ -98,4 +105,116 @@ int daemon_socket_setup(int fd)
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0)
         return -1;
     return 0;
+}
+
+char *daemon_cmdline(int argc, char **argv, const cmdline_opt *opts,
+                     const char *usage_fmt, const char *fallback)
+{
+    const char *prog = argc > 0 && argv[0] != NULL ? argv[0] : fallback;
+    size_t ulen = strlen(usage_fmt) + strlen(prog) + 1;
+    char *usage = xmalloc(ulen);
+    snprintf(usage, ulen, usage_fmt, prog);
+
+    char err[256];
+    int rc = cmdline_parse(argc, argv, opts, err, sizeof err);
+    if (rc == CMDLINE_HELP) {
+        /* our decision (DECISIONS.md §2): --help prints usage and succeeds */
+        fputs(usage, stdout);
+        free(usage);
+        exit(0);
+    }
+    if (rc != CMDLINE_OK)
+        cmdline_fail(usage, err);
+    return usage;
+}
+
+int daemon_listen_or_fail(const kaddr *addr, const char *usage)
+{
+    char err[128];
+    int fd = daemon_listen_tcp(addr, err, sizeof err);
+    if (fd < 0)
+        cmdline_fail(usage, err);
+    return fd;
+}
+
+int daemon_startup(const char *log_path, bool verbose, const char *pidfile,
+                   const char *binlog_path)
+{
+    if (log_open(log_path, verbose, log_path == NULL && pidfile == NULL) != 0) {
+        fprintf(stderr, "error: can't open log file %s\n", log_path);
+        return -1;
+    }
+    if (pidfile != NULL)
+        daemon_start(pidfile, log_path != NULL);
+    /* cli.md §5 start-up order: daemonize, then the binary log */
+    if (binlog_path != NULL && binlog_open(binlog_path) != 0) {
+        int e = errno;
+        log_error("can't open binary log %s: %s", binlog_path, strerror(e));
+        fprintf(stderr, "error: can't open binary log %s: %s\n", binlog_path, strerror(e));
+        return -1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+/* The watchers of daemon_run; data points back at it so the callbacks find tick/arg. */
+typedef struct run_state {
+    daemon_timer_fn tick, keepalive;
+    void *arg;
+} run_state;
+
+static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    log_info("end");
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    log_info("SIGHUP");
+    /* cli.md §8: the binary log is reopened for logrotate (and our text log too) */
+    if (binlog_reopen() < 0)
+        log_error("can't reopen the binary log: %s", strerror(errno));
+    log_reopen();
+}
+
+static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    run_state *rs = w->data;
+    rs->tick(rs->arg);
+}
+
+static void on_keepalive(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    run_state *rs = w->data;
+    rs->keepalive(rs->arg);
+}
+
+void daemon_run(struct ev_loop *loop, daemon_timer_fn tick, daemon_timer_fn keepalive,
+                void *arg)
+{
+    run_state rs = { .tick = tick, .keepalive = keepalive, .arg = arg };
+
+    ev_signal sigint, sigterm, sighup;
+    ev_signal_init(&sigint, on_stop, SIGINT);
+    ev_signal_init(&sigterm, on_stop, SIGTERM);
+    ev_signal_init(&sighup, on_hup, SIGHUP);
+    ev_signal_start(loop, &sigint);
+    ev_signal_start(loop, &sigterm);
+    ev_signal_start(loop, &sighup);
+
+    ev_timer tick_w, keepalive_w;
+    ev_timer_init(&tick_w, on_tick, 0.5, 0.5);
+    ev_timer_init(&keepalive_w, on_keepalive, 2.0, 2.0);
+    tick_w.data = keepalive_w.data = &rs;
+    ev_timer_start(loop, &tick_w);
+    ev_timer_start(loop, &keepalive_w);
+
+    ev_run(loop, 0);
+
+    ev_timer_stop(loop, &tick_w);
+    ev_timer_stop(loop, &keepalive_w);
+    ev_signal_stop(loop, &sigint);
+    ev_signal_stop(loop, &sigterm);
+    ev_signal_stop(loop, &sighup);
 }

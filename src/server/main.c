@@ -1,10 +1,7 @@
 /* main.c - kumo-server: options (cli.md §4), start-up, signals and the event loop. */
 #include <ev.h>
-#include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "logic/cmdline.h"
 #include "logic/daemon.h"
@@ -30,19 +27,7 @@ static const char usage_fmt[] =
     "  -gN <seconds=60>       --garbage-min-time       minimum time to maintenance deleted key\n"
     "  -gX <seconds=3600>     --garbage-max-time       maximum time to maintenance deleted key\n"
     "  -gS <kilobytes=2048>   --garbage-mem-limit      maximum memory usage to memory deleted key\n"
-    "  -k  <number=2>    --keepalive-interval     keepalive interval in seconds\n"
-    "  -Ys <number=10>   --connect-timeout        connect timeout time in seconds\n"
-    "  -Yn <number=4>    --connect-retry-limit    connect retry limit\n"
-    "  -Ci <number=8>    --clock-interval         clock interval in seconds\n"
-    "  -TW <number=2>    --write-threads          number of threads for asynchronous writing\n"
-    "  -TR <number=8>    --read-threads           number of threads for asynchronous reading\n"
-    "  -o  <path.log>    --log                    output logs to the file\n"
-    "  -g  <path.mpac>   --binary-log             enable binary log\n"
-    "  -v                --verbose\n"
-    "  -d  <path.pid>    --daemon\n"
-    "\n"
-    "  v0.4.13 revision \n"
-    "\n";
+    DAEMON_USAGE_COMMON("8");
 
 /* Parsed command line with the defaults of cli.md §2 and §4. */
 typedef struct options {
@@ -60,41 +45,14 @@ typedef struct options {
     bool verbose;
 } options;
 
-static struct ev_loop *main_loop;
-static server *the_server;
-
-static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+static void on_tick(void *arg)
 {
-    (void)w;
-    (void)revents;
-    log_info("end");
-    ev_break(loop, EVBREAK_ALL);
+    server_tick(arg);
 }
 
-static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+static void on_keepalive(void *arg)
 {
-    (void)loop;
-    (void)w;
-    (void)revents;
-    log_info("SIGHUP");
-    log_reopen();
-    binlog_reopen();
-}
-
-static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)w;
-    (void)revents;
-    server_tick(the_server);
-}
-
-static void keepalive_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)w;
-    (void)revents;
-    server_keepalive(the_server);
+    server_keepalive(arg);
 }
 
 int main(int argc, char **argv)
@@ -132,48 +90,21 @@ int main(int argc, char **argv)
         { NULL, NULL, 0, NULL, false, 0, NULL },
     };
 
-    size_t ulen = sizeof(usage_fmt) + strlen(argv[0]);
-    char *usage = malloc(ulen);
-    if (usage == NULL)
-        return 1;
-    snprintf(usage, ulen, usage_fmt, argv[0]);
-
-    char err[256];
-    int rc = cmdline_parse(argc, argv, opts, err, sizeof(err));
-    if (rc == CMDLINE_HELP) {
-        fputs(usage, stdout);        /* our decision: --help succeeds (DECISIONS/brief) */
-        free(usage);
-        return 0;
-    }
-    if (rc != CMDLINE_OK)
-        cmdline_fail(usage, err);
+    char *usage = daemon_cmdline(argc, argv, opts, usage_fmt, "kumo-server");
 
     /* cli.md §4 start-up order: RPC socket, stream socket, -m/-p check, logger, daemon. */
-    int rpc_fd = daemon_listen_tcp(&o.listen, err, sizeof(err));
-    if (rpc_fd < 0)
-        cmdline_fail(usage, err);
+    int rpc_fd = daemon_listen_or_fail(&o.listen, usage);
     kaddr stream_addr = o.listen;    /* the -l IP with the -L port (wire.md §1) */
     stream_addr.raw[0] = (uint8_t)(o.stream_port >> 8);
     stream_addr.raw[1] = (uint8_t)o.stream_port;
-    int stream_fd = daemon_listen_tcp(&stream_addr, err, sizeof(err));
-    if (stream_fd < 0)
-        cmdline_fail(usage, err);
+    int stream_fd = daemon_listen_or_fail(&stream_addr, usage);
     if (o.mgr2.len != 0 && kaddr_eq(&o.mgr1, &o.mgr2))
         cmdline_fail(usage, "-m and -p must be different");
 
-    bool colour = o.log_path == NULL && o.pidfile == NULL;
-    if (log_open(o.log_path, o.verbose, colour) != 0) {
-        fprintf(stderr, "error: can't open log file %s\n", o.log_path);
+    if (daemon_startup(o.log_path, o.verbose, o.pidfile, o.binlog_path) != 0)
         return 1;
-    }
-    if (o.pidfile != NULL)
-        daemon_start(o.pidfile, o.log_path != NULL);
-    if (o.binlog_path != NULL && binlog_open(o.binlog_path) != 0) {
-        fprintf(stderr, "error: can't open binary log %s: %s\n", o.binlog_path, strerror(errno));
-        return 1;
-    }
-    signal(SIGPIPE, SIG_IGN);
 
+    char err[256];
     store *st = store_open(o.store, err, sizeof(err));
     if (st == NULL) {
         fprintf(stderr, "error: %s\n", err);
@@ -196,32 +127,17 @@ int main(int argc, char **argv)
         .connect_retry_limit = o.retry_limit,
         .clock_interval = o.clock_interval,
     };
-    main_loop = ev_default_loop(0);
-    the_server = server_new(main_loop, st, &cfg);
-
-    ev_signal sigint, sigterm, sighup;
-    ev_signal_init(&sigint, stop_cb, SIGINT);
-    ev_signal_init(&sigterm, stop_cb, SIGTERM);
-    ev_signal_init(&sighup, hup_cb, SIGHUP);
-    ev_signal_start(main_loop, &sigint);
-    ev_signal_start(main_loop, &sigterm);
-    ev_signal_start(main_loop, &sighup);
-    ev_timer tick, keepalive;
-    ev_timer_init(&tick, tick_cb, 0.5, 0.5);           /* algorithms.md §1 */
-    ev_timer_init(&keepalive, keepalive_cb, 2.0, 2.0); /* algorithms.md §3 */
-    ev_timer_start(main_loop, &tick);
-    ev_timer_start(main_loop, &keepalive);
+    struct ev_loop *loop = ev_default_loop(0);
+    server *srv = server_new(loop, st, &cfg);
 
     char abuf[KADDR_STRLEN];
     log_info("start server %s", kaddr_format(&o.listen, abuf));
     binlog_server_start(&o.listen, o.store, &o.mgr1, &o.mgr2, &stream_addr, o.tmpdir);
-    server_start(the_server, rpc_fd, stream_fd);
+    server_start(srv, rpc_fd, stream_fd);
 
-    ev_run(main_loop, 0);
+    daemon_run(loop, on_tick, on_keepalive, srv);
 
-    ev_timer_stop(main_loop, &tick);
-    ev_timer_stop(main_loop, &keepalive);
-    server_free(the_server);
+    server_free(srv);
     store_close(st);                 /* nothing acknowledged is lost (DECISIONS.md §4) */
     binlog_close();
     free(usage);

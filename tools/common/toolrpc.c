@@ -342,19 +342,13 @@ int toolrpc_call(toolrpc *c, const msgpack_object **error, const msgpack_object 
 int toolrpc_get_nodes_info(toolrpc *c, hashspace *whs, kaddr **newcomers, size_t *nnew,
                            char *err, size_t errlen)
 {
-    const msgpack_object *e, *r;
+    const msgpack_object *r;
     *newcomers = NULL;
     *nnew = 0;
     toolrpc_request(c, MGR_GET_NODES_INFO, 0);
-    if (toolrpc_call(c, &e, &r) != 0) {
-        snprintf(err, errlen, "%s", toolrpc_errmsg(c));
-        return -1;
-    }
-    if (!kwire_is_nil(e)) {
-        char v[200];
-        snprintf(err, errlen, "error %s", toolrpc_format_value(e, false, v, sizeof(v)));
-        return 1;
-    }
+    int rc = toolrpc_call_checked(c, &r, err, errlen);
+    if (rc != 0)
+        return rc;
     /* wire.md §8.1: [whs:HSSeed, newcomers:[address...]] */
     const msgpack_object *seed = kwire_array_at(r, 0);
     const msgpack_object *list = kwire_array_at(r, 1);
@@ -377,6 +371,57 @@ int toolrpc_get_nodes_info(toolrpc *c, hashspace *whs, kaddr **newcomers, size_t
         }
     }
     return 0;
+}
+
+int toolrpc_fetch_whs(const char *addr, hashspace *whs, char *err, size_t errlen)
+{
+    toolrpc *m = toolrpc_connect(addr, TOOLRPC_MANAGER_PORT, err, errlen);
+    if (m == NULL)
+        return -1;
+    kaddr *newcomers;
+    size_t nnew;
+    int r = toolrpc_get_nodes_info(m, whs, &newcomers, &nnew, err, errlen);
+    toolrpc_close(m);
+    free(newcomers);
+    return r;
+}
+
+/* ------------------------------------------------------------------ GetStatus */
+
+int toolrpc_call_checked(toolrpc *c, const msgpack_object **result, char *err, size_t errlen)
+{
+    const msgpack_object *e;
+    if (toolrpc_call(c, &e, result) != 0) {
+        snprintf(err, errlen, "%s", toolrpc_errmsg(c));
+        return -1;
+    }
+    if (!kwire_is_nil(e)) {
+        char v[256];
+        snprintf(err, errlen, "error %s", toolrpc_format_value(e, false, v, sizeof(v)));
+        return 1;
+    }
+    return 0;
+}
+
+int toolrpc_get_status(toolrpc *c, uint32_t code, const msgpack_object **result, char *err,
+                       size_t errlen)
+{
+    msgpack_packer *pk = toolrpc_request(c, SRV_GET_STATUS, 1);
+    msgpack_pack_uint64(pk, code);
+    return toolrpc_call_checked(c, result, err, errlen);
+}
+
+const char *toolrpc_replstat_name(uint64_t st)
+{
+    return (st & REPLSTAT_INACTIVE) ? "inactive"
+         : (st & REPLSTAT_DELETING) ? "Deleting"
+         : (st & REPLSTAT_COPYING)  ? "Copying"
+         : (st & REPLSTAT_HS_DIFFER) ? "WAIT" : "ready";
+}
+
+bool toolrpc_wants_help(int argc, char **argv)
+{
+    return argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0);
 }
 
 /* ------------------------------------------------------------------ rendering */

@@ -55,6 +55,28 @@ int toolrpc_call(toolrpc *c, const msgpack_object **error, const msgpack_object 
 /* The message of the last transport failure ("" if none).  Borrowed from c. */
 const char *toolrpc_errmsg(const toolrpc *c);
 
+/* toolrpc_call() with the outcome rendered as both tools show it: returns 0 with *result
+ * borrowed as toolrpc_call() lends it; 1 when the peer answered with an error (err =
+ * "error <value>", Ruby's to_s); -1 on a transport failure (err = toolrpc_errmsg()). */
+int toolrpc_call_checked(toolrpc *c, const msgpack_object **result, char *err, size_t errlen);
+
+/* GetStatus [code] (server method 97, wire.md §9) through toolrpc_call_checked(). */
+int toolrpc_get_status(toolrpc *c, uint32_t code, const msgpack_object **result, char *err,
+                       size_t errlen);
+
+/* The name of a GetStatus REPLSTAT bit mask, first match wins (wire.md §9, tools.md §3):
+ * "inactive", "Deleting", "Copying", "WAIT" or "ready". */
+const char *toolrpc_replstat_name(uint64_t st);
+
+/* True for a lone -h/--help argument (both tools print their usage and exit 0). */
+bool toolrpc_wants_help(int argc, char **argv);
+
+/* Connect to the manager at addr (default port TOOLRPC_MANAGER_PORT), fetch its whs with
+ * toolrpc_get_nodes_info() into whs (initialised by the caller, destroyed by the caller
+ * whatever the outcome), drop the newcomers and close.  Returns 0; 1 on an RPC error
+ * (err = "error <value>"); -1 on a connect/transport failure or a malformed result. */
+int toolrpc_fetch_whs(const char *addr, hashspace *whs, char *err, size_t errlen);
+
 /* GetNodesInfo (manager method 99): the manager's whs (nodes in seed order, ring built)
  * into whs (initialised by the caller), and the newcomers into a malloc'ed array
  * (*newcomers, release with free(); may be NULL when *nnew is 0).  Returns 0; 1 if the

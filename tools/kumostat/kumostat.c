@@ -79,8 +79,9 @@ static const struct command *find_command(const char *name)
     return NULL;
 }
 
-/* Outcome of one RPC: the result, an RPC error (rendered), or a transport failure. */
-enum outcome { OK, RPC_ERROR, TRANSPORT };
+/* Outcome of one RPC: the result, an RPC error (rendered), or a transport failure; the
+ * values are those of toolrpc_call_checked(). */
+enum outcome { TRANSPORT = -1, OK = 0, RPC_ERROR = 1 };
 
 typedef struct query {
     toolrpc *c;
@@ -89,25 +90,13 @@ typedef struct query {
 
 static enum outcome finish(query *q, const msgpack_object **result)
 {
-    const msgpack_object *e;
-    if (toolrpc_call(q->c, &e, result) != 0) {
-        snprintf(q->err, sizeof(q->err), "%s", toolrpc_errmsg(q->c));
-        return TRANSPORT;
-    }
-    if (!kwire_is_nil(e)) {
-        char v[256];
-        snprintf(q->err, sizeof(q->err), "error %s", toolrpc_format_value(e, false, v, sizeof(v)));
-        return RPC_ERROR;
-    }
-    return OK;
+    return (enum outcome)toolrpc_call_checked(q->c, result, q->err, sizeof(q->err));
 }
 
 /* GetStatus [code] (wire.md §9). */
 static enum outcome get_status(query *q, uint32_t code, const msgpack_object **result)
 {
-    msgpack_packer *pk = toolrpc_request(q->c, SRV_GET_STATUS, 1);
-    msgpack_pack_uint64(pk, code);
-    return finish(q, result);
+    return (enum outcome)toolrpc_get_status(q->c, code, result, q->err, sizeof(q->err));
 }
 
 /* Ruby 1.8 `puts v`: to_s, except nil which prints "nil". */
@@ -209,12 +198,7 @@ static enum outcome run_command(query *q, const struct command *cmd, FILE *out)
             fputc('\n', out);
             return OK;
         }
-        /* wire.md §9: first match wins */
-        const char *s = (st & REPLSTAT_INACTIVE) ? "inactive"
-                      : (st & REPLSTAT_DELETING) ? "Deleting"
-                      : (st & REPLSTAT_COPYING)  ? "Copying"
-                      : (st & REPLSTAT_HS_DIFFER) ? "WAIT" : "ready";
-        fprintf(out, "%s\n", s);
+        fprintf(out, "%s\n", toolrpc_replstat_name(st));
         return OK;
     }
     case CMD_DELAY:
@@ -267,18 +251,9 @@ static int show(toolrpc *c, const struct command *cmd, const char *prefix)
 static int manager_mode(const char *addr, const struct command *cmd)
 {
     char err[300], abuf[KADDR_STRLEN], prefix[KADDR_STRLEN + 4];
-    toolrpc *m = toolrpc_connect(addr, TOOLRPC_MANAGER_PORT, err, sizeof(err));
-    if (m == NULL) {
-        fprintf(stderr, "%s: %s\n", prog, err);
-        return 1;
-    }
     hashspace whs;
-    kaddr *newcomers;
-    size_t nnew;
     hashspace_init(&whs);
-    int r = toolrpc_get_nodes_info(m, &whs, &newcomers, &nnew, err, sizeof(err));
-    toolrpc_close(m);
-    free(newcomers);
+    int r = toolrpc_fetch_whs(addr, &whs, err, sizeof(err));
     if (r != 0) {
         if (r > 0) {
             printf("%s\n\n", err);    /* an RPC error is printed, exit 0 (tools.md §3) */
@@ -310,7 +285,7 @@ static int manager_mode(const char *addr, const struct command *cmd)
 
 int main(int argc, char **argv)
 {
-    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    if (toolrpc_wants_help(argc, argv)) {
         usage(stdout);
         return 0;
     }

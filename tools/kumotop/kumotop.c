@@ -68,19 +68,7 @@ static double now_sec(void)
 /* GetStatus [code].  0 with *result borrowed until the next call, -1 with n->err set. */
 static int get_status(node *n, uint32_t code, const msgpack_object **result)
 {
-    const msgpack_object *e;
-    msgpack_packer *pk = toolrpc_request(n->c, SRV_GET_STATUS, 1);
-    msgpack_pack_uint64(pk, code);
-    if (toolrpc_call(n->c, &e, result) != 0) {
-        snprintf(n->err, sizeof(n->err), "%s", toolrpc_errmsg(n->c));
-        return -1;
-    }
-    if (!kwire_is_nil(e)) {
-        char v[256];
-        snprintf(n->err, sizeof(n->err), "error %s", toolrpc_format_value(e, false, v, sizeof(v)));
-        return -1;
-    }
-    return 0;
+    return toolrpc_get_status(n->c, code, result, n->err, sizeof(n->err)) == 0 ? 0 : -1;
 }
 
 static int get_u64(node *n, uint32_t code, uint64_t *v)
@@ -179,10 +167,7 @@ static const char *replstat_name(const node *n)
     if (!n->has_replstat)
         return "?";
     /* same first-match order as kumostat replstat (tools.md §3) */
-    return (n->replstat & REPLSTAT_INACTIVE) ? "inactive"
-         : (n->replstat & REPLSTAT_DELETING) ? "Deleting"
-         : (n->replstat & REPLSTAT_COPYING)  ? "Copying"
-         : (n->replstat & REPLSTAT_HS_DIFFER) ? "WAIT" : "ready";
+    return toolrpc_replstat_name(n->replstat);
 }
 
 /* A down node: the address, the error message from the #Get column on (as the original
@@ -347,19 +332,9 @@ static void node_from_arg(node *n, const char *arg)
 static node *nodes_from_manager(const char *addr, size_t *nn)
 {
     char err[300], abuf[KADDR_STRLEN];
-    toolrpc *m = toolrpc_connect(addr, TOOLRPC_MANAGER_PORT, err, sizeof(err));
-    if (m == NULL) {
-        fprintf(stderr, "%s: %s\n", prog, err);
-        return NULL;
-    }
     hashspace whs;
-    kaddr *newcomers;
-    size_t nnew;
     hashspace_init(&whs);
-    int r = toolrpc_get_nodes_info(m, &whs, &newcomers, &nnew, err, sizeof(err));
-    toolrpc_close(m);
-    free(newcomers);
-    if (r != 0) {
+    if (toolrpc_fetch_whs(addr, &whs, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s: %s\n", prog, err);
         hashspace_destroy(&whs);
         return NULL;
@@ -402,7 +377,7 @@ static int parse_options(int argc, char **argv, options *o)
 
 int main(int argc, char **argv)
 {
-    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    if (toolrpc_wants_help(argc, argv)) {
         usage(stdout);
         return 0;
     }
