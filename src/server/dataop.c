@@ -154,9 +154,12 @@ int dataop_plan_write(server *srv, uint64_t h, dataop_plan *p)
     for (size_t i = 0; i < n; i++)
         if (slots[i]->active && !kaddr_eq(&slots[i]->addr, self))
             p->w[p->nw++] = slots[i]->addr;
-    /* While a replace runs (timestamps differ) the old owners get the write too, so that
-     * reads still routed by rhs see it (§8.6). */
-    if (srv->whs.clocktime != srv->rhs.clocktime) {
+    /* While a replace runs the old owners get the write too, so that reads still routed
+     * by rhs see it (§8.6).  The original tests only the timestamps, but a server loss
+     * during a replace makes the manager give whs and rhs the same new timestamp while
+     * their node lists still differ (the copy is abandoned and reads stay on the old
+     * rhs): comparing the lists too keeps those old owners up to date. */
+    if (srv->whs.clocktime != srv->rhs.clocktime || !hashspace_nodes_equal(&srv->whs, &srv->rhs)) {
         if (hashspace_empty(&srv->rhs))
             return RPC_SERVER_ERROR;
         n = hashspace_assign(&srv->rhs, h, slots);
