@@ -1,0 +1,626 @@
+/* gwop.c - kumo-gateway's data operations: get/set/delete/update with the retries of
+ * algorithms.md §5.1, flush_all, and the memcached item payload (doc/storage-format.md). */
+#include "gateway/gateway_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "logic/binlog.h"
+#include "logic/hashspace.h"
+#include "logic/kwire.h"
+#include "logic/log.h"
+#include "logic/proto.h"
+#include "logic/record.h"
+#include "logic/xmalloc.h"
+#include "rpc/rpc.h"
+
+/* A pseudo error for "the needed hash space has no active node" (cli.md §9.5 "No server"). */
+#define GW_ERR_NO_SERVER 100
+
+#define GW_RETRY_DELAY 1.0            /* algorithms.md §5.1: "after a ~1 s delay" */
+/* The first retry after an error 6 ("obsolete hash space" / "server not ready"): the
+ * cause is transient -- at the start of a replace the gateway's or the coordinator's
+ * hash space is a moment behind the manager's -- so waiting the full second only adds
+ * latency (kumofs-c; the original always waited). */
+#define GW_FAST_RETRY_DELAY 0.02
+#define GW_OP_BUF_KEEP (64 * 1024)    /* op buffers up to this size are kept in the pool */
+#define GW_OP_POOL_MAX 4096           /* pooled op structs */
+#define GW_RELATIVE_EXPTIME_MAX 2592000  /* memcached: <= 30 days is relative */
+
+enum op_kind { OP_GET, OP_SET, OP_DELETE, OP_UPDATE };
+
+/* One data request and its retry state (algorithms.md §5.1).  buf holds the DBKey and,
+ * for a set, the DBValue right after it, so a retry re-sends the same bytes. */
+struct gw_op {
+    struct gw_op *prev, *next; /* live list (for gateway_free), or the pool via next */
+    gateway *gw;
+    uint8_t kind;              /* enum op_kind */
+    uint8_t setop;             /* SET_OP_*; update: GATEWAY_ADD.. */
+    bool async;                /* delete: STORE_FLAG_ASYNC */
+    bool noserver_logged;
+    bool fail_pending;         /* the delay timer delivers a "no server" attempt failure */
+    bool fast_retried;         /* the one fast retry after an error 6 is used up */
+    unsigned retry;            /* retries made so far */
+    int last_err;
+    ev_timer delay;
+    uint64_t arg;              /* update: CAS unique or delta */
+    union { gateway_get_cb get; gateway_store_cb store; gateway_update_cb update; } cb;
+    void *ud;
+    uint8_t *buf;
+    size_t bufcap;
+    size_t keylen;             /* DBKey length (8 + prefix + key) */
+    size_t vallen;             /* DBValue length (set only) */
+};
+
+/* ------------------------------------------------------------------ ops */
+
+static gw_op *op_new(gateway *gw, int kind, size_t need)
+{
+    gw_op *op = gw->pool;
+    if (op) {
+        gw->pool = op->next;
+        gw->npool--;
+    } else {
+        op = xcalloc(1, sizeof *op);
+    }
+    uint8_t *buf = op->buf;
+    size_t cap = op->bufcap;
+    memset(op, 0, sizeof *op);
+    if (cap < need) {
+        free(buf);
+        cap = need < 256 ? 256 : need;
+        buf = xmalloc(cap);
+    }
+    op->buf = buf;
+    op->bufcap = cap;
+    op->gw = gw;
+    op->kind = (uint8_t)kind;
+    op->next = gw->live;
+    if (gw->live)
+        gw->live->prev = op;
+    gw->live = op;
+    return op;
+}
+
+static void op_free(gw_op *op)
+{
+    gateway *gw = op->gw;
+    ev_timer_stop(gw->loop, &op->delay);
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        gw->live = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    if (gw->closing || gw->npool >= GW_OP_POOL_MAX) {
+        free(op->buf);
+        free(op);
+        return;
+    }
+    if (op->bufcap > GW_OP_BUF_KEEP) {
+        free(op->buf);
+        op->buf = NULL;
+        op->bufcap = 0;
+    }
+    op->next = gw->pool;
+    gw->pool = op;
+    gw->npool++;
+}
+
+/* Write the DBKey of prefix ‖ key into op->buf (wire.md §7.5). */
+static void op_set_key(gw_op *op, const char *key, size_t keylen)
+{
+    gateway *gw = op->gw;
+    uint8_t *p = op->buf + DBKEY_HASH_LEN;
+    if (gw->prefixlen)
+        memcpy(p, gw->cfg.key_prefix, gw->prefixlen);
+    memcpy(p + gw->prefixlen, key, keylen);
+    op->keylen = DBKEY_HASH_LEN + gw->prefixlen + keylen;
+    be64_put(op->buf, hs_hash(p, gw->prefixlen + keylen));
+}
+
+static const char *op_user_key(const gw_op *op, size_t *len)
+{
+    size_t skip = DBKEY_HASH_LEN + op->gw->prefixlen;
+    *len = op->keylen - skip;
+    return (const char *)op->buf + skip;
+}
+
+static const char *op_name(const gw_op *op)
+{
+    static const char *const names[] = {
+        [OP_GET] = "get", [OP_SET] = "set", [OP_DELETE] = "delete", [OP_UPDATE] = "update",
+    };
+    return names[op->kind];
+}
+
+/* cli.md §10: eg/es/ed when a request finally fails; the key as stored (with the -k
+ * prefix, without the hash), the value without the 10-byte value header.  An update
+ * (add, incr, ... -- not in the original) is a write: logged as es.  err is the RPC
+ * error code, 0 for the server's "replication failed", GW_ERR_NO_SERVER without one. */
+static void op_binlog_failed(const gw_op *op, int err)
+{
+    if (!binlog_is_open())
+        return;
+    const uint8_t *key = op->buf + DBKEY_HASH_LEN;
+    size_t klen = op->keylen - DBKEY_HASH_LEN;
+    if (op->kind == OP_GET)
+        binlog_get_failed(key, klen, err);
+    else if (op->kind == OP_DELETE)
+        binlog_delete_failed(key, klen, err);
+    else
+        binlog_set_failed(key, klen, op->buf + op->keylen + DBVALUE_HEADER_LEN,
+                          op->vallen - DBVALUE_HEADER_LEN, err);
+}
+
+/* Deliver the final outcome and release the op. */
+static void op_finish(gw_op *op, int status, const gateway_value *v, clocktime_t ct)
+{
+    if (op->kind == OP_GET) {
+        size_t klen;
+        const char *k = op_user_key(op, &klen);
+        if (op->cb.get)
+            op->cb.get(op->ud, status, v, k, klen);
+    } else if (op->kind == OP_UPDATE) {
+        if (op->cb.update)
+            op->cb.update(op->ud, status, ct, NULL, 0);
+    } else if (op->cb.store) {
+        op->cb.store(op->ud, status, ct);
+    }
+    op_free(op);
+}
+
+static void op_send(gw_op *op);
+
+static unsigned op_retry_limit(const gw_op *op)
+{
+    const gateway_config *c = &op->gw->cfg;
+    if (op->kind == OP_GET)
+        return c->get_retry ? 3 * c->get_retry - 1 : 0;
+    return op->kind == OP_DELETE ? c->delete_retry : c->set_retry;
+}
+
+/* Update ops are not idempotent: retried only when the request cannot have changed
+ * anything yet -- no server, the connection failed or was lost, or the coordinator
+ * refused it (error 6 "obsolete hash space" / "server not ready").  A timeout or a
+ * malformed answer is final. */
+static bool op_retryable(const gw_op *op, int err)
+{
+    if (op->kind != OP_UPDATE)
+        return true;
+    return err == GW_ERR_NO_SERVER || err == RPC_NODE_LOST || err == RPC_TRANSPORT_LOST ||
+           err == RPC_SERVER_ERROR;
+}
+
+/* An attempt failed with err (0 = the server's "replication failed" nil): retry or give
+ * up (algorithms.md §5.1).  Always called from an event callback, never from the caller
+ * of gateway_get/_set/_delete. */
+static void op_attempt_failed(gw_op *op, int err)
+{
+    gateway *gw = op->gw;
+    op->last_err = err;
+    if (op->retry >= op_retry_limit(op) || !op_retryable(op, err)) {
+        if (err == RPC_TRANSPORT_LOST || err == RPC_SERVER_ERROR)
+            gw_renew(gw);
+        size_t klen;
+        const char *k = op_user_key(op, &klen);
+        log_error("%s failed after %u retries: error %d, key %.*s", op_name(op), op->retry,
+                  err, (int)(klen > 64 ? 64 : klen), k);
+        op_binlog_failed(op, err);
+        op_finish(op, GATEWAY_FAILED, NULL, 0);
+        return;
+    }
+    op->retry++;
+    gw_renew_check(gw);
+    /* get: offsets 1 and 2 at once, offset 0 (another round) after a pause; set and
+     * delete always re-resolve the coordinator after a pause */
+    bool now = op->kind == OP_GET && op->retry % 3 != 0;
+    if (now && err != GW_ERR_NO_SERVER) {
+        op_send(op);
+        return;
+    }
+    ev_tstamp delay = now ? 0.0 : GW_RETRY_DELAY;
+    if (!now && (err == RPC_SERVER_ERROR || err == 0) && !op->fast_retried) {
+        /* error 6, or the coordinator's "replication failed" (0: typically a replica
+         * whose hash space is a moment behind at the start of a replace, answering it
+         * error 6): fetch the hash spaces now and retry soon; later retries wait as
+         * §5.1 says.  One renew per fast-retry period whatever the number of ops
+         * failing at once (mgr_request never piles requests up either). */
+        op->fast_retried = true;
+        delay = GW_FAST_RETRY_DELAY;
+        ev_tstamp t = ev_now(gw->loop);
+        if (t - gw->fast_renew_at >= GW_FAST_RETRY_DELAY) {
+            gw->fast_renew_at = t;
+            gw_renew(gw);
+        }
+    }
+    ev_timer_set(&op->delay, delay, 0.0);
+    ev_timer_start(gw->loop, &op->delay);
+}
+
+static void op_delay_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    gw_op *op = w->data;
+    if (op->fail_pending) {
+        op->fail_pending = false;
+        op_attempt_failed(op, GW_ERR_NO_SERVER);
+    } else {
+        op_send(op);
+    }
+}
+
+static void get_done(rpc_session *s, const rpc_result *r, void *ud);
+static void store_done(rpc_session *s, const rpc_result *r, void *ud);
+static void update_done(rpc_session *s, const rpc_result *r, void *ud);
+
+/* One attempt: resolve the target in the current hash space and send. */
+static void op_send(gw_op *op)
+{
+    gateway *gw = op->gw;
+    gw_space *sp = op->kind == OP_GET ? &gw->rhs : &gw->whs;
+    if (hashspace_empty(&sp->hs)) {
+        if (!op->noserver_logged) {
+            op->noserver_logged = true;
+            log_warn("req_%s FAILED: No server", op_name(op));
+        }
+        gw_renew_check(gw);
+        /* fail the attempt from the loop, so callbacks never run inside gateway_get */
+        op->fail_pending = true;
+        ev_timer_set(&op->delay, 0.0, 0.0);
+        ev_timer_start(gw->loop, &op->delay);
+        return;
+    }
+    unsigned offset = op->kind == OP_GET ? op->retry % 3 : 0;
+    const hs_node *n = hashspace_server_for(&sp->hs, dbkey_hash(op->buf), offset);
+    rpc_session *s = gw_space_session(gw, sp, (size_t)(n - sp->hs.nodes));
+    msgpack_packer *pk;
+    switch (op->kind) {
+    case OP_GET:   /* wire.md §8.2 Get [dbkey] */
+        pk = rpc_call_begin(s, SRV_GET, RPC_DEFAULT_TIMEOUT_STEPS, get_done, op);
+        msgpack_pack_array(pk, 1);
+        kwire_pack_raw(pk, op->buf, op->keylen);
+        break;
+    case OP_SET:   /* Set [operation, dbkey, dbvalue] */
+        pk = rpc_call_begin(s, SRV_SET, RPC_DEFAULT_TIMEOUT_STEPS, store_done, op);
+        msgpack_pack_array(pk, 3);
+        msgpack_pack_uint32(pk, op->setop);
+        kwire_pack_raw(pk, op->buf, op->keylen);
+        kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
+        break;
+    case OP_UPDATE: /* Update [op, flags, dbkey, dbvalue, arg] (doc/protocol-additions.md) */
+        pk = rpc_call_begin(s, SRV_UPDATE, RPC_DEFAULT_TIMEOUT_STEPS, update_done, op);
+        msgpack_pack_array(pk, 5);
+        msgpack_pack_uint32(pk, op->setop);
+        msgpack_pack_uint32(pk, op->async ? STORE_FLAG_ASYNC : 0);
+        kwire_pack_raw(pk, op->buf, op->keylen);
+        kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
+        msgpack_pack_uint64(pk, op->arg);
+        break;
+    default:       /* Delete [flags, dbkey] */
+        pk = rpc_call_begin(s, SRV_DELETE, RPC_DEFAULT_TIMEOUT_STEPS, store_done, op);
+        msgpack_pack_array(pk, 2);
+        msgpack_pack_uint32(pk, op->async ? STORE_FLAG_ASYNC : 0);
+        kwire_pack_raw(pk, op->buf, op->keylen);
+        break;
+    }
+    rpc_call_end(s);
+}
+
+/* Common head of the reply callbacks: false when the reply is already dealt with (the
+ * gateway is closing, or an RPC error went to the retry logic). */
+static bool op_reply_usable(gw_op *op, const rpc_result *r)
+{
+    if (op->gw->closing) {
+        op_finish(op, GATEWAY_FAILED, NULL, 0);
+        return false;
+    }
+    if (r->err != RPC_OK) {
+        op_attempt_failed(op, r->err);
+        return false;
+    }
+    return true;
+}
+
+static void get_done(rpc_session *s, const rpc_result *r, void *ud)
+{
+    gw_op *op = ud;
+    if (!op_reply_usable(op, r))
+        return;
+    const char *p;
+    size_t len;
+    if (kwire_is_nil(r->result)) {
+        op_finish(op, GATEWAY_MISS, NULL, 0);   /* final: other replicas not consulted */
+    } else if (kwire_get_raw(r->result, &p, &len)) {
+        if (!dbvalue_is_live(len)) {
+            op_finish(op, GATEWAY_MISS, NULL, 0);
+            return;
+        }
+        gateway_value v = {
+            .ct = dbvalue_clocktime(p),
+            .meta = dbvalue_meta(p),
+            .payload = (const uint8_t *)p + DBVALUE_HEADER_LEN,
+            .len = len - DBVALUE_HEADER_LEN,
+        };
+        op_finish(op, GATEWAY_OK, &v, v.ct);
+    } else {
+        op_attempt_failed(op, RPC_PROTOCOL_ERROR);
+    }
+}
+
+static void store_done(rpc_session *s, const rpc_result *r, void *ud)
+{
+    gw_op *op = ud;
+    if (!op_reply_usable(op, r))
+        return;
+    const msgpack_object *o = r->result;
+    uint64_t ct;
+    bool b;
+    /* wire.md §8.2: Set → u64 version / false (CAS mismatch) / nil (replication failed);
+     * Delete → true / false / nil */
+    if (kwire_is_nil(o))
+        op_attempt_failed(op, 0);
+    else if (kwire_get_bool(o, &b))
+        op_finish(op, b ? GATEWAY_OK : (op->kind == OP_SET ? GATEWAY_EXISTS : GATEWAY_NOT_FOUND),
+                  NULL, 0);
+    else if (op->kind == OP_SET && kwire_get_u64(o, &ct))
+        op_finish(op, GATEWAY_OK, NULL, ct);
+    else
+        op_attempt_failed(op, RPC_PROTOCOL_ERROR);
+}
+
+/* Update result [status, clocktime, value|nil] (doc/protocol-additions.md). */
+static void update_done(rpc_session *s, const rpc_result *r, void *ud)
+{
+    gw_op *op = ud;
+    if (!op_reply_usable(op, r))
+        return;
+    static const int status_map[] = {
+        GATEWAY_OK, GATEWAY_NOT_STORED, GATEWAY_EXISTS, GATEWAY_NOT_FOUND, GATEWAY_NON_NUMERIC,
+    };
+    const msgpack_object *o = r->result;
+    uint32_t st;
+    uint64_t ct;
+    const char *val = NULL;
+    size_t vlen = 0;
+    const msgpack_object *ov = kwire_array_at(o, 2);
+    if (!kwire_array_at(o, 0) || !kwire_get_u32(kwire_array_at(o, 0), &st) ||
+        st >= sizeof status_map / sizeof status_map[0] || !kwire_array_at(o, 1) ||
+        !kwire_get_u64(kwire_array_at(o, 1), &ct) ||
+        (ov && !kwire_is_nil(ov) && !kwire_get_raw(ov, &val, &vlen))) {
+        /* a server without SRV_UPDATE never gets here (error 5); anything else odd is
+         * final, because the op may have been applied */
+        log_error("update: malformed result from server");
+        op_finish(op, GATEWAY_FAILED, NULL, 0);
+        return;
+    }
+    if (op->cb.update)
+        op->cb.update(op->ud, status_map[st], ct, val, vlen);
+    op_free(op);
+}
+
+static gw_op *op_start(gateway *gw, int kind, const char *key, size_t keylen, size_t extra)
+{
+    gw_op *op = op_new(gw, kind, DBKEY_HASH_LEN + gw->prefixlen + keylen + extra);
+    ev_timer_init(&op->delay, op_delay_cb, 0.0, 0.0);
+    op->delay.data = op;
+    op_set_key(op, key, keylen);
+    return op;
+}
+
+void gateway_get(gateway *gw, const char *key, size_t keylen, gateway_get_cb cb, void *ud)
+{
+    gw_op *op = op_start(gw, OP_GET, key, keylen, 0);
+    op->cb.get = cb;
+    op->ud = ud;
+    op_send(op);
+}
+
+/* A write op carrying a DBValue (wire.md §7.6) after its key: header (clocktime field
+ * ct, meta), then hdr and data. */
+static gw_op *op_start_value(gateway *gw, int kind, const char *key, size_t keylen,
+                             unsigned setop, clocktime_t ct, uint16_t meta, const void *hdr,
+                             size_t hdrlen, const void *data, size_t datalen)
+{
+    size_t vallen = DBVALUE_HEADER_LEN + hdrlen + datalen;
+    gw_op *op = op_start(gw, kind, key, keylen, vallen);
+    op->setop = (uint8_t)setop;
+    uint8_t *v = op->buf + op->keylen;
+    be64_put(v, ct);
+    be16_put(v + 8, meta);
+    if (hdrlen)
+        memcpy(v + DBVALUE_HEADER_LEN, hdr, hdrlen);
+    if (datalen)
+        memcpy(v + DBVALUE_HEADER_LEN + hdrlen, data, datalen);
+    op->vallen = vallen;
+    return op;
+}
+
+void gateway_set(gateway *gw, const char *key, size_t keylen, unsigned setop, uint64_t compare,
+                 uint16_t meta, const void *hdr, size_t hdrlen, const void *data,
+                 size_t datalen, gateway_store_cb cb, void *ud)
+{
+    /* wire.md §7.6: the clocktime field carries the CAS compare value (0 for a set) */
+    gw_op *op = op_start_value(gw, OP_SET, key, keylen, setop,
+                               setop == SET_OP_CAS ? compare : 0, meta, hdr, hdrlen,
+                               data, datalen);
+    op->cb.store = cb;
+    op->ud = ud;
+    op_send(op);
+}
+
+void gateway_delete(gateway *gw, const char *key, size_t keylen, bool async,
+                    gateway_store_cb cb, void *ud)
+{
+    gw_op *op = op_start(gw, OP_DELETE, key, keylen, 0);
+    op->cb.store = cb;
+    op->ud = ud;
+    op->async = async || gw->cfg.async_delete;
+    op_send(op);
+}
+
+void gateway_update(gateway *gw, unsigned updop, const char *key, size_t keylen,
+                    uint32_t flags, int64_t exptime, const void *data, size_t datalen,
+                    uint64_t arg, bool async, gateway_update_cb cb, void *ud)
+{
+    /* the clocktime field is ignored by the server; the meta says "our item form" */
+    uint8_t hdr[GATEWAY_ITEM_HEADER_LEN];
+    gateway_item_header(gw, flags, exptime, hdr);
+    gw_op *op = op_start_value(gw, OP_UPDATE, key, keylen, updop, 0, GATEWAY_META_ITEM,
+                               hdr, sizeof hdr, data, datalen);
+    op->cb.update = cb;
+    op->ud = ud;
+    op->arg = arg;
+    op->async = async;
+    op_send(op);
+}
+
+/* ------------------------------------------------------------------ flush_all */
+
+/* One flush_all fan-out: SRV_FLUSH to every distinct active node. */
+typedef struct gw_flush {
+    gateway_store_cb cb;
+    void *ud;
+    unsigned pending;
+    bool failed;
+} gw_flush;
+
+static void flush_done(rpc_session *s, const rpc_result *r, void *ud)
+{
+    gw_flush *f = ud;
+    bool b = false;
+    if (r->err != RPC_OK || !kwire_get_bool(r->result, &b) || !b)
+        f->failed = true;
+    if (--f->pending)
+        return;
+    if (f->cb)
+        f->cb(f->ud, f->failed ? GATEWAY_FAILED : GATEWAY_OK, 0);
+    free(f);
+}
+
+static void flush_none_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    gw_flush *f = w->data;
+    ev_timer_stop(loop, w);
+    if (f->cb)
+        f->cb(f->ud, GATEWAY_FAILED, 0);
+    free(f);
+    free(w);
+}
+
+void gateway_flush_all(gateway *gw, uint32_t delay, gateway_store_cb cb, void *ud)
+{
+    gw_flush *f = xcalloc(1, sizeof *f);
+    f->cb = cb;
+    f->ud = ud;
+    /* distinct addresses of whs ∪ rhs; the node lists are small (one per server) */
+    size_t n = gw->whs.hs.nnodes + gw->rhs.hs.nnodes;
+    const kaddr **seen = n ? xcalloc(n, sizeof *seen) : NULL;
+    size_t nseen = 0;
+    gw_space *spaces[2] = {&gw->whs, &gw->rhs};
+    for (int si = 0; si < 2; si++) {
+        gw_space *sp = spaces[si];
+        for (size_t i = 0; i < sp->hs.nnodes; i++) {
+            const hs_node *nd = &sp->hs.nodes[i];
+            if (!nd->active)
+                continue;
+            bool dup = false;
+            for (size_t j = 0; j < nseen && !dup; j++)
+                dup = kaddr_eq(seen[j], &nd->addr);
+            if (dup)
+                continue;
+            seen[nseen++] = &nd->addr;
+            rpc_session *s = gw_space_session(gw, sp, i);
+            f->pending++;
+            msgpack_packer *pk = rpc_call_begin(s, SRV_FLUSH, RPC_DEFAULT_TIMEOUT_STEPS,
+                                                flush_done, f);
+            msgpack_pack_array(pk, 1);
+            msgpack_pack_uint32(pk, delay);
+            rpc_call_end(s);
+        }
+    }
+    free(seen);
+    if (f->pending == 0) {
+        /* no server: fail from the loop, callbacks never run inside the call */
+        ev_timer *t = xmalloc(sizeof *t);
+        ev_timer_init(t, flush_none_cb, 0.0, 0.0);
+        t->data = f;
+        ev_timer_start(gw->loop, t);
+        log_warn("req_flush_all FAILED: No server");
+    }
+}
+
+/* ------------------------------------------------------------------ items */
+
+bool gateway_item_decode(const gateway *gw, const gateway_value *v, gateway_item *it)
+{
+    const uint8_t *p = v->payload;
+    size_t len = v->len;
+    it->flags = 0;
+    it->exptime = 0;
+    if (v->meta == GATEWAY_META_ITEM) {
+        if (len < GATEWAY_ITEM_HEADER_LEN)
+            return false;
+        it->flags = be32_get(p);
+        it->exptime = be32_get(p + 4);
+        /* memcached: an item is gone once its time has come */
+        if (it->exptime != 0 && it->exptime <= gw->now)
+            return false;
+        p += GATEWAY_ITEM_HEADER_LEN;
+        len -= GATEWAY_ITEM_HEADER_LEN;
+    } else {
+        /* storage.md §2.4: the original's prefixes, as -E / -F say; unknown meta values
+         * are read the same way (storage.md §2.3: meta is opaque to the original) */
+        if (gw->cfg.save_expire) {
+            if (len < 4)
+                return false;
+            it->exptime = be32_get(p);
+            if (it->exptime != 0 && it->exptime < gw->now)
+                return false;
+            p += 4;
+            len -= 4;
+        }
+        if (gw->cfg.save_flag) {
+            if (len < 2)
+                return false;
+            it->flags = be16_get(p);
+            p += 2;
+            len -= 2;
+        }
+    }
+    it->data = p;
+    it->len = len;
+    return true;
+}
+
+void gateway_item_header(const gateway *gw, uint32_t flags, int64_t exptime,
+                         uint8_t hdr[GATEWAY_ITEM_HEADER_LEN])
+{
+    uint32_t abs;
+    if (exptime == 0)
+        abs = 0;
+    else if (exptime < 0)
+        abs = 1;                                   /* long past: expired at once */
+    else if (exptime <= GW_RELATIVE_EXPTIME_MAX)
+        /* the current second, not the 0.5 s cached clock: a short exptime must not
+         * lose half a second (memcached: current_time + exptime) */
+        abs = (uint32_t)time(NULL) + (uint32_t)exptime;
+    else
+        abs = exptime > UINT32_MAX ? UINT32_MAX : (uint32_t)exptime;
+    be32_put(hdr, flags);
+    be32_put(hdr + 4, abs);
+}
+
+/* ------------------------------------------------------------------ life cycle */
+
+void gw_ops_close(gateway *gw)
+{
+    while (gw->live)
+        op_finish(gw->live, GATEWAY_FAILED, NULL, 0);
+    while (gw->pool) {
+        gw_op *op = gw->pool;
+        gw->pool = op->next;
+        free(op->buf);
+        free(op);
+    }
+}
