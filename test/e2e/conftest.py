@@ -27,18 +27,7 @@ def cluster():
 def cluster3(request):
     """1 manager, 3 attached servers, 1 gateway, ready for memcached clients."""
     _require_binaries("manager", "server", "gateway", "kumoctl", "kumostat")
-    c = kumo.Cluster()
-    try:
-        c.start_manager()
-        for _ in range(3):
-            c.start_server()
-        c.attach_all()
-        c.start_gateway()
-        c.wait_gateway_ready()
-    except BaseException:
-        print(c.logs())
-        c.close()
-        raise
+    c = kumo.standard_cluster(3)
     yield c
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
         print(c.logs())

@@ -185,19 +185,7 @@ class Cluster:
 
     def status(self):
         """Parse `kumoctl status` into ({addr: 'active'|'fault'}, [newcomers])."""
-        out = self.kumoctl("status")
-        attached, newcomers, section = {}, [], None
-        for line in out.splitlines():
-            if line.startswith("attached node"):
-                section = "a"
-            elif line.startswith("not attached node"):
-                section = "n"
-            elif line.startswith("  ") and section == "a":
-                addr, state = line.split()
-                attached[addr] = state.strip("()")
-            elif line.startswith("  ") and section == "n":
-                newcomers.append(line.strip())
-        return attached, newcomers
+        return parse_status(self.kumoctl("status"))[1:]
 
     def kumostat(self, i, cmd):
         return self.tool("kumostat", self.server_addr(i), cmd).stdout.strip()
@@ -313,23 +301,7 @@ class Cluster:
 
     def status_at(self, i):
         """`kumoctl status` of manager i as (timestamp line, {addr: state}, [newcomers])."""
-        out = self.kumoctl_at(i, "status")
-        ts, attached, newcomers, section = None, {}, [], None
-        for line in out.splitlines():
-            if line.startswith("hash space timestamp"):
-                section = "t"
-            elif line.startswith("attached node"):
-                section = "a"
-            elif line.startswith("not attached node"):
-                section = "n"
-            elif line.startswith("  ") and section == "t":
-                ts = line.strip()
-            elif line.startswith("  ") and section == "a":
-                addr, state = line.split()
-                attached[addr] = state.strip("()")
-            elif line.startswith("  ") and section == "n":
-                newcomers.append(line.strip())
-        return ts, attached, newcomers
+        return parse_status(self.kumoctl_at(i, "status"))
 
     def live_managers(self):
         return [i for i, m in enumerate(self.managers) if m.alive()]
@@ -402,15 +374,43 @@ class Cluster:
         return daemon.log().count(text)
 
 
-def standard_cluster(nservers=3, gateway=True):
+def parse_status(out):
+    """Parse `kumoctl status` output into (timestamp line, {addr: 'active'|'fault'},
+    [newcomers])."""
+    ts, attached, newcomers, section = None, {}, [], None
+    for line in out.splitlines():
+        if line.startswith("hash space timestamp"):
+            section = "t"
+        elif line.startswith("attached node"):
+            section = "a"
+        elif line.startswith("not attached node"):
+            section = "n"
+        elif line.startswith("  ") and section == "t":
+            ts = line.strip()
+        elif line.startswith("  ") and section == "a":
+            addr, state = line.split()
+            attached[addr] = state.strip("()")
+        elif line.startswith("  ") and section == "n":
+            newcomers.append(line.strip())
+    return ts, attached, newcomers
+
+
+def standard_cluster(nservers=3, gateway=True, gateway_extra=()):
+    """1 manager, nservers attached servers and (optionally) a ready gateway.  On a
+    start-up failure the daemons' logs are printed and everything is cleaned up."""
     c = Cluster()
-    c.start_manager()
-    for _ in range(nservers):
-        c.start_server()
-    c.attach_all()
-    if gateway:
-        c.start_gateway()
-        c.wait_gateway_ready()
+    try:
+        c.start_manager()
+        for _ in range(nservers):
+            c.start_server()
+        c.attach_all()
+        if gateway:
+            c.start_gateway(extra=gateway_extra)
+            c.wait_gateway_ready()
+    except BaseException:
+        print(c.logs())
+        c.close()
+        raise
     return c
 
 

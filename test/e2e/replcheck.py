@@ -214,18 +214,7 @@ def wait_registered(c, idx, mgr=None):
 def status_of(c, mgr=None):
     """kumoctl status of manager index mgr (None: the first), parsed like
     Cluster.status: ({addr: 'active'|'fault'}, [newcomers])."""
-    attached, newcomers, section = {}, [], None
-    for line in status_text(c, mgr or 0).splitlines():
-        if line.startswith("attached node"):
-            section = "a"
-        elif line.startswith("not attached node"):
-            section = "n"
-        elif line.startswith("  ") and section == "a":
-            addr, state = line.split()
-            attached[addr] = state.strip("()")
-        elif line.startswith("  ") and section == "n":
-            newcomers.append(line.strip())
-    return attached, newcomers
+    return kumo.parse_status(status_text(c, mgr or 0))[1:]
 
 
 def status_text(c, mgr):

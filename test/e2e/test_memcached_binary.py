@@ -90,16 +90,10 @@ class Bin:
 
 @pytest.fixture(scope="module")
 def gw():
-    c = kumo.Cluster()
+    port = kumo.free_port()
+    c = kumo.standard_cluster(3, gateway_extra=["-b", "127.0.0.1:%d" % port])
+    c.binport = port
     try:
-        c.start_manager()
-        for _ in range(3):
-            c.start_server()
-        c.attach_all()
-        port = kumo.free_port()
-        c.start_gateway(extra=["-b", "127.0.0.1:%d" % port])
-        c.wait_gateway_ready()
-        c.binport = port
         yield c
     finally:
         c.close()

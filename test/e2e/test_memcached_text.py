@@ -20,18 +20,7 @@ def c3():
     for n in ("manager", "server", "gateway", "kumoctl"):
         if not os.path.exists(kumo.BIN[n]):
             pytest.fail("binaries not built: %s (build dir %s)" % (n, kumo.BUILD))
-    c = kumo.Cluster()
-    try:
-        c.start_manager()
-        for _ in range(3):
-            c.start_server()
-        c.attach_all()
-        c.start_gateway()
-        c.wait_gateway_ready()
-    except BaseException:
-        print(c.logs())
-        c.close()
-        raise
+    c = kumo.standard_cluster(3)
     yield c
     c.close()
 
