@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,35 +19,74 @@
 #include "logic/log.h"
 #include "logic/xmalloc.h"
 
+/* The start-up report channel of -d: the grandchild writes one 0 byte when it is
+ * ready, or the text of its start-up error; the original process waits for it so that
+ * its exit status and stderr tell the truth (issue: a server whose database could not
+ * be opened used to exit 0 with the message lost on a closed stderr). */
+static int ready_fd = -1;
+static char *written_pidfile;    /* removed again if start-up fails */
+
+/* The first process of -d: wait for the grandchild's report, then exit with it. */
+static _Noreturn void wait_for_report(int fd)
+{
+    char buf[512];
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (len == sizeof(buf) - 1)
+            break;
+    }
+    if (len >= 1 && buf[0] == '\0')
+        _exit(0);
+    buf[len] = '\0';
+    if (len == 0)
+        fprintf(stderr, "error: the daemon exited during start-up\n");
+    else
+        fprintf(stderr, "%s\n", buf);
+    _exit(1);
+}
+
 void daemon_start(const char *pidfile, bool redirect_stdio)
 {
-    /* cli.md §7: classic double fork; the caller of -d gets 0 once the first fork
-     * succeeded.  No chdir, no umask change. */
+    /* cli.md §7: classic double fork; no chdir, no umask change.  The caller of -d
+     * exits 0 once the daemon reported ready (daemon_ready), 1 if start-up failed. */
+    int p[2];
+    if (pipe(p) != 0) {
+        fprintf(stderr, "error: pipe failed: %s\n", strerror(errno));
+        exit(1);
+    }
     pid_t pid = fork();
     if (pid < 0) {
         fprintf(stderr, "fork failed: %s\n", strerror(errno));
         exit(1);
     }
-    if (pid > 0)
-        _exit(0);
+    if (pid > 0) {
+        close(p[1]);
+        wait_for_report(p[0]);
+    }
+    close(p[0]);
+    ready_fd = p[1];
+    fcntl(ready_fd, F_SETFD, FD_CLOEXEC);
     setsid();
     pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, "fork failed: %s\n", strerror(errno));
-        exit(1);
-    }
+    if (pid < 0)
+        daemon_fail("fork failed: %s", strerror(errno));
     if (pid > 0)
         _exit(0);
 
     if (pidfile != NULL) {
         FILE *f = fopen(pidfile, "w");
-        if (f == NULL) {
-            fprintf(stderr, "can't open pid file: %s\n", strerror(errno));
-            exit(1);
-        }
+        if (f == NULL)
+            daemon_fail("can't open pid file: %s", strerror(errno));
         /* decimal, no trailing newline (observed on the original) */
         fprintf(f, "%d", (int)getpid());
         fclose(f);
+        written_pidfile = xstrdup(pidfile);
     }
 
     if (redirect_stdio) {
@@ -59,6 +99,41 @@ void daemon_start(const char *pidfile, bool redirect_stdio)
                 close(fd);
         }
     }
+}
+
+void daemon_ready(void)
+{
+    if (ready_fd < 0)
+        return;
+    static const char ok = '\0';
+    while (write(ready_fd, &ok, 1) < 0 && errno == EINTR)
+        ;
+    close(ready_fd);
+    ready_fd = -1;
+    free(written_pidfile);       /* from now on the pid file stays (cli.md §7) */
+    written_pidfile = NULL;
+}
+
+void daemon_fail(const char *fmt, ...)
+{
+    char msg[480];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (log_has_file())
+        log_error("%s", msg);
+    if (ready_fd >= 0) {
+        char line[500];
+        int n = snprintf(line, sizeof(line), "error: %s", msg);
+        if (n > 0 && write(ready_fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0)
+            fprintf(stderr, "error: %s\n", msg);
+    } else {
+        fprintf(stderr, "error: %s\n", msg);
+    }
+    if (written_pidfile != NULL)
+        unlink(written_pidfile);
+    exit(1);
 }
 
 int daemon_listen_tcp(const kaddr *addr, char *err, size_t errlen)
@@ -147,12 +222,8 @@ int daemon_startup(const char *log_path, bool verbose, const char *pidfile,
     if (pidfile != NULL)
         daemon_start(pidfile, log_path != NULL);
     /* cli.md §5 start-up order: daemonize, then the binary log */
-    if (binlog_path != NULL && binlog_open(binlog_path) != 0) {
-        int e = errno;
-        log_error("can't open binary log %s: %s", binlog_path, strerror(e));
-        fprintf(stderr, "error: can't open binary log %s: %s\n", binlog_path, strerror(e));
-        return -1;
-    }
+    if (binlog_path != NULL && binlog_open(binlog_path) != 0)
+        daemon_fail("can't open binary log %s: %s", binlog_path, strerror(errno));
     signal(SIGPIPE, SIG_IGN);
     return 0;
 }
@@ -194,6 +265,7 @@ void daemon_run(struct ev_loop *loop, daemon_timer_fn tick, daemon_timer_fn keep
                 void *arg)
 {
     run_state rs = { .tick = tick, .keepalive = keepalive, .arg = arg };
+    daemon_ready();              /* everything opened: -d's first process may exit 0 */
 
     ev_signal sigint, sigterm, sighup;
     ev_signal_init(&sigint, on_stop, SIGINT);

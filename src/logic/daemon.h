@@ -43,7 +43,8 @@ int daemon_listen_or_fail(const kaddr *addr, const char *usage);
 /* The start-up sequence after the sockets (cli.md §7): open the text log (-o, -v; colour
  * only in the foreground without -o), daemonize when -d (stdio to /dev/null only when -o
  * gives the log a file), open the binary log (-g, after the fork), ignore SIGPIPE.
- * Returns 0, or -1 after printing "error: can't open ..." to stderr (exit 1 then). */
+ * Returns 0, or -1 after printing "error: can't open log file" to stderr (exit 1 then);
+ * a binary log that cannot be opened ends in daemon_fail. */
 int daemon_startup(const char *log_path, bool verbose, const char *pidfile,
                    const char *binlog_path);
 
@@ -58,9 +59,18 @@ void daemon_run(struct ev_loop *loop, daemon_timer_fn tick, daemon_timer_fn keep
                 void *arg);
 
 /* Double fork, setsid, write the pid (no newline) to pidfile.  When redirect_stdio,
- * stdin/stdout/stderr go to /dev/null.  Returns in the grandchild; on a pid file error
- * prints "can't open pid file: ..." and exits 1. */
+ * stdin/stdout/stderr go to /dev/null.  Returns in the grandchild.  The original process
+ * stays until the grandchild calls daemon_ready (then exits 0) or daemon_fail / dies
+ * (then prints the error on its stderr and exits 1). */
 void daemon_start(const char *pidfile, bool redirect_stdio);
+
+/* Start-up is complete: release the waiting first process of -d (no-op without -d).
+ * daemon_run calls it. */
+void daemon_ready(void);
+
+/* A start-up failure: log "fmt", report "error: fmt" on the caller's stderr (through
+ * the -d report channel when daemonized), remove the pid file written by -d, exit 1. */
+void daemon_fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
 /* Create a non-blocking TCP listening socket bound to addr (SO_REUSEADDR, backlog 1024).
  * Returns the fd, or -1 with err = "socket failed" / "bind failed" / "listen failed". */

@@ -52,6 +52,11 @@ void log_reopen(void)
     pthread_mutex_unlock(&log_lock);
 }
 
+bool log_has_file(void)
+{
+    return log_path != NULL;
+}
+
 bool log_enabled(enum log_level level)
 {
     return level >= log_threshold;

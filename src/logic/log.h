@@ -15,6 +15,9 @@ int log_open(const char *path, bool verbose, bool colour);
 /* Re-open the log file (SIGHUP); no-op for stdout. */
 void log_reopen(void);
 
+/* True when -o gave the log a file (not stdout). */
+bool log_has_file(void);
+
 /* Current threshold, for callers that want to skip building expensive messages. */
 bool log_enabled(enum log_level level);
 

@@ -68,10 +68,8 @@ int main(int argc, char **argv)
         return 1;
 
     struct ev_loop *loop = ev_default_loop(0);
-    if (loop == NULL) {
-        fprintf(stderr, "error: can't initialise the event loop\n");
-        return 1;
-    }
+    if (loop == NULL)
+        daemon_fail("can't initialise the event loop");
 
     manager_config cfg = {
         .self = listen_addr,

@@ -106,10 +106,8 @@ int main(int argc, char **argv)
 
     char err[256];
     store *st = store_open(o.store, err, sizeof(err));
-    if (st == NULL) {
-        fprintf(stderr, "error: %s\n", err);
-        return 1;
-    }
+    if (st == NULL)
+        daemon_fail("%s", err);
     store_set_garbage(st, o.gc_min, o.gc_max, o.gc_mem);
 
     server_config cfg = {

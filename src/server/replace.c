@@ -345,9 +345,12 @@ typedef struct offer_stream {
 typedef struct copy_ctx {
     replace *r;
     job *j;
-    offer_stream *os;
+    /* One allocation per stream: deflateInit ties a z_stream to its address (zlib's
+     * state keeps a back pointer), so the structs must never move when the array grows
+     * - a realloc'd array of structs broke every copy with a 5th destination. */
+    offer_stream **os;
     size_t n, cap;
-    kaddr fault[64];             /* active in S, not active in D */
+    kaddr *fault;                /* active in S, not active in D */
     size_t nfault;
     msgpack_sbuffer sbuf;
     msgpack_packer pk;
@@ -397,8 +400,8 @@ static bool os_deflate(copy_ctx *c, offer_stream *os, const void *data, size_t l
 static offer_stream *os_get(copy_ctx *c, const kaddr *dst)
 {
     for (size_t i = 0; i < c->n; i++)
-        if (kaddr_eq(&c->os[i].dst, dst))
-            return &c->os[i];
+        if (kaddr_eq(&c->os[i]->dst, dst))
+            return c->os[i];
     const char *dir = c->r->srv->cfg.tmpdir;
     size_t plen = strlen(dir) + 8;
     char *path = xmalloc(plen);
@@ -415,23 +418,25 @@ static offer_stream *os_get(copy_ctx *c, const kaddr *dst)
         c->cap = c->cap ? c->cap * 2 : 4;
         c->os = xrealloc(c->os, c->cap * sizeof(*c->os));
     }
-    offer_stream *os = &c->os[c->n];
-    memset(os, 0, sizeof(*os));
+    offer_stream *os = xcalloc(1, sizeof(*os));
     os->dst = *dst;
     os->fd = fd;
     if (deflateInit(&os->z, Z_DEFAULT_COMPRESSION) != Z_OK) {
+        log_error("replace: deflateInit failed");
         close(fd);
+        free(os);
         return NULL;
     }
-    c->n++;
+    c->os[c->n++] = os;
     return os;
 }
 
 static void os_discard_all(copy_ctx *c)
 {
     for (size_t i = 0; i < c->n; i++) {
-        deflateEnd(&c->os[i].z);
-        close(c->os[i].fd);
+        deflateEnd(&c->os[i]->z);
+        close(c->os[i]->fd);
+        free(c->os[i]);
     }
     c->n = 0;
 }
@@ -448,7 +453,7 @@ static bool post_offers(copy_ctx *c)
     b->time = c->j->time;
     b->n = 0;
     for (size_t i = 0; i < c->n; i++) {
-        offer_stream *os = &c->os[i];
+        offer_stream *os = c->os[i];
         if (!os_deflate(c, os, &nil, 1, Z_FINISH) || lseek(os->fd, 0, SEEK_SET) != 0) {
             log_error("replace: writing an offer file failed: %s", strerror(errno));
             free(b);
@@ -457,11 +462,13 @@ static bool post_offers(copy_ctx *c)
         }
     }
     for (size_t i = 0; i < c->n; i++) {
-        deflateEnd(&c->os[i].z);
-        b->item[i].dst = c->os[i].dst;
-        b->item[i].fd = c->os[i].fd;
-        b->item[i].size = c->os[i].csize;
+        offer_stream *os = c->os[i];
+        deflateEnd(&os->z);
+        b->item[i].dst = os->dst;
+        b->item[i].fd = os->fd;
+        b->item[i].size = os->csize;
         b->n++;
+        free(os);
     }
     c->n = 0;
     /* Count them before posting so a -M wait cannot see a stale 0. */
@@ -605,9 +612,11 @@ static void run_copy(replace *r, job *j)
     if (!skip && !j->full) {
         for (size_t i = 0; i < j->src.nnodes; i++) {
             const hs_node *n = &j->src.nodes[i];
-            if (n->active && !hashspace_is_active(&j->dst, &n->addr)
-                && c->nfault < sizeof(c->fault) / sizeof(c->fault[0]))
+            if (n->active && !hashspace_is_active(&j->dst, &n->addr)) {
+                if (c->fault == NULL)
+                    c->fault = xmalloc(j->src.nnodes * sizeof(*c->fault));
                 c->fault[c->nfault++] = n->addr;
+            }
         }
         if (is_fault(c, self))
             skip = true;                     /* §8.2 step 5 */
@@ -632,6 +641,7 @@ static void run_copy(replace *r, job *j)
     }
     msgpack_sbuffer_destroy(&c->sbuf);
     free(c->os);
+    free(c->fault);
     free(c);
 }
 

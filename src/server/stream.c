@@ -72,6 +72,7 @@ struct stream_set {
     server *srv;
     int listen_fd;
     ev_io listen_io;
+    ev_timer accept_pause;       /* after EMFILE and friends: the listener rests */
     stream_conn *conns;
     bool closing;
 };
@@ -482,16 +483,29 @@ static void conn_drive(stream_conn *c, int revents)
 
 /* ---- accept and pull ---- */
 
+static void accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    stream_set *ss = w->data;
+    ev_io_start(loop, &ss->listen_io);
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop;
     (void)revents;
     stream_set *ss = w->data;
     for (int budget = 16; budget > 0; budget--) {
         int fd = accept(ss->listen_fd, NULL, NULL);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                log_error("stream accept failed: %s", strerror(errno));
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            /* Out of descriptors or memory: the listener stays readable, so a retry at
+             * once would spin (and log) at full speed.  Rest it; the receiver retries. */
+            log_error("stream accept failed: %s", strerror(errno));
+            ev_io_stop(loop, &ss->listen_io);
+            ev_timer_start(loop, &ss->accept_pause);
             return;
         }
         daemon_socket_setup(fd);
@@ -508,6 +522,8 @@ void stream_listen(stream_set *ss, int fd)
     ev_io_init(&ss->listen_io, accept_cb, fd, EV_READ);
     ss->listen_io.data = ss;
     ev_io_start(ss->srv->loop, &ss->listen_io);
+    ev_timer_init(&ss->accept_pause, accept_resume_cb, 0.1, 0.0);
+    ss->accept_pause.data = ss;
 }
 
 void stream_pull_start(stream_set *ss, const kaddr *stream_addr)
@@ -547,6 +563,7 @@ void stream_set_free(stream_set *ss)
     ss->closing = true;
     if (ss->listen_fd >= 0) {
         ev_io_stop(ss->srv->loop, &ss->listen_io);
+        ev_timer_stop(ss->srv->loop, &ss->accept_pause);
         close(ss->listen_fd);
     }
     while (ss->conns != NULL)
