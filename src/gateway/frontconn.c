@@ -432,6 +432,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             /* EMFILE etc.: a runtime fault, not a reason to die; wait a second */
             log_error("%s: accept failed: %s", l->proto->name, strerror(errno));
             ev_io_stop(loop, &l->aio);
+            ev_timer_set(&l->accept_pause, 1.0, 0.0);   /* libev: set before a restart */
             ev_timer_start(loop, &l->accept_pause);
             return;
         }

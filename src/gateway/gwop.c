@@ -187,6 +187,10 @@ static unsigned op_retry_limit(const gw_op *op)
  * malformed answer is final. */
 static bool op_retryable(const gw_op *op, int err)
 {
+    /* A string error is a kumofs-c server's storage failure (a full disk): it answers
+     * again at once the same way, so the client hears it now (protocol-additions.md). */
+    if (err == RPC_OTHER_ERROR)
+        return false;
     if (op->kind != OP_UPDATE)
         return true;
     return err == GW_ERR_NO_SERVER || err == RPC_NODE_LOST || err == RPC_TRANSPORT_LOST ||

@@ -26,6 +26,8 @@
 static int ready_fd = -1;
 static char *written_pidfile;    /* removed again if start-up fails */
 
+static _Noreturn void fail_report(const char *line);
+
 /* The first process of -d: wait for the grandchild's report, then exit with it. */
 static _Noreturn void wait_for_report(int fd)
 {
@@ -81,8 +83,11 @@ void daemon_start(const char *pidfile, bool redirect_stdio)
 
     if (pidfile != NULL) {
         FILE *f = fopen(pidfile, "w");
-        if (f == NULL)
-            daemon_fail("can't open pid file: %s", strerror(errno));
+        if (f == NULL) {
+            char line[300];
+            snprintf(line, sizeof(line), "can't open pid file: %s", strerror(errno));
+            fail_report(line);   /* cli.md §7: this text, exit 1 */
+        }
         /* decimal, no trailing newline (observed on the original) */
         fprintf(f, "%d", (int)getpid());
         fclose(f);
@@ -114,26 +119,27 @@ void daemon_ready(void)
     written_pidfile = NULL;
 }
 
-void daemon_fail(const char *fmt, ...)
+/* Report a start-up failure (line: the whole text, no newline) and exit 1. */
+static _Noreturn void fail_report(const char *line)
 {
-    char msg[480];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     if (log_has_file())
-        log_error("%s", msg);
-    if (ready_fd >= 0) {
-        char line[500];
-        int n = snprintf(line, sizeof(line), "error: %s", msg);
-        if (n > 0 && write(ready_fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0)
-            fprintf(stderr, "error: %s\n", msg);
-    } else {
-        fprintf(stderr, "error: %s\n", msg);
-    }
+        log_error("%s", line);
+    size_t n = strlen(line);
+    if (ready_fd < 0 || write(ready_fd, line, n) != (ssize_t)n)
+        fprintf(stderr, "%s\n", line);
     if (written_pidfile != NULL)
         unlink(written_pidfile);
     exit(1);
+}
+
+void daemon_fail(const char *fmt, ...)
+{
+    char line[480] = "error: ";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line + 7, sizeof(line) - 7, fmt, ap);
+    va_end(ap);
+    fail_report(line);
 }
 
 int daemon_listen_tcp(const kaddr *addr, char *err, size_t errlen)

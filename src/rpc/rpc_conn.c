@@ -268,6 +268,9 @@ void rpc_conn_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
              * briefly instead of spinning; pending peers wait in the backlog. */
             log_error("accept failed: %s", strerror(errno));
             ev_io_stop(loop, &l->w);
+            /* set again before each start: a fired one-shot timer keeps ~0 s as its
+             * interval, and the "pause" would end at once (measured: a busy spin) */
+            ev_timer_set(&l->pause, 0.1, 0.0);
             ev_timer_start(loop, &l->pause);
             return;
         }

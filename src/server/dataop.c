@@ -1,6 +1,7 @@
 /* dataop.c - Get/Set/Delete on the coordinator and their replication (algorithms.md §5). */
 #include "server/dataop.h"
 
+#include <errno.h>
 #include <string.h>
 
 #include "logic/kwire.h"
@@ -49,6 +50,7 @@ typedef struct repl_op {
     unsigned rounds;             /* re-stamps done so far */
     bool restamp;                /* a replica holds a version >= ct: stamp again */
     bool lost;                   /* a W replica refused and its version is unknown */
+    bool store_failed;           /* a W replica's disk refused the write: say so */
     clocktime_t seen_max;        /* newest version a refusing replica reported */
     bool replied;
     bool result;                 /* Delete's answer */
@@ -114,6 +116,16 @@ static bool get_dbkey(const msgpack_object *o, const char **key, size_t *klen)
 {
     /* wire.md §7.5: shorter than the 8-byte hash is a type error */
     return o != NULL && kwire_get_raw(o, key, klen) && *klen >= DBKEY_HASH_LEN;
+}
+
+void dataop_reply_store_failed(rpc_session *s, uint32_t msgid)
+{
+    const char *msg = store_error() == ENOSPC ? "no space left on the server's disk"
+                                              : "the server's storage failed";
+    msgpack_packer *pk = rpc_reply_begin(s, msgid);
+    kwire_pack_raw(pk, msg, strlen(msg));
+    msgpack_pack_nil(pk);
+    rpc_reply_end(s);
 }
 
 static void reply_raw(rpc_session *s, uint32_t msgid, const void *data, size_t len)
@@ -275,6 +287,8 @@ static void op_reply(repl_op *op, bool ok)
     op->replied = true;
     if (op->answer != NULL)
         op->answer(op->client, op->msgid, ok, op->ct, op->data + op->klen, op->vlen);
+    else if (!ok && op->store_failed)
+        dataop_reply_store_failed(op->client, op->msgid);
     else if (!ok)
         rpc_reply_nil(op->client, op->msgid);
     else if (op->kind == OP_KIND_SET)
@@ -492,7 +506,13 @@ static void repl_callback(rpc_session *s, const rpc_result *r, void *ud)
     } else {
         unsigned *retry = t->by_rhs ? &op->r_retry : &op->w_retry;
         unsigned limit = op->kind == OP_KIND_SET ? srv->cfg.set_retry : srv->cfg.delete_retry;
-        if (!srv->stopping && s != NULL && !rpc_session_is_lost(s) && *retry <= limit) {
+        /* a string error is a kumofs-c replica's storage failure (a full disk): a retry
+         * at once cannot help, and the client should hear it now */
+        bool storage = r->err == RPC_OTHER_ERROR && r->error != NULL
+                       && (r->error->type == MSGPACK_OBJECT_STR || r->error->type == MSGPACK_OBJECT_BIN);
+        if (storage && !t->by_rhs)
+            op->store_failed = true;
+        if (!storage && !srv->stopping && s != NULL && !rpc_session_is_lost(s) && *retry <= limit) {
             (*retry)++;
             repl_send(t);                  /* same peer; the call stays in flight */
             return;
@@ -622,11 +642,14 @@ void dataop_set(server *srv, const rpc_request *req)
 
     if (opcode == SET_OP_CAS) {
         if (!store_cas(srv->st, key, klen, val, vlen, compare)) {
-            rpc_reply_bool(req->session, req->msgid, false);   /* EXISTS; nothing replicated */
+            if (store_error() != 0)
+                dataop_reply_store_failed(req->session, req->msgid);
+            else
+                rpc_reply_bool(req->session, req->msgid, false);   /* EXISTS; nothing replicated */
             return;
         }
     } else if (!store_put(srv->st, key, klen, val, vlen)) {
-        rpc_reply_error(req->session, req->msgid, RPC_SERVER_ERROR);
+        dataop_reply_store_failed(req->session, req->msgid);
         return;
     }
     srv->cmd_set++;
@@ -661,7 +684,11 @@ void dataop_delete(server *srv, const rpc_request *req)
     /* The tombstone is written and replicated even for an absent key, so replicas that
      * still hold an old value drop it. */
     if (!store_remove(srv->st, key, klen, ct)) {
-        /* storage failure (§5.4 step 3: "not deleted") */
+        if (store_error() != 0) {
+            dataop_reply_store_failed(req->session, req->msgid);
+            return;
+        }
+        /* §5.4 step 3: "not deleted" */
         if (plan.nr == 0) {
             rpc_reply_bool(req->session, req->msgid, false);
             return;
@@ -750,7 +777,11 @@ void dataop_replicate_set(server *srv, const rpc_request *req)
     }
     if (!replica_head(srv, req, key))
         return;
-    rpc_reply_bool(req->session, req->msgid, store_update(srv->st, key, klen, val, vlen));
+    bool stored = store_update(srv->st, key, klen, val, vlen);
+    if (!stored && store_error() != 0)
+        dataop_reply_store_failed(req->session, req->msgid);
+    else
+        rpc_reply_bool(req->session, req->msgid, stored);
 }
 
 void dataop_replicate_delete(server *srv, const rpc_request *req)
@@ -768,7 +799,11 @@ void dataop_replicate_delete(server *srv, const rpc_request *req)
     uint32_t flags = 0;
     server_arg_u32(req, 1, &flags);
     if (!(flags & REPLICATE_FLAG_LIVE_REPLY)) {
-        rpc_reply_bool(req->session, req->msgid, store_remove(srv->st, key, klen, ct));
+        bool removed = store_remove(srv->st, key, klen, ct);
+        if (!removed && store_error() != 0)
+            dataop_reply_store_failed(req->session, req->msgid);
+        else
+            rpc_reply_bool(req->session, req->msgid, removed);
         return;
     }
     /* kumofs-c coordinator: true = stored over a live value, 1 = stored over nothing
@@ -777,9 +812,12 @@ void dataop_replicate_delete(server *srv, const rpc_request *req)
     uint8_t *old = store_get(srv->st, key, klen, &oldlen);
     bool had_live = old != NULL && dbvalue_is_live(oldlen);
     free(old);
-    if (!store_remove(srv->st, key, klen, ct))
-        rpc_reply_bool(req->session, req->msgid, false);
-    else if (had_live)
+    if (!store_remove(srv->st, key, klen, ct)) {
+        if (store_error() != 0)
+            dataop_reply_store_failed(req->session, req->msgid);
+        else
+            rpc_reply_bool(req->session, req->msgid, false);
+    } else if (had_live)
         rpc_reply_bool(req->session, req->msgid, true);
     else
         rpc_reply_u64(req->session, req->msgid, 1);

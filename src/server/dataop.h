@@ -65,4 +65,9 @@ void dataop_replicate_value(server *srv, const rpc_request *req, clocktime_t ct,
 /* Release the pool of replication trackers (at shutdown, after the RPC node is gone). */
 void dataop_pool_free(void);
 
+/* Answer a write that the local store could not make (store_error() != 0, e.g. a full
+ * disk) with a string error; a kumofs-c gateway gives up on it at once instead of
+ * retrying (protocol-additions.md). */
+void dataop_reply_store_failed(rpc_session *s, uint32_t msgid);
+
 #endif

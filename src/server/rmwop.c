@@ -246,7 +246,7 @@ void rmwop_update(server *srv, const rpc_request *req)
     dbvalue_set_clocktime(nv, ct);
     if (!store_put(srv->st, key, klen, nv, nlen)) {
         free(nv);
-        rpc_reply_error(req->session, req->msgid, RPC_SERVER_ERROR);
+        dataop_reply_store_failed(req->session, req->msgid);
         return;
     }
     srv->cmd_set++;

@@ -47,6 +47,12 @@ bool store_remove(store *st, const void *key, size_t klen, clocktime_t ct);
 bool store_cas(store *st, const void *key, size_t klen, const void *val, size_t vlen,
                clocktime_t compare);
 
+/* Why this thread's last put/update/remove/cas returned false: 0 when its condition
+ * refused it (an equal or newer version stored, CAS mismatch), ENOSPC when the disk has
+ * no room for the record (nothing was written; a later call retries), EIO for another
+ * storage failure. */
+int store_error(void);
+
 /* Unconditionally remove a record (replace delete phase). */
 bool store_erase(store *st, const void *key, size_t klen);
 

@@ -66,6 +66,7 @@ typedef struct stream_conn {
     bool z_end;
     uint64_t pairs;
     uint64_t stored;
+    bool store_failed;           /* a record could not be stored: the stream fails */
 } stream_conn;
 
 struct stream_set {
@@ -325,9 +326,12 @@ static bool recv_object(stream_conn *c, const msgpack_object *o)
         return true;                     /* not a pair: ignore */
     c->pairs++;
     /* No responsibility check on the receiving side (algorithms.md §8.3). */
-    if (klen >= DBKEY_HASH_LEN && vlen >= TOMBSTONE_LEN
-        && store_update(c->ss->srv->st, key, klen, val, vlen))
-        c->stored++;
+    if (klen >= DBKEY_HASH_LEN && vlen >= TOMBSTONE_LEN) {
+        if (store_update(c->ss->srv->st, key, klen, val, vlen))
+            c->stored++;
+        else if (store_error() != 0)
+            return false;    /* disk full: never acknowledge a stream we did not store */
+    }
     if (c->pairs % STREAM_ACK_EVERY == 0) {
         static const uint8_t keepalive = 0x90;
         out_queue(c, &keepalive, 1);
@@ -365,7 +369,10 @@ static bool recv_inflate(stream_conn *c)
                 c->state = SR_FLUSH;
                 return true;
             }
-            recv_object(c, &c->res.data);
+            if (!recv_object(c, &c->res.data)) {
+                c->store_failed = true;
+                return false;
+            }
         }
         if (c->z.avail_out != 0)
             break;                       /* input used up: wait for more */
@@ -390,7 +397,8 @@ static bool recv_read(stream_conn *c)
     c->z.next_in = in;
     c->z.avail_in = (uInt)n;
     if (!recv_inflate(c)) {
-        log_warn("replace stream: corrupt data");
+        log_warn(c->store_failed ? "replace stream: the store refused a record (disk full?)"
+                                 : "replace stream: corrupt data");
         conn_close(c, false);
         return false;
     }
@@ -505,6 +513,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
              * once would spin (and log) at full speed.  Rest it; the receiver retries. */
             log_error("stream accept failed: %s", strerror(errno));
             ev_io_stop(loop, &ss->listen_io);
+            ev_timer_set(&ss->accept_pause, 0.1, 0.0);   /* libev: set before a restart */
             ev_timer_start(loop, &ss->accept_pause);
             return;
         }

@@ -282,9 +282,11 @@ static void test_listen_tcp(void **state)
     close(fd);
 }
 
-/* Run daemon_start in a forked child; the grandchild exits right away.  Returns what the
- * daemon wrote to stderr. */
-static void run_daemon(const char *pidfile, char *errbuf, size_t errlen)
+/* Run daemon_start in a forked child; the grandchild then reports ready (or fails with
+ * fail_msg) and exits.  Checks the caller's exit status against want_status and returns
+ * what the caller and the daemon wrote to stderr. */
+static void run_daemon(const char *pidfile, const char *fail_msg, int want_status,
+                       char *errbuf, size_t errlen)
 {
     int errp[2];
     assert_int_equal(pipe(errp), 0);
@@ -296,13 +298,17 @@ static void run_daemon(const char *pidfile, char *errbuf, size_t errlen)
         dup2(errp[1], STDERR_FILENO);
         close(errp[1]);
         daemon_start(pidfile, false);
+        if (fail_msg != NULL)
+            daemon_fail("%s", fail_msg);
+        daemon_ready();
         _exit(0);
     }
     close(errp[1]);
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);   /* the caller of -d sees success */
+    /* the caller of -d waits for the daemon's start-up report and exits with it */
+    assert_int_equal(WEXITSTATUS(status), want_status);
     /* read until every copy of the pipe (grandchild included) is closed */
     size_t off = 0;
     ssize_t n;
@@ -321,7 +327,7 @@ static void test_daemon_start(void **state)
     snprintf(pidfile, sizeof(pidfile), "%s/kumo.pid", dir);
 
     char errbuf[256];
-    run_daemon(pidfile, errbuf, sizeof(errbuf));
+    run_daemon(pidfile, NULL, 0, errbuf, sizeof(errbuf));
     assert_string_equal(errbuf, "");
     FILE *f = fopen(pidfile, "r");
     assert_non_null(f);
@@ -334,8 +340,15 @@ static void test_daemon_start(void **state)
 
     char bad[160];
     snprintf(bad, sizeof(bad), "%s/missing/kumo.pid", dir);
-    run_daemon(bad, errbuf, sizeof(errbuf));
+    run_daemon(bad, NULL, 1, errbuf, sizeof(errbuf));
     assert_string_equal(errbuf, "can't open pid file: No such file or directory\n");
+
+    /* a start-up failure after the fork reaches the caller's stderr, and the pid file
+     * it wrote is gone again */
+    unlink(pidfile);
+    run_daemon(pidfile, "store: no such file", 1, errbuf, sizeof(errbuf));
+    assert_string_equal(errbuf, "error: store: no such file\n");
+    assert_int_equal(access(pidfile, F_OK), -1);
 
     unlink(pidfile);
     rmdir(dir);
