@@ -421,7 +421,10 @@ static offer_stream *os_get(copy_ctx *c, const kaddr *dst)
     offer_stream *os = xcalloc(1, sizeof(*os));
     os->dst = *dst;
     os->fd = fd;
-    if (deflateInit(&os->z, Z_DEFAULT_COMPRESSION) != Z_OK) {
+    /* Level 1: the stream crosses a LAN once; level 6 cost ~15% more server CPU for a
+     * replace of 1M records of 100 bytes (6.3 vs 5.4 CPU-s) and the receiver inflates
+     * either at the same speed.  Any level is the same zlib format (wire.md §10). */
+    if (deflateInit(&os->z, Z_BEST_SPEED) != Z_OK) {
         log_error("replace: deflateInit failed");
         close(fd);
         free(os);
