@@ -530,7 +530,8 @@ void server_free(server *srv)
     srv->stopping = true;
     replace_stop(srv->repl);             /* joins the worker */
     rmwop_stop(srv);                     /* drop delayed flushes */
-    for (;;) {                            /* backups hold the store: let them finish */
+    store_cancel_backups(srv->st);        /* running backups give up at their next record */
+    for (;;) {                            /* backups use the store: let them finish */
         pthread_mutex_lock(&srv->task_lock);
         int n = srv->backups_running;
         pthread_mutex_unlock(&srv->task_lock);

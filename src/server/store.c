@@ -27,6 +27,27 @@ typedef struct garbage_entry {
     uint8_t key[];           /* the TC key (DBKey) */
 } garbage_entry;
 
+/* A flush_all being applied (protocol-additions.md §1.2).  While on, every live record
+ * whose version is not newer than horizon and whose key is not in written is a flushed
+ * record: it is turned into its tombstone before anyone reads or writes it, and the walk
+ * turns the others. */
+typedef struct store_flush {
+    bool on;
+    clocktime_t horizon;     /* the flush moment */
+    TCMAP *written;          /* keys written since the flush began: never flushed */
+    uint64_t pos;            /* the walk's cursor (do_cursor_next) */
+    uint64_t count;          /* records tombstoned so far */
+    unsigned restarts;       /* walks restarted after a TC read error */
+} store_flush;
+
+/* A running backup's record of the keys written while it dumps: a rewritten record can
+ * move to an offset the dump has already passed, so these keys are copied again at the
+ * end (store_backup). */
+typedef struct dump_watch {
+    struct dump_watch *next;
+    TCMAP *keys;
+} dump_watch;
+
 struct store {
     TCHDB *db;
     /* Serialises TC access between the event loop and the replace/backup threads.  We do
@@ -40,6 +61,9 @@ struct store {
     uint32_t garbage_min;    /* -gN seconds */
     uint32_t garbage_max;    /* -gX seconds */
     size_t garbage_limit;    /* -gS, in bytes */
+    store_flush flush;       /* flush_all in progress (store_flush_begin) */
+    dump_watch *dumps;       /* running backups (store_backup) */
+    bool backups_cancelled;  /* store_cancel_backups: running dumps give up */
 };
 
 /* Debian's Tokyo Cabinet calls sched_yield() from its record writer about once per put,
@@ -54,6 +78,22 @@ int sched_yield(void)
 }
 
 #define STORE_DEFAULT_XMSIZ (1LL << 30)
+
+/* Hooks of flush_all and backup on every access to a key, with st->mu held (defined at
+ * the end of the file).  They cost one branch while neither runs. */
+static void do_flush_key(store *st, const void *key, size_t klen);
+static void do_flush_record(store *st, const TCXSTR *k, TCXSTR *v);
+static void do_note_write(store *st, const void *key, size_t klen);
+static inline void do_before_read(store *st, const void *key, size_t klen)
+{
+    if (st->flush.on)
+        do_flush_key(st, key, klen);
+}
+static inline void do_before_write(store *st, const void *key, size_t klen)
+{
+    if (st->flush.on || st->dumps != NULL)
+        do_note_write(st, key, klen);
+}
 
 /* TC keys and values are int-sized; anything larger cannot be stored. */
 static bool fits_int(size_t n) { return n <= (size_t)INT_MAX; }
@@ -124,6 +164,8 @@ void store_close(store *st)
     if (!tchdbclose(st->db))
         log_error("store close failed: %s", tchdberrmsg(tchdbecode(st->db)));
     tchdbdel(st->db);
+    if (st->flush.written != NULL)
+        tcmapdel(st->flush.written);
     pthread_mutex_destroy(&st->mu);
     garbage_entry *e = st->gq_head;
     while (e != NULL) {
@@ -149,6 +191,7 @@ void *store_get(store *st, const void *key, size_t klen, size_t *vlen)
         return NULL;
     int sz = 0;
     pthread_mutex_lock(&st->mu);
+    do_before_read(st, key, klen);
     void *v = tchdbget(st->db, key, (int)klen, &sz);
     pthread_mutex_unlock(&st->mu);
     if (v == NULL)
@@ -163,6 +206,7 @@ bool store_get_clocktime(store *st, const void *key, size_t klen, clocktime_t *c
         return false;
     uint8_t buf[8];
     pthread_mutex_lock(&st->mu);
+    do_before_read(st, key, klen);
     int n = tchdbget3(st->db, key, (int)klen, buf, sizeof(buf));
     pthread_mutex_unlock(&st->mu);
     if (n < 8)
@@ -183,6 +227,7 @@ bool store_put(store *st, const void *key, size_t klen, const void *val, size_t 
     if (!fits_int(klen) || !fits_int(vlen))
         return false;
     pthread_mutex_lock(&st->mu);
+    do_before_write(st, key, klen);
     bool ok = tchdbput(st->db, key, (int)klen, val, (int)vlen);
     if (!ok)
         report_error(st, "put");
@@ -223,6 +268,7 @@ bool store_update(store *st, const void *key, size_t klen, const void *val, size
     if (vlen < 8 || !fits_int(klen) || !fits_int(vlen))
         return false;
     pthread_mutex_lock(&st->mu);
+    do_before_write(st, key, klen);
     bool ok = do_update(st, key, klen, val, vlen);
     pthread_mutex_unlock(&st->mu);
     return ok;
@@ -296,6 +342,7 @@ bool store_remove(store *st, const void *key, size_t klen, clocktime_t ct)
     uint8_t tomb[TOMBSTONE_LEN];
     be64_put(tomb, ct);
     pthread_mutex_lock(&st->mu);
+    do_before_write(st, key, klen);
     bool ok = do_update(st, key, klen, tomb, sizeof(tomb));
     if (ok)
         garbage_push(st, key, klen, ct);
@@ -320,6 +367,7 @@ bool store_cas(store *st, const void *key, size_t klen, const void *val, size_t 
         return false;
     put_op op = { val, vlen, compare };
     pthread_mutex_lock(&st->mu);
+    do_before_write(st, key, klen);
     bool ok = tchdbputproc(st->db, key, (int)klen, val, (int)vlen, cas_proc, &op);
     if (!ok)
         report_error(st, "cas");
@@ -332,6 +380,7 @@ bool store_erase(store *st, const void *key, size_t klen)
     if (!fits_int(klen))
         return false;
     pthread_mutex_lock(&st->mu);
+    do_before_write(st, key, klen);
     bool ok = tchdbout(st->db, key, (int)klen);
     if (!ok)
         report_error(st, "erase");
@@ -389,6 +438,8 @@ static uint64_t do_iterate(store *st, clocktime_t purge_limit, bool tombstones,
     for (;;) {
         pthread_mutex_lock(&st->mu);
         bool more = tchdbiternext3(st->db, k, v);
+        if (more && st->flush.on)
+            do_flush_record(st, k, v);   /* a flushed record is never copied live */
         pthread_mutex_unlock(&st->mu);
         if (!more)
             break;
@@ -433,6 +484,288 @@ uint64_t store_iterate_all(store *st, clocktime_t purge_limit, store_iter_fn fn,
     return do_iterate(st, purge_limit, true, fn, ud);
 }
 
+/* ---- private cursors ---- */
+
+/* TC keeps one iterator per handle, and its whole state is hdb->iter, the file offset of
+ * the next record (tchdb.h exposes the struct; tchdbiterinit sets iter to the first
+ * record, tchdbiternext3 reads the record at iter and moves iter past it).  Swapping our
+ * own offset in and out under st->mu gives the flush walk and each backup a cursor of
+ * their own, so they never disturb store_iterate (the replace copy) or each other. */
+static uint64_t do_cursor_start(store *st)
+{
+    uint64_t saved = st->db->iter;
+    tchdbiterinit(st->db);
+    uint64_t pos = st->db->iter;
+    st->db->iter = saved;
+    return pos;
+}
+
+/* The record at *pos (copied into k and v) and *pos moved past it.  false at the end
+ * (tchdbecode TCENOREC) or on a read error. */
+static bool do_cursor_next(store *st, uint64_t *pos, TCXSTR *k, TCXSTR *v)
+{
+    uint64_t saved = st->db->iter;
+    st->db->iter = *pos;
+    bool more = tchdbiternext3(st->db, k, v);
+    *pos = st->db->iter;
+    st->db->iter = saved;
+    return more;
+}
+
+/* ---- flush_all (protocol-additions.md §1.2) ---- */
+
+/* The tombstone version for a flushed record: the record's version with the next
+ * logical clock.  It is newer than the record, so store-if-newer keeps every older copy
+ * (replicas, replace streams) from coming back; and since every server derives the same
+ * tombstone from the same record, a write made after the flush on another coordinator
+ * (stamped after its own tombstone, DECISIONS.md §2) is newer on every replica too,
+ * whatever the servers' clock skew.  (The flush moment itself, taken on each server's
+ * own clock, could be newer than such a write on a replica and silently drop it.  For
+ * the same reason the horizon alone cannot decide what a get sees: a write that arrives
+ * after the flush may carry a version below this server's flush moment.  Such keys are
+ * in flush.written and are never flushed.) */
+static clocktime_t flush_version(clocktime_t ct)
+{
+    return clocktime_make(clocktime_sec(ct), clocktime_clock(ct) + 1);
+}
+
+/* Is the record key/val (a live value of version ct) one this flush must tombstone? */
+static bool do_is_flushed(store *st, const void *key, size_t klen, clocktime_t ct)
+{
+    if (clocktime_less(st->flush.horizon, ct))
+        return false;                      /* written after the flush moment */
+    int sz;
+    return tcmapget(st->flush.written, key, (int)klen, &sz) == NULL;
+}
+
+/* Replace the flushed record key (version ct) by its tombstone, as a delete does: the
+ * tombstone enters the garbage queue (storage.md §5.1).  Returns the tombstone's
+ * version. */
+static clocktime_t do_flush_tombstone(store *st, const void *key, size_t klen, clocktime_t ct)
+{
+    uint8_t tomb[TOMBSTONE_LEN];
+    clocktime_t fct = flush_version(ct);
+    be64_put(tomb, fct);
+    for (dump_watch *w = st->dumps; w != NULL; w = w->next)
+        tcmapput(w->keys, key, (int)klen, "", 0);
+    if (do_update(st, key, klen, tomb, sizeof(tomb))) {
+        garbage_push(st, key, klen, fct);
+        st->flush.count++;
+    }
+    return fct;
+}
+
+/* do_before_read while a flush is on: apply the flush to key now if it is due. */
+static void do_flush_key(store *st, const void *key, size_t klen)
+{
+    uint8_t head[DBVALUE_HEADER_LEN];
+    int n = tchdbget3(st->db, key, (int)klen, head, sizeof(head));
+    if (n < 0 || !dbvalue_is_live((size_t)n))
+        return;                            /* absent or a tombstone */
+    clocktime_t ct = be64_get(head);
+    if (do_is_flushed(st, key, klen, ct))
+        do_flush_tombstone(st, key, klen, ct);
+}
+
+/* A record just read by an iteration: if it is flushed, tombstone it and hand the
+ * tombstone to the reader instead. */
+static void do_flush_record(store *st, const TCXSTR *k, TCXSTR *v)
+{
+    const void *key = tcxstrptr(k);
+    size_t klen = (size_t)tcxstrsize(k);
+    if (!dbvalue_is_live((size_t)tcxstrsize(v)))
+        return;
+    clocktime_t ct = dbvalue_clocktime(tcxstrptr(v));
+    if (!do_is_flushed(st, key, klen, ct))
+        return;
+    uint8_t tomb[TOMBSTONE_LEN];
+    be64_put(tomb, do_flush_tombstone(st, key, klen, ct));
+    tcxstrclear(v);
+    tcxstrcat(v, tomb, sizeof(tomb));
+}
+
+/* do_before_write: the flush applies to the old record first; the new one survives the
+ * flush, and running backups copy the key again. */
+static void do_note_write(store *st, const void *key, size_t klen)
+{
+    if (st->flush.on) {
+        do_flush_key(st, key, klen);
+        tcmapput(st->flush.written, key, (int)klen, "", 0);
+    }
+    for (dump_watch *w = st->dumps; w != NULL; w = w->next)
+        tcmapput(w->keys, key, (int)klen, "", 0);
+}
+
+void store_flush_begin(store *st, clocktime_t horizon)
+{
+    pthread_mutex_lock(&st->mu);
+    if (st->flush.on) {
+        /* A second flush while the first walks: everything written since the first is
+         * older than the new horizon, so it is flushed too; walk again from the start. */
+        tcmapclear(st->flush.written);
+    } else {
+        st->flush.written = tcmapnew();
+        st->flush.count = 0;
+        st->flush.on = true;
+    }
+    if (clocktime_less(st->flush.horizon, horizon))
+        st->flush.horizon = horizon;
+    st->flush.pos = do_cursor_start(st);
+    st->flush.restarts = 0;
+    pthread_mutex_unlock(&st->mu);
+}
+
+/* The walk may restart this often after a TC read error before it gives up. */
+#define FLUSH_WALK_RESTARTS 3
+
+bool store_flush_step(store *st, size_t max, uint64_t *flushed)
+{
+    TCXSTR *k = tcxstrnew();
+    TCXSTR *v = tcxstrnew();
+    pthread_mutex_lock(&st->mu);
+    bool more = st->flush.on;
+    for (size_t i = 0; more && i < max; i++) {
+        if (do_cursor_next(st, &st->flush.pos, k, v)) {
+            do_flush_record(st, k, v);
+            continue;
+        }
+        int ecode = tchdbecode(st->db);
+        if (ecode != TCENOREC) {
+            /* The file changed under the cursor in a way TC cannot follow.  The walk is
+             * idempotent, so go round again rather than leave records unflushed. */
+            log_error("flush_all: walk failed: %s", tchdberrmsg(ecode));
+            if (st->flush.restarts++ < FLUSH_WALK_RESTARTS) {
+                st->flush.pos = do_cursor_start(st);
+                continue;
+            }
+            log_error("flush_all: giving up the walk; some flushed items may come back");
+        }
+        more = false;
+    }
+    if (st->flush.on && !more) {
+        st->flush.on = false;
+        tcmapdel(st->flush.written);
+        st->flush.written = NULL;
+    }
+    *flushed = st->flush.count;
+    pthread_mutex_unlock(&st->mu);
+    tcxstrdel(k);
+    tcxstrdel(v);
+    return more;
+}
+
+/* ---- backup (storage.md §6) ---- */
+
+void store_cancel_backups(store *st)
+{
+    pthread_mutex_lock(&st->mu);
+    st->backups_cancelled = true;
+    pthread_mutex_unlock(&st->mu);
+}
+
+/* Open a fresh TC file at tmp tuned like the live database (storage.md §1: the same
+ * alignment, free block pool and options), with buckets for every record it will get. */
+static TCHDB *backup_create(store *st, const char *tmp, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&st->mu);
+    uint64_t bnum = tchdbbnum(st->db);
+    uint64_t rnum = tchdbrnum(st->db);
+    int8_t apow = (int8_t)st->db->apow;
+    int8_t fpow = (int8_t)st->db->fpow;
+    uint8_t opts = st->db->opts;
+    pthread_mutex_unlock(&st->mu);
+    if (bnum < rnum * 2)
+        bnum = rnum * 2;                   /* TC advises 0.5 to 4 buckets per record */
+    TCHDB *out = tchdbnew();
+    tchdbtune(out, (int64_t)bnum, apow, fpow, opts);
+    tchdbsetxmsiz(out, STORE_DEFAULT_XMSIZ);
+    if (!tchdbopen(out, tmp, HDBOWRITER | HDBOCREAT | HDBOTRUNC)) {
+        snprintf(err, errlen, "backup: can't create %s: %s", tmp,
+                 tchdberrmsg(tchdbecode(out)));
+        tchdbdel(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* Copy every record into out, the store lock taken per record so that the event loop
+ * keeps serving (a copy under one lock stalled gets for seconds: issue 9).  Then copy
+ * again, at their current value, the keys written meanwhile: a record present
+ * throughout is either unchanged, and then the walk met it where it was, or in the
+ * watch list.  Returns 0, or -1 with err filled. */
+static int backup_dump(store *st, TCHDB *out, const char *tmp, char *err, size_t errlen)
+{
+    dump_watch watch = { NULL, tcmapnew() };
+    TCXSTR *k = tcxstrnew();
+    TCXSTR *v = tcxstrnew();
+    int rc = -1;
+    pthread_mutex_lock(&st->mu);
+    watch.next = st->dumps;
+    st->dumps = &watch;
+    uint64_t pos = do_cursor_start(st);
+    pthread_mutex_unlock(&st->mu);
+    for (;;) {
+        pthread_mutex_lock(&st->mu);
+        bool more = do_cursor_next(st, &pos, k, v);
+        int ecode = more ? TCESUCCESS : tchdbecode(st->db);
+        if (more && st->flush.on)
+            do_flush_record(st, k, v);     /* a backup after flush_all holds no flushed item */
+        bool cancelled = st->backups_cancelled;
+        pthread_mutex_unlock(&st->mu);
+        if (cancelled) {
+            snprintf(err, errlen, "backup to %s cancelled: the server is stopping", tmp);
+            goto out;
+        }
+        if (!more) {
+            if (ecode != TCENOREC) {
+                snprintf(err, errlen, "backup: reading the database failed: %s",
+                         tchdberrmsg(ecode));
+                goto out;
+            }
+            break;
+        }
+        if (!tchdbput(out, tcxstrptr(k), tcxstrsize(k), tcxstrptr(v), tcxstrsize(v))) {
+            snprintf(err, errlen, "backup: writing %s failed: %s", tmp,
+                     tchdberrmsg(tchdbecode(out)));
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    pthread_mutex_lock(&st->mu);
+    for (dump_watch **p = &st->dumps; *p != NULL; p = &(*p)->next) {
+        if (*p == &watch) {
+            *p = watch.next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&st->mu);
+    /* Every write from here on comes after the version the walk needed; copy the
+     * watched keys as they are now. */
+    tcmapiterinit(watch.keys);
+    const void *key;
+    int ksz;
+    while (rc == 0 && (key = tcmapiternext(watch.keys, &ksz)) != NULL) {
+        int vsz = 0;
+        pthread_mutex_lock(&st->mu);
+        do_before_read(st, key, (size_t)ksz);
+        void *val = tchdbget(st->db, key, ksz, &vsz);
+        pthread_mutex_unlock(&st->mu);
+        bool ok = val != NULL ? tchdbput(out, key, ksz, val, vsz)
+                              : tchdbout(out, key, ksz) || tchdbecode(out) == TCENOREC;
+        free(val);
+        if (!ok) {
+            snprintf(err, errlen, "backup: writing %s failed: %s", tmp,
+                     tchdberrmsg(tchdbecode(out)));
+            rc = -1;
+        }
+    }
+    tcmapdel(watch.keys);
+    tcxstrdel(k);
+    tcxstrdel(v);
+    return rc;
+}
+
 int store_backup(store *st, const char *dst, char *err, size_t errlen)
 {
     size_t n = strlen(dst) + 5;
@@ -440,15 +773,20 @@ int store_backup(store *st, const char *dst, char *err, size_t errlen)
     snprintf(tmp, n, "%s.tmp", dst);
     int rc = -1;
     int fd;
-    /* tchdbcopy synchronises the database and copies it; our lock keeps writers out
-     * meanwhile, so the copy is a consistent snapshot. */
-    pthread_mutex_lock(&st->mu);
-    bool copied = tchdbcopy(st->db, tmp);
-    if (!copied)
-        snprintf(err, errlen, "backup to %s failed: %s", tmp, tchdberrmsg(tchdbecode(st->db)));
-    pthread_mutex_unlock(&st->mu);
-    if (!copied)
+    TCHDB *out = backup_create(st, tmp, err, errlen);
+    if (out == NULL)
         goto out;
+    bool dumped = backup_dump(st, out, tmp, err, errlen) == 0;
+    if (!tchdbclose(out) && dumped) {
+        snprintf(err, errlen, "backup: closing %s failed: %s", tmp,
+                 tchdberrmsg(tchdbecode(out)));
+        dumped = false;
+    }
+    tchdbdel(out);
+    if (!dumped) {
+        unlink(tmp);
+        goto out;
+    }
     fd = open(tmp, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         snprintf(err, errlen, "backup: can't open %s: %s", tmp, strerror(errno));

@@ -1,7 +1,7 @@
 /* store.h - the server's record store: a Tokyo Cabinet hash database holding the record
  * layout of storage.md §2, with store-if-newer, tombstones, CAS, the tombstone garbage
- * queue (§5) and backup (§6).  Single-threaded use from the server's event loop, except
- * store_backup which may run on another thread. */
+ * queue (§5), backup (§6) and flush_all.  Every function takes the store's lock, so the
+ * replace and backup threads may call them beside the event loop. */
 #ifndef KUMO_STORE_H
 #define KUMO_STORE_H
 
@@ -66,8 +66,27 @@ uint64_t store_iterate(store *st, clocktime_t purge_limit, store_iter_fn fn, voi
  * missed deletes for (DECISIONS.md §2). */
 uint64_t store_iterate_all(store *st, clocktime_t purge_limit, store_iter_fn fn, void *ud);
 
-/* Copy the database to dst via dst.tmp + fsync + rename (storage.md §6).  Safe to call
- * from another thread while the server runs.  Returns 0, or -1 with err filled. */
+/* Back up the database to dst via dst.tmp + fsync + rename (storage.md §6): every
+ * record (tombstones included) is dumped into a fresh TC file, the store lock taken per
+ * record, so reads and writes go on meanwhile.  The backup holds every record present
+ * throughout the call, at a version at least as new as at its start.  Meant for another
+ * thread while the server runs.  Returns 0, or -1 with err filled. */
 int store_backup(store *st, const char *dst, char *err, size_t errlen);
+
+/* Make running and future store_backup calls give up soon (shutdown). */
+void store_cancel_backups(store *st);
+
+/* Begin flush_all at horizon, the flush moment (protocol-additions.md §1.2).  From the
+ * return on, every live record not newer than horizon and not written since reads as
+ * its flush tombstone (its version with the logical clock + 1): the store turns it into
+ * that tombstone before any read, write or iteration sees it.  A write made after this
+ * call survives whatever its version.  The file itself is rewritten by
+ * store_flush_step.  A flush begun while one is running takes the later horizon and
+ * starts the walk again. */
+void store_flush_begin(store *st, clocktime_t horizon);
+
+/* Walk the running flush on by up to max records.  Returns true while records remain;
+ * *flushed gets the number of records tombstoned by the flush so far. */
+bool store_flush_step(store *st, size_t max, uint64_t *flushed);
 
 #endif
