@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "logic/kwire.h"
@@ -324,11 +325,19 @@ static void backup_done(server *srv, void *arg)
     free(job);
 }
 
+/* The backup thread's nice value: it copies a whole database and would otherwise take
+ * CPU from the event loop on a busy host.  It holds the store lock only while it reads
+ * one record, so running it at a lower priority cannot hold up the loop for long. */
+#define BACKUP_NICE 10
+
 static void *backup_thread(void *arg)
 {
     backup_job *job = arg;
     server *srv = job->srv;
     char err[256];
+    /* Linux: a thread id names one thread for setpriority; best effort. */
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), BACKUP_NICE) != 0)
+        log_debug("backup: can't lower the thread's priority");
     job->ok = store_backup(srv->st, job->dst, err, sizeof(err)) == 0;
     if (!job->ok)
         log_error("%s", err);

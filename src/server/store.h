@@ -85,8 +85,9 @@ void store_cancel_backups(store *st);
  * starts the walk again. */
 void store_flush_begin(store *st, clocktime_t horizon);
 
-/* Walk the running flush on by up to max records.  Returns true while records remain;
- * *flushed gets the number of records tombstoned by the flush so far. */
-bool store_flush_step(store *st, size_t max, uint64_t *flushed);
+/* Walk the running flush on by up to max_records records, stopping early once about
+ * max_sec seconds have passed.  Returns true while records remain; *flushed gets the
+ * number of records tombstoned by the flush so far. */
+bool store_flush_step(store *st, size_t max_records, double max_sec, uint64_t *flushed);
 
 #endif

@@ -730,7 +730,7 @@ static void test_flush_hides_items_at_once_and_keeps_later_writes(void **state)
 
     uint64_t flushed = 0;
     int steps = 0;
-    while (store_flush_step(st, 7, &flushed))
+    while (store_flush_step(st, 7, 60.0, &flushed))
         assert_true(++steps < 1000);
     assert_true(steps > 5);                        /* it walked in steps */
     assert_int_equal(flushed, 100);                /* f0..f99, each once */
@@ -748,16 +748,16 @@ static void test_flush_hides_items_at_once_and_keeps_later_writes(void **state)
 
     /* a second flush while the first walks covers what was written in between */
     store_flush_begin(st, ct_at(3000));
-    assert_true(store_flush_step(st, 1, &flushed));       /* walking */
+    assert_true(store_flush_step(st, 1, 60.0, &flushed));       /* walking */
     n = make_value(v, ct_at(2500), "between");
     assert_true(store_update(st, "mid", 3, v, n));
     store_flush_begin(st, ct_at(4000));
     got = store_get(st, "mid", 3, &vlen);
     assert_int_equal(vlen, TOMBSTONE_LEN);
     free(got);
-    while (store_flush_step(st, 1000, &flushed))
+    while (store_flush_step(st, 1000, 60.0, &flushed))
         ;
-    assert_false(store_flush_step(st, 1000, &flushed));   /* nothing left to do */
+    assert_false(store_flush_step(st, 1000, 60.0, &flushed));   /* nothing left to do */
     got = store_get(st, "future", 6, &vlen);
     assert_int_equal(vlen, TOMBSTONE_LEN);
     free(got);
