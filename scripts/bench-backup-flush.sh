@@ -5,7 +5,8 @@
 #   scripts/bench-backup-flush.sh
 #
 # Environment: SERVERS (3), SIZE_MB per server to back up (1024), VALUE bytes (4000),
-# FLUSH_KEYS (1000000), LOAD_CONNS for the background kvload (8); binaries from
+# FLUSH_KEYS (1000000), LOAD_CONNS for the background kvload (8), STEPS (backup,flush:
+# either or both); binaries from
 # $KUMO_BUILD_DIR (default ./build), kvload from $KVLOAD (default
 # /work/shared/tools/kvload/kvload).  Daemons listen on free loopback ports; their files
 # live in a temporary directory that is removed at the end.  Steps and figures: see

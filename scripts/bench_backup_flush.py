@@ -30,6 +30,7 @@ SIZE_MB = int(os.environ.get("SIZE_MB", "1024"))
 VALUE = int(os.environ.get("VALUE", "4000"))
 FLUSH_KEYS = int(os.environ.get("FLUSH_KEYS", "1000000"))
 LOAD_CONNS = int(os.environ.get("LOAD_CONNS", "8"))
+STEPS = os.environ.get("STEPS", "backup,flush").split(",")
 KVLOAD = os.environ.get("KVLOAD", "/work/shared/tools/kvload/kvload")
 
 
@@ -122,14 +123,19 @@ def main():
         log("baseline (5 s under load):   %s" % figures(probe.window(t0, time.monotonic())))
 
         t0 = time.monotonic()
-        c.kumoctl("backup", "bench")
-        files = [s["db"] + "-bench" for s in c.servers.values()]
-        kumo.wait_for(lambda: all(os.path.exists(f) for f in files), timeout=3600,
-                      interval=0.05, what="backup files")
-        t1 = time.monotonic()
-        log("backup took %.2f s:          %s" % (t1 - t0, figures(probe.window(t0, t1))))
-        for f in files:
-            os.unlink(f)
+        if "backup" not in STEPS:
+            t0 = None
+        if t0 is not None:
+            c.kumoctl("backup", "bench")
+            files = [s["db"] + "-bench" for s in c.servers.values()]
+            kumo.wait_for(lambda: all(os.path.exists(f) for f in files), timeout=3600,
+                          interval=0.05, what="backup files")
+            t1 = time.monotonic()
+            log("backup took %.2f s:          %s" % (t1 - t0, figures(probe.window(t0, t1))))
+            for f in files:
+                os.unlink(f)
+        if "flush" not in STEPS:
+            return
 
         t = time.time()
         log("flush fill: %d keys ... %s" % (FLUSH_KEYS, kvload(

@@ -43,7 +43,7 @@ typedef struct store_flush {
 
 /* A running backup's record of the keys written while it dumps: a rewritten record can
  * move to an offset the dump has already passed, so these keys are copied again at the
- * end (store_backup). */
+ * end (store_dump_step). */
 typedef struct dump_watch {
     struct dump_watch *next;
     TCMAP *keys;
@@ -63,8 +63,7 @@ struct store {
     uint32_t garbage_max;    /* -gX seconds */
     size_t garbage_limit;    /* -gS, in bytes */
     store_flush flush;       /* flush_all in progress (store_flush_begin) */
-    dump_watch *dumps;       /* running backups (store_backup) */
-    bool backups_cancelled;  /* store_cancel_backups: running dumps give up */
+    dump_watch *dumps;       /* running backups (store_dump_start) */
 };
 
 /* Debian's Tokyo Cabinet calls sched_yield() from its record writer about once per put,
@@ -671,20 +670,127 @@ bool store_flush_step(store *st, size_t max_records, double max_sec, uint64_t *f
 
 /* ---- backup (storage.md §6) ---- */
 
-void store_cancel_backups(store *st)
+/* A dump of the store: the walk's cursor, then the keys written meanwhile. */
+struct store_dump {
+    dump_watch watch;            /* linked into st->dumps until the walk ends */
+    bool walking;                /* false once in the re-copy phase */
+    uint64_t pos;                /* the walk's cursor (do_cursor_next) */
+    TCMAP *recopy;               /* the watched keys, once the walk has ended */
+    TCXSTR *k, *v;               /* the record being handed out */
+};
+
+store_dump *store_dump_start(store *st)
 {
+    store_dump *d = xcalloc(1, sizeof(*d));
+    d->watch.keys = tcmapnew();
+    d->walking = true;
+    d->k = tcxstrnew();
+    d->v = tcxstrnew();
     pthread_mutex_lock(&st->mu);
-    st->backups_cancelled = true;
+    d->watch.next = st->dumps;
+    st->dumps = &d->watch;
+    d->pos = do_cursor_start(st);
     pthread_mutex_unlock(&st->mu);
+    return d;
 }
 
-/* The backup syncs its file after every so many bytes copied. */
+static void do_unwatch(store *st, store_dump *d)
+{
+    for (dump_watch **p = &st->dumps; *p != NULL; p = &(*p)->next) {
+        if (*p == &d->watch) {
+            *p = d->watch.next;
+            break;
+        }
+    }
+}
+
+/* A record present throughout the dump is either unchanged, and then the walk meets it
+ * where it was, or rewritten (possibly moved to an offset the walk has passed), and then
+ * its key is in the watch list and handed out again, at its current value, after the
+ * walk.  Every write after the walk comes after the version the dump needed. */
+int store_dump_step(store *st, store_dump *d, size_t max_bytes, double max_sec,
+                    store_dump_fn fn, void *ud, char *err, size_t errlen)
+{
+    double deadline = monotonic_sec() + max_sec;
+    size_t bytes = 0;
+    for (unsigned i = 0; bytes < max_bytes; i++) {
+        if (i % 16 == 15 && monotonic_sec() > deadline)
+            return 1;
+        if (d->walking) {
+            pthread_mutex_lock(&st->mu);
+            bool more = do_cursor_next(st, &d->pos, d->k, d->v);
+            int ecode = more ? TCESUCCESS : tchdbecode(st->db);
+            if (more && st->flush.on)
+                do_flush_record(st, d->k, d->v);   /* a backup after flush_all holds no flushed item */
+            if (!more && ecode == TCENOREC) {
+                do_unwatch(st, d);
+                d->walking = false;
+                d->recopy = d->watch.keys;
+                d->watch.keys = NULL;
+                tcmapiterinit(d->recopy);
+            }
+            pthread_mutex_unlock(&st->mu);
+            if (!more && ecode != TCENOREC) {
+                snprintf(err, errlen, "backup: reading the database failed: %s",
+                         tchdberrmsg(ecode));
+                return -1;
+            }
+            if (more) {
+                bytes += (size_t)(tcxstrsize(d->k) + tcxstrsize(d->v));
+                fn(tcxstrptr(d->k), (size_t)tcxstrsize(d->k), tcxstrptr(d->v),
+                   (size_t)tcxstrsize(d->v), ud);
+            }
+            continue;
+        }
+        int ksz;
+        const void *key = tcmapiternext(d->recopy, &ksz);
+        if (key == NULL)
+            return 0;
+        int vsz = 0;
+        pthread_mutex_lock(&st->mu);
+        do_before_read(st, key, (size_t)ksz);
+        void *val = tchdbget(st->db, key, ksz, &vsz);
+        pthread_mutex_unlock(&st->mu);
+        bytes += (size_t)ksz + (size_t)vsz;
+        fn(key, (size_t)ksz, val, (size_t)vsz, ud);   /* val NULL: gone meanwhile */
+        free(val);
+    }
+    return 1;
+}
+
+void store_dump_free(store *st, store_dump *d)
+{
+    if (d == NULL)
+        return;
+    pthread_mutex_lock(&st->mu);
+    if (d->walking)
+        do_unwatch(st, d);
+    pthread_mutex_unlock(&st->mu);
+    if (d->watch.keys != NULL)
+        tcmapdel(d->watch.keys);
+    if (d->recopy != NULL)
+        tcmapdel(d->recopy);
+    tcxstrdel(d->k);
+    tcxstrdel(d->v);
+    free(d);
+}
+
+/* The backup file being written. */
+struct store_copy {
+    TCHDB *out;
+    char *dst;
+    char *tmp;                   /* dst + ".tmp" */
+    uint64_t unsynced;           /* bytes put since the last tchdbsync */
+};
+
+/* The copy syncs its file after every so many bytes: a gigabyte of dirty pages written
+ * at the end would stall every writer on the host, the servers' event loops included. */
 #define BACKUP_SYNC_BYTES (64u << 20)
 
-/* Open a fresh TC file at tmp tuned like the live database (storage.md §1: the same
- * alignment, free block pool and options), with buckets for every record it will get. */
-static TCHDB *backup_create(store *st, const char *tmp, char *err, size_t errlen)
+store_copy *store_copy_create(store *st, const char *dst, char *err, size_t errlen)
 {
+    /* tuned like the live database (storage.md §1: the same alignment, free block pool
+     * and options), with buckets for every record it will get */
     pthread_mutex_lock(&st->mu);
     uint64_t bnum = tchdbbnum(st->db);
     uint64_t rnum = tchdbrnum(st->db);
@@ -694,149 +800,121 @@ static TCHDB *backup_create(store *st, const char *tmp, char *err, size_t errlen
     pthread_mutex_unlock(&st->mu);
     if (bnum < rnum * 2)
         bnum = rnum * 2;                   /* TC advises 0.5 to 4 buckets per record */
-    TCHDB *out = tchdbnew();
-    tchdbtune(out, (int64_t)bnum, apow, fpow, opts);
-    tchdbsetxmsiz(out, STORE_DEFAULT_XMSIZ);
-    if (!tchdbopen(out, tmp, HDBOWRITER | HDBOCREAT | HDBOTRUNC)) {
-        snprintf(err, errlen, "backup: can't create %s: %s", tmp,
-                 tchdberrmsg(tchdbecode(out)));
-        tchdbdel(out);
+    store_copy *c = xcalloc(1, sizeof(*c));
+    c->dst = xstrdup(dst);
+    size_t n = strlen(dst) + 5;
+    c->tmp = xmalloc(n);
+    snprintf(c->tmp, n, "%s.tmp", dst);
+    c->out = tchdbnew();
+    tchdbtune(c->out, (int64_t)bnum, apow, fpow, opts);
+    tchdbsetxmsiz(c->out, STORE_DEFAULT_XMSIZ);
+    if (!tchdbopen(c->out, c->tmp, HDBOWRITER | HDBOCREAT | HDBOTRUNC)) {
+        snprintf(err, errlen, "backup: can't create %s: %s", c->tmp,
+                 tchdberrmsg(tchdbecode(c->out)));
+        tchdbdel(c->out);
+        free(c->tmp);
+        free(c->dst);
+        free(c);
         return NULL;
     }
-    return out;
+    return c;
 }
 
-/* Copy every record into out, the store lock taken per record so that the event loop
- * keeps serving (a copy under one lock stalled gets for seconds: issue 9).  Then copy
- * again, at their current value, the keys written meanwhile: a record present
- * throughout is either unchanged, and then the walk met it where it was, or in the
- * watch list.  Returns 0, or -1 with err filled. */
-static int backup_dump(store *st, TCHDB *out, const char *tmp, char *err, size_t errlen)
+bool store_copy_put(store_copy *c, const void *key, size_t klen, const void *val,
+                    size_t vlen, char *err, size_t errlen)
 {
-    dump_watch watch = { NULL, tcmapnew() };
-    uint64_t unsynced = 0;                 /* bytes copied since the last tchdbsync */
-    TCXSTR *k = tcxstrnew();
-    TCXSTR *v = tcxstrnew();
-    int rc = -1;
-    pthread_mutex_lock(&st->mu);
-    watch.next = st->dumps;
-    st->dumps = &watch;
-    uint64_t pos = do_cursor_start(st);
-    pthread_mutex_unlock(&st->mu);
-    for (;;) {
-        pthread_mutex_lock(&st->mu);
-        bool more = do_cursor_next(st, &pos, k, v);
-        int ecode = more ? TCESUCCESS : tchdbecode(st->db);
-        if (more && st->flush.on)
-            do_flush_record(st, k, v);     /* a backup after flush_all holds no flushed item */
-        bool cancelled = st->backups_cancelled;
-        pthread_mutex_unlock(&st->mu);
-        if (cancelled) {
-            snprintf(err, errlen, "backup to %s cancelled: the server is stopping", tmp);
-            goto out;
-        }
-        if (!more) {
-            if (ecode != TCENOREC) {
-                snprintf(err, errlen, "backup: reading the database failed: %s",
-                         tchdberrmsg(ecode));
-                goto out;
-            }
-            break;
-        }
-        if (!tchdbput(out, tcxstrptr(k), tcxstrsize(k), tcxstrptr(v), tcxstrsize(v))) {
-            snprintf(err, errlen, "backup: writing %s failed: %s", tmp,
-                     tchdberrmsg(tchdbecode(out)));
-            goto out;
-        }
-        /* Write the copy out as it grows: a gigabyte of dirty pages flushed at the end
-         * stalls every writer on the host, the event loop's page faults included. */
-        unsynced += (uint64_t)(tcxstrsize(k) + tcxstrsize(v));
-        if (unsynced >= BACKUP_SYNC_BYTES) {
-            unsynced = 0;
-            if (!tchdbsync(out)) {
-                snprintf(err, errlen, "backup: writing %s failed: %s", tmp,
-                         tchdberrmsg(tchdbecode(out)));
-                goto out;
-            }
-        }
+    bool ok = val != NULL ? tchdbput(c->out, key, (int)klen, val, (int)vlen)
+                          : tchdbout(c->out, key, (int)klen) || tchdbecode(c->out) == TCENOREC;
+    c->unsynced += klen + vlen;
+    if (ok && c->unsynced >= BACKUP_SYNC_BYTES) {
+        c->unsynced = 0;
+        ok = tchdbsync(c->out);
     }
-    rc = 0;
-out:
-    pthread_mutex_lock(&st->mu);
-    for (dump_watch **p = &st->dumps; *p != NULL; p = &(*p)->next) {
-        if (*p == &watch) {
-            *p = watch.next;
-            break;
-        }
+    if (!ok)
+        snprintf(err, errlen, "backup: writing %s failed: %s", c->tmp,
+                 tchdberrmsg(tchdbecode(c->out)));
+    return ok;
+}
+
+static void copy_free(store_copy *c, bool remove_tmp)
+{
+    if (remove_tmp)
+        unlink(c->tmp);
+    free(c->tmp);
+    free(c->dst);
+    free(c);
+}
+
+void store_copy_abort(store_copy *c)
+{
+    tchdbclose(c->out);
+    tchdbdel(c->out);
+    copy_free(c, true);
+}
+
+int store_copy_commit(store_copy *c, char *err, size_t errlen)
+{
+    bool closed = tchdbclose(c->out);
+    if (!closed)
+        snprintf(err, errlen, "backup: closing %s failed: %s", c->tmp,
+                 tchdberrmsg(tchdbecode(c->out)));
+    tchdbdel(c->out);
+    if (!closed) {
+        copy_free(c, true);
+        return -1;
     }
-    pthread_mutex_unlock(&st->mu);
-    /* Every write from here on comes after the version the walk needed; copy the
-     * watched keys as they are now. */
-    tcmapiterinit(watch.keys);
-    const void *key;
-    int ksz;
-    while (rc == 0 && (key = tcmapiternext(watch.keys, &ksz)) != NULL) {
-        int vsz = 0;
-        pthread_mutex_lock(&st->mu);
-        do_before_read(st, key, (size_t)ksz);
-        void *val = tchdbget(st->db, key, ksz, &vsz);
-        pthread_mutex_unlock(&st->mu);
-        bool ok = val != NULL ? tchdbput(out, key, ksz, val, vsz)
-                              : tchdbout(out, key, ksz) || tchdbecode(out) == TCENOREC;
-        free(val);
-        if (!ok) {
-            snprintf(err, errlen, "backup: writing %s failed: %s", tmp,
-                     tchdberrmsg(tchdbecode(out)));
-            rc = -1;
-        }
+    int fd = open(c->tmp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "backup: can't open %s: %s", c->tmp, strerror(errno));
+        copy_free(c, true);
+        return -1;
     }
-    tcmapdel(watch.keys);
-    tcxstrdel(k);
-    tcxstrdel(v);
-    return rc;
+    if (fsync(fd) != 0) {
+        snprintf(err, errlen, "backup: fsync %s failed: %s", c->tmp, strerror(errno));
+        close(fd);
+        copy_free(c, true);
+        return -1;
+    }
+    close(fd);
+    if (rename(c->tmp, c->dst) != 0) {
+        snprintf(err, errlen, "backup: rename %s to %s failed: %s", c->tmp, c->dst,
+                 strerror(errno));
+        copy_free(c, true);
+        return -1;
+    }
+    copy_free(c, false);
+    return 0;
+}
+
+/* store_backup's dump_fn: straight into the copy; the first failure sticks. */
+typedef struct backup_ctx {
+    store_copy *copy;
+    bool ok;
+    char *err;
+    size_t errlen;
+} backup_ctx;
+
+static void backup_put(const void *key, size_t klen, const void *val, size_t vlen, void *ud)
+{
+    backup_ctx *b = ud;
+    if (b->ok)
+        b->ok = store_copy_put(b->copy, key, klen, val, vlen, b->err, b->errlen);
 }
 
 int store_backup(store *st, const char *dst, char *err, size_t errlen)
 {
-    size_t n = strlen(dst) + 5;
-    char *tmp = xmalloc(n);
-    snprintf(tmp, n, "%s.tmp", dst);
-    int rc = -1;
-    int fd;
-    TCHDB *out = backup_create(st, tmp, err, errlen);
-    if (out == NULL)
-        goto out;
-    bool dumped = backup_dump(st, out, tmp, err, errlen) == 0;
-    if (!tchdbclose(out) && dumped) {
-        snprintf(err, errlen, "backup: closing %s failed: %s", tmp,
-                 tchdberrmsg(tchdbecode(out)));
-        dumped = false;
+    backup_ctx b = { store_copy_create(st, dst, err, errlen), true, err, errlen };
+    if (b.copy == NULL)
+        return -1;
+    store_dump *d = store_dump_start(st);
+    int rc;
+    while ((rc = store_dump_step(st, d, SIZE_MAX, 3600.0, backup_put, &b, err, errlen)) > 0
+           && b.ok)
+        ;
+    store_dump_free(st, d);
+    if (rc < 0 || !b.ok) {
+        store_copy_abort(b.copy);
+        return -1;
     }
-    tchdbdel(out);
-    if (!dumped) {
-        unlink(tmp);
-        goto out;
-    }
-    fd = open(tmp, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(err, errlen, "backup: can't open %s: %s", tmp, strerror(errno));
-        unlink(tmp);
-        goto out;
-    }
-    if (fsync(fd) != 0) {
-        snprintf(err, errlen, "backup: fsync %s failed: %s", tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        goto out;
-    }
-    close(fd);
-    if (rename(tmp, dst) != 0) {
-        snprintf(err, errlen, "backup: rename %s to %s failed: %s", tmp, dst, strerror(errno));
-        unlink(tmp);
-        goto out;
-    }
-    rc = 0;
-out:
-    free(tmp);
-    return rc;
+    return store_copy_commit(b.copy, err, errlen);
 }

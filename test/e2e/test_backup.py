@@ -191,3 +191,19 @@ def test_backup_does_not_stall_gets(cluster3):
     assert r.returncode == 0, r.stdout + r.stderr
     merged = tch_records(dst)
     assert {rc.mpack.dbkey(k) for k in keys} <= set(merged)
+
+
+def test_backup_failure_is_reported_and_the_server_keeps_serving(cluster3):
+    """A backup that cannot create its file (here: the suffix names a missing directory)
+    leaves no file behind, logs why on every server, and changes nothing for clients."""
+    c = cluster3
+    gw = c.gateways[0].port
+    data = rc.make_data("bkfail", 500)
+    rc.load(gw, data.items())
+    assert c.kumoctl("backup", "x/y") == "suffix=x/y\nnil\n"
+    kumo.wait_for(lambda: all("backup: can't create" in c.servers[i]["daemon"].log()
+                              for i in range(3)), timeout=20, what="backup errors logged")
+    assert rc.missing_or_wrong(gw, data) == []
+    for i in range(3):
+        assert c.servers[i]["daemon"].alive()
+        assert not os.path.exists(c.servers[i]["db"] + "-x")
