@@ -68,7 +68,12 @@ class Probe:
     def run(self):
         while not self.stop.is_set():
             t0 = time.monotonic()
-            hit = self.get()
+            try:
+                hit = self.get()
+            except OSError:
+                return                      # the cluster is closing
+            except RuntimeError:
+                return
             self.samples.append((t0, time.monotonic() - t0, hit))
             time.sleep(0.0005)
 
