@@ -270,49 +270,48 @@ typedef struct flush_job {
 static flush_job *pending_flushes;
 static uint64_t flushes_done;
 
-/* The walk's work per event-loop turn: at most 1000 records (about 1.5 ms when a record
- * costs one read and one write) and at most 2 ms, so a flush of millions of records
- * holds up requests only by a couple of milliseconds at a time. */
+/* The walk's pace: steps of at most 1000 records and 1 ms, each followed by a pause as
+ * long as the step (0.5 ms at least), so the walk takes at most half of the loop's time
+ * and a request waits at most about 1 ms for it.  Measured at 1.27M records on 3 servers
+ * sharing 2 cores, under load: 2 ms steps back to back put get p50 at 3.8 ms and p99.9
+ * at 76 ms; the old walk in one go stalled gets for 24 s. */
 #define FLUSH_STEP_RECORDS 1000
-#define FLUSH_STEP_SEC 0.002
+#define FLUSH_STEP_SEC 0.001
+#define FLUSH_PAUSE_MIN_SEC 0.0005
 
-/* The store's flush walk, driven from the event loop: the check watcher takes one step
- * per loop turn, and the idle watcher keeps the loop turning while nothing else comes. */
+/* The store's flush walk, driven from the event loop by a timer. */
 static struct {
-    ev_check step;
-    ev_idle spin;
+    ev_timer step;
     server *srv;                 /* non-NULL while walking */
     ev_tstamp started;
 } flush_walk;
 
 static void flush_walk_end(struct ev_loop *loop, uint64_t flushed)
 {
-    ev_check_stop(loop, &flush_walk.step);
-    ev_idle_stop(loop, &flush_walk.spin);
+    ev_timer_stop(loop, &flush_walk.step);
     flush_walk.srv = NULL;
     ev_now_update(loop);
     log_info("flush_all: %llu items removed in %.3f s", (unsigned long long)flushed,
              ev_now(loop) - flush_walk.started);
 }
 
-static void flush_step_cb(struct ev_loop *loop, ev_check *w, int revents)
+static void flush_step_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    (void)w;
     (void)revents;
     uint64_t flushed;
-    if (!store_flush_step(flush_walk.srv->st, FLUSH_STEP_RECORDS, FLUSH_STEP_SEC, &flushed))
+    ev_tstamp t0 = ev_time();
+    if (!store_flush_step(flush_walk.srv->st, FLUSH_STEP_RECORDS, FLUSH_STEP_SEC, &flushed)) {
         flush_walk_end(loop, flushed);
-}
-
-static void flush_spin_cb(struct ev_loop *loop, ev_idle *w, int revents)
-{
-    (void)loop;
-    (void)w;
-    (void)revents;
+        return;
+    }
+    ev_tstamp took = ev_time() - t0;
+    ev_now_update(loop);
+    ev_timer_set(w, took > FLUSH_PAUSE_MIN_SEC ? took : FLUSH_PAUSE_MIN_SEC, 0.0);
+    ev_timer_start(loop, w);
 }
 
 /* Flush now: the store hides every item at once (store_flush_begin), and the walk that
- * tombstones them in the file runs a step per loop turn. */
+ * tombstones them in the file runs in paced steps. */
 static void do_flush(server *srv)
 {
     kclock_update_time(&srv->clock);
@@ -322,10 +321,8 @@ static void do_flush(server *srv)
         return;                                    /* the running walk starts over */
     flush_walk.srv = srv;
     flush_walk.started = ev_now(srv->loop);
-    ev_check_init(&flush_walk.step, flush_step_cb);
-    ev_idle_init(&flush_walk.spin, flush_spin_cb);
-    ev_check_start(srv->loop, &flush_walk.step);
-    ev_idle_start(srv->loop, &flush_walk.spin);
+    ev_timer_init(&flush_walk.step, flush_step_cb, 0.0, 0.0);
+    ev_timer_start(srv->loop, &flush_walk.step);
 }
 
 static void flush_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)

@@ -16,7 +16,7 @@ void rmwop_update(server *srv, const rpc_request *req);
 
 /* Flush [delay]: at now + delay seconds, every live record not newer than the flush
  * moment reads as a miss at once and becomes a tombstone (store_flush_begin); the walk
- * that rewrites the file runs a step per event-loop turn.  Answers true once scheduled
+ * that rewrites the file runs in short paced steps on the event loop.  Answers true once scheduled
  * (delay > 0) or in effect (delay 0). */
 void rmwop_flush(server *srv, const rpc_request *req);
 
