@@ -37,9 +37,8 @@ typedef struct store_flush {
     bool on;
     clocktime_t horizon;     /* the flush moment */
     TCMAP *written;          /* keys written since the flush began: never flushed */
-    uint64_t pos;            /* the walk's cursor (do_cursor_next) */
+    struct store_walk *walk; /* the walk over the file, while on */
     uint64_t count;          /* records tombstoned so far */
-    unsigned restarts;       /* walks restarted after a TC read error */
 } store_flush;
 
 /* A running backup's record of the keys written while it dumps: a rewritten record can
@@ -85,6 +84,7 @@ int sched_yield(void)
 static void do_flush_key(store *st, const void *key, size_t klen);
 static void do_flush_record(store *st, const TCXSTR *k, TCXSTR *v);
 static void do_note_write(store *st, const void *key, size_t klen);
+static void walk_destroy(struct store_walk *w);
 static inline void do_before_read(store *st, const void *key, size_t klen)
 {
     if (st->flush.on)
@@ -167,6 +167,10 @@ void store_close(store *st)
     tchdbdel(st->db);
     if (st->flush.written != NULL)
         tcmapdel(st->flush.written);
+    if (st->flush.walk != NULL) {
+        walk_destroy(st->flush.walk);
+        free(st->flush.walk);
+    }
     pthread_mutex_destroy(&st->mu);
     garbage_entry *e = st->gq_head;
     while (e != NULL) {
@@ -513,6 +517,113 @@ static bool do_cursor_next(store *st, uint64_t *pos, TCXSTR *k, TCXSTR *v)
     return more;
 }
 
+/* A walk over every record that survives the file changing between its steps (the
+ * flush walk, a backup dump).  Its cursor is a file offset, valid only while the record
+ * before it stays where it is: once that record is rewritten, Tokyo Cabinet may free its
+ * block, merge it with a neighbour and put another record across the offset, and a
+ * cursor read from there would fail or, worse, skip records.  A record that is still
+ * stored unchanged has not moved, so a step starts after the newest of the last few
+ * records read that is still there, and the walk starts over if none is (the walks are
+ * idempotent).  Within a step the store lock is held throughout. */
+#define WALK_MARKS 4
+#define WALK_RESTARTS 8
+
+typedef struct store_walk {
+    uint64_t pos;                /* the cursor */
+    TCXSTR *mk[WALK_MARKS];      /* the last records read (as stored after the visit) ... */
+    TCXSTR *mv[WALK_MARKS];
+    uint64_t mend[WALK_MARKS];   /* ... and the cursor just past each */
+    unsigned marks;              /* how many of them are valid */
+    unsigned next;               /* ring slot of the next mark */
+    unsigned restarts;
+} store_walk;
+
+static void walk_init(store_walk *w)
+{
+    memset(w, 0, sizeof(*w));
+    for (unsigned i = 0; i < WALK_MARKS; i++) {
+        w->mk[i] = tcxstrnew();
+        w->mv[i] = tcxstrnew();
+    }
+}
+
+static void walk_destroy(store_walk *w)
+{
+    for (unsigned i = 0; i < WALK_MARKS; i++) {
+        tcxstrdel(w->mk[i]);
+        tcxstrdel(w->mv[i]);
+    }
+}
+
+static void do_walk_start(store *st, store_walk *w)
+{
+    w->pos = do_cursor_start(st);
+    w->marks = 0;
+}
+
+static bool do_still_stored(store *st, const TCXSTR *k, const TCXSTR *v)
+{
+    int sz = 0;
+    void *cur = tchdbget(st->db, tcxstrptr(k), tcxstrsize(k), &sz);
+    bool same = cur != NULL && sz == tcxstrsize(v) && memcmp(cur, tcxstrptr(v), (size_t)sz) == 0;
+    free(cur);
+    return same;
+}
+
+/* At the start of a step: place the cursor after the newest unchanged mark, or start
+ * over.  false once the walk has started over too often. */
+static bool do_walk_resume(store *st, store_walk *w)
+{
+    for (unsigned i = 0; i < w->marks; i++) {
+        unsigned j = (w->next + WALK_MARKS - 1 - i) % WALK_MARKS;
+        if (do_still_stored(st, w->mk[j], w->mv[j])) {
+            w->pos = w->mend[j];
+            w->marks -= i;
+            w->next = (j + 1) % WALK_MARKS;
+            return true;
+        }
+    }
+    if (w->marks == 0)
+        return true;                       /* nothing read yet: pos is the start */
+    do_walk_start(st, w);
+    return ++w->restarts <= WALK_RESTARTS;
+}
+
+/* After visiting a record: remember it as it is now stored. */
+static void do_walk_mark(store_walk *w, const TCXSTR *k, const TCXSTR *v)
+{
+    unsigned j = w->next;
+    tcxstrclear(w->mk[j]);
+    tcxstrcat(w->mk[j], tcxstrptr(k), tcxstrsize(k));
+    tcxstrclear(w->mv[j]);
+    tcxstrcat(w->mv[j], tcxstrptr(v), tcxstrsize(v));
+    w->mend[j] = w->pos;
+    w->next = (j + 1) % WALK_MARKS;
+    if (w->marks < WALK_MARKS)
+        w->marks++;
+}
+
+/* The next record of the walk into k, v.  false at the end; on a read error (the file
+ * changed in a way the marks did not catch) the walk starts over, and gives up (false,
+ * *failed set) after too many. */
+static bool do_walk_next(store *st, store_walk *w, TCXSTR *k, TCXSTR *v, bool *failed)
+{
+    *failed = false;
+    for (;;) {
+        if (do_cursor_next(st, &w->pos, k, v))
+            return true;
+        int ecode = tchdbecode(st->db);
+        if (ecode == TCENOREC)
+            return false;
+        log_warn("walk: reading the database failed (%s); starting over", tchdberrmsg(ecode));
+        do_walk_start(st, w);
+        if (++w->restarts > WALK_RESTARTS) {
+            *failed = true;
+            return false;
+        }
+    }
+}
+
 /* ---- flush_all (protocol-additions.md §1.2) ---- */
 
 /* The tombstone version for a flushed record: the record's version with the next
@@ -606,18 +717,17 @@ void store_flush_begin(store *st, clocktime_t horizon)
         tcmapclear(st->flush.written);
     } else {
         st->flush.written = tcmapnew();
+        st->flush.walk = xmalloc(sizeof(*st->flush.walk));
+        walk_init(st->flush.walk);
         st->flush.count = 0;
         st->flush.on = true;
     }
     if (clocktime_less(st->flush.horizon, horizon))
         st->flush.horizon = horizon;
-    st->flush.pos = do_cursor_start(st);
-    st->flush.restarts = 0;
+    do_walk_start(st, st->flush.walk);
+    st->flush.walk->restarts = 0;
     pthread_mutex_unlock(&st->mu);
 }
-
-/* The walk may restart this often after a TC read error before it gives up. */
-#define FLUSH_WALK_RESTARTS 3
 
 static double monotonic_sec(void)
 {
@@ -637,30 +747,28 @@ bool store_flush_step(store *st, size_t max_records, double max_sec, uint64_t *f
     double deadline = monotonic_sec() + max_sec;
     pthread_mutex_lock(&st->mu);
     bool more = st->flush.on;
-    for (size_t i = 0; more && i < max_records; i++) {
+    bool failed = more && !do_walk_resume(st, st->flush.walk);
+    for (size_t i = 0; more && !failed && i < max_records; i++) {
         if (i % 16 == 15 && monotonic_sec() > deadline)
             break;
-        if (do_cursor_next(st, &st->flush.pos, k, v)) {
+        more = do_walk_next(st, st->flush.walk, k, v, &failed);
+        if (more) {
             do_flush_record(st, k, v);
-            continue;
+            do_walk_mark(st->flush.walk, k, v);
         }
-        int ecode = tchdbecode(st->db);
-        if (ecode != TCENOREC) {
-            /* The file changed under the cursor in a way TC cannot follow.  The walk is
-             * idempotent, so go round again rather than leave records unflushed. */
-            log_error("flush_all: walk failed: %s", tchdberrmsg(ecode));
-            if (st->flush.restarts++ < FLUSH_WALK_RESTARTS) {
-                st->flush.pos = do_cursor_start(st);
-                continue;
-            }
-            log_error("flush_all: giving up the walk; some flushed items may come back");
-        }
+    }
+    if (failed) {
+        log_error("flush_all: giving up the walk, the database changed too often under it; "
+                  "some flushed items may come back");
         more = false;
     }
     if (st->flush.on && !more) {
         st->flush.on = false;
         tcmapdel(st->flush.written);
         st->flush.written = NULL;
+        walk_destroy(st->flush.walk);
+        free(st->flush.walk);
+        st->flush.walk = NULL;
     }
     *flushed = st->flush.count;
     pthread_mutex_unlock(&st->mu);
@@ -675,7 +783,7 @@ bool store_flush_step(store *st, size_t max_records, double max_sec, uint64_t *f
 struct store_dump {
     dump_watch watch;            /* linked into st->dumps until the walk ends */
     bool walking;                /* false once in the re-copy phase */
-    uint64_t pos;                /* the walk's cursor (do_cursor_next) */
+    store_walk walk;
     TCMAP *recopy;               /* the watched keys, once the walk has ended */
     TCXSTR *k, *v;               /* the record being handed out */
 };
@@ -687,10 +795,11 @@ store_dump *store_dump_start(store *st)
     d->walking = true;
     d->k = tcxstrnew();
     d->v = tcxstrnew();
+    walk_init(&d->walk);
     pthread_mutex_lock(&st->mu);
     d->watch.next = st->dumps;
     st->dumps = &d->watch;
-    d->pos = do_cursor_start(st);
+    do_walk_start(st, &d->walk);
     pthread_mutex_unlock(&st->mu);
     return d;
 }
@@ -714,35 +823,42 @@ int store_dump_step(store *st, store_dump *d, size_t max_bytes, double max_sec,
 {
     double deadline = monotonic_sec() + max_sec;
     size_t bytes = 0;
+    if (d->walking) {
+        pthread_mutex_lock(&st->mu);
+        bool failed = !do_walk_resume(st, &d->walk);
+        bool more = !failed;
+        for (unsigned i = 0; more && bytes < max_bytes; i++) {
+            if (i % 16 == 15 && monotonic_sec() > deadline)
+                break;
+            more = do_walk_next(st, &d->walk, d->k, d->v, &failed);
+            if (!more)
+                break;
+            if (st->flush.on)
+                do_flush_record(st, d->k, d->v);   /* a backup after flush_all holds no flushed item */
+            do_walk_mark(&d->walk, d->k, d->v);
+            bytes += (size_t)(tcxstrsize(d->k) + tcxstrsize(d->v));
+            fn(tcxstrptr(d->k), (size_t)tcxstrsize(d->k), tcxstrptr(d->v),
+               (size_t)tcxstrsize(d->v), ud);
+        }
+        if (!more && !failed) {
+            /* the walk is over: from now on, hand out the keys written meanwhile */
+            do_unwatch(st, d);
+            d->walking = false;
+            d->recopy = d->watch.keys;
+            d->watch.keys = NULL;
+            tcmapiterinit(d->recopy);
+        }
+        pthread_mutex_unlock(&st->mu);
+        if (failed) {
+            snprintf(err, errlen, "backup: the database changed too often under the dump");
+            return -1;
+        }
+        if (d->walking)
+            return 1;
+    }
     for (unsigned i = 0; bytes < max_bytes; i++) {
         if (i % 16 == 15 && monotonic_sec() > deadline)
             return 1;
-        if (d->walking) {
-            pthread_mutex_lock(&st->mu);
-            bool more = do_cursor_next(st, &d->pos, d->k, d->v);
-            int ecode = more ? TCESUCCESS : tchdbecode(st->db);
-            if (more && st->flush.on)
-                do_flush_record(st, d->k, d->v);   /* a backup after flush_all holds no flushed item */
-            if (!more && ecode == TCENOREC) {
-                do_unwatch(st, d);
-                d->walking = false;
-                d->recopy = d->watch.keys;
-                d->watch.keys = NULL;
-                tcmapiterinit(d->recopy);
-            }
-            pthread_mutex_unlock(&st->mu);
-            if (!more && ecode != TCENOREC) {
-                snprintf(err, errlen, "backup: reading the database failed: %s",
-                         tchdberrmsg(ecode));
-                return -1;
-            }
-            if (more) {
-                bytes += (size_t)(tcxstrsize(d->k) + tcxstrsize(d->v));
-                fn(tcxstrptr(d->k), (size_t)tcxstrsize(d->k), tcxstrptr(d->v),
-                   (size_t)tcxstrsize(d->v), ud);
-            }
-            continue;
-        }
         int ksz;
         const void *key = tcmapiternext(d->recopy, &ksz);
         if (key == NULL)
@@ -773,6 +889,7 @@ void store_dump_free(store *st, store_dump *d)
         tcmapdel(d->recopy);
     tcxstrdel(d->k);
     tcxstrdel(d->v);
+    walk_destroy(&d->walk);
     free(d);
 }
 
@@ -915,7 +1032,8 @@ int store_backup(store *st, const char *dst, char *err, size_t errlen)
         return -1;
     store_dump *d = store_dump_start(st);
     int rc;
-    while ((rc = store_dump_step(st, d, SIZE_MAX, 3600.0, backup_put, &b, err, errlen)) > 0
+    /* small steps: the lock is held for one step at a time */
+    while ((rc = store_dump_step(st, d, 64u << 10, 0.001, backup_put, &b, err, errlen)) > 0
            && b.ok)
         ;
     store_dump_free(st, d);

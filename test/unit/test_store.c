@@ -651,7 +651,8 @@ static void test_backup_during_writes_holds_every_record(void **state)
         }
     }
     pthread_join(th, NULL);
-    assert_int_equal(r.rc, 0);
+    if (r.rc != 0)
+        fail_msg("backup failed: %s", r.err);
     store_close(st);
     print_message("backup overlapped %d rewrites\n", rewritten);
 
