@@ -1,6 +1,7 @@
 /* rmwop.c - memcached read-modify-write (Update) and flush_all (Flush) on kumo-server. */
 #include "server/rmwop.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -269,65 +270,59 @@ typedef struct flush_job {
 static flush_job *pending_flushes;
 static uint64_t flushes_done;
 
-/* Records to tombstone, collected during the iteration and written afterwards (writing
- * other keys inside store_iterate is not allowed, store.h).  Each entry: BE64 version,
- * BE32 key length, key bytes. */
-typedef struct flush_list {
-    uint8_t *buf;
-    size_t len, cap;
-    size_t count;
-    clocktime_t limit;           /* the flush moment */
-} flush_list;
+/* The walk's pace: steps of at most 1000 records and 1 ms, each followed by a pause as
+ * long as the step (0.5 ms at least), so the walk takes at most half of the loop's time
+ * and a request waits at most about 1 ms for it.  Measured at 1.27M records on 3 servers
+ * sharing 2 cores, under load: 2 ms steps back to back put get p50 at 3.8 ms and p99.9
+ * at 76 ms; the old walk in one go stalled gets for 24 s. */
+#define FLUSH_STEP_RECORDS 1000
+#define FLUSH_STEP_SEC 0.001
+#define FLUSH_PAUSE_MIN_SEC 0.0005
 
-static bool flush_collect(const void *key, size_t klen, const void *val, size_t vlen, void *ud)
+/* The store's flush walk, driven from the event loop by a timer. */
+static struct {
+    ev_timer step;
+    server *srv;                 /* non-NULL while walking */
+    ev_tstamp started;
+} flush_walk;
+
+static void flush_walk_end(struct ev_loop *loop, uint64_t flushed)
 {
-    flush_list *fl = ud;
-    if (vlen < DBVALUE_HEADER_LEN || klen > UINT32_MAX)
-        return true;
-    clocktime_t ct = dbvalue_clocktime(val);
-    if (clocktime_less(fl->limit, ct))
-        return true;                               /* written after the flush moment */
-    size_t need = 12 + klen;
-    if (fl->len + need > fl->cap) {
-        fl->cap = (fl->len + need) * 2;
-        fl->buf = xrealloc(fl->buf, fl->cap);
+    ev_timer_stop(loop, &flush_walk.step);
+    flush_walk.srv = NULL;
+    ev_now_update(loop);
+    log_info("flush_all: %llu items removed in %.3f s", (unsigned long long)flushed,
+             ev_now(loop) - flush_walk.started);
+}
+
+static void flush_step_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    uint64_t flushed;
+    ev_tstamp t0 = ev_time();
+    if (!store_flush_step(flush_walk.srv->st, FLUSH_STEP_RECORDS, FLUSH_STEP_SEC, &flushed)) {
+        flush_walk_end(loop, flushed);
+        return;
     }
-    be64_put(fl->buf + fl->len, ct);
-    be32_put(fl->buf + fl->len + 8, (uint32_t)klen);
-    memcpy(fl->buf + fl->len + 12, key, klen);
-    fl->len += need;
-    fl->count++;
-    return true;
+    ev_tstamp took = ev_time() - t0;
+    ev_now_update(loop);
+    ev_timer_set(w, took > FLUSH_PAUSE_MIN_SEC ? took : FLUSH_PAUSE_MIN_SEC, 0.0);
+    ev_timer_start(loop, w);
 }
 
-/* The tombstone version for a flushed record: the record's version with the next
- * logical clock.  It is newer than the record, so store-if-newer keeps every older copy
- * (replicas, replace streams) from coming back; and since every server derives the same
- * tombstone from the same record, a write made after the flush on another coordinator
- * (stamped after its own tombstone, DECISIONS.md §2) is newer on every replica too,
- * whatever the servers' clock skew.  (The flush moment itself, taken on each server's
- * own clock, could be newer than such a write on a replica and silently drop it.) */
-static clocktime_t flush_version(clocktime_t ct)
-{
-    return clocktime_make(clocktime_sec(ct), clocktime_clock(ct) + 1);
-}
-
+/* Flush now: the store hides every item at once (store_flush_begin), and the walk that
+ * tombstones them in the file runs in paced steps. */
 static void do_flush(server *srv)
 {
     kclock_update_time(&srv->clock);
-    flush_list fl = { .limit = kclock_event(&srv->clock) };
-    store_iterate(srv->st, 0, flush_collect, &fl);
-    size_t removed = 0;
-    for (size_t off = 0; off < fl.len;) {
-        clocktime_t ct = be64_get(fl.buf + off);
-        uint32_t klen = be32_get(fl.buf + off + 8);
-        if (store_remove(srv->st, fl.buf + off + 12, klen, flush_version(ct)))
-            removed++;
-        off += 12 + (size_t)klen;
-    }
-    free(fl.buf);
+    store_flush_begin(srv->st, kclock_event(&srv->clock));
     flushes_done++;
-    log_info("flush_all: %zu of %zu items removed", removed, fl.count);
+    if (flush_walk.srv != NULL)
+        return;                                    /* the running walk starts over */
+    flush_walk.srv = srv;
+    flush_walk.started = ev_now(srv->loop);
+    ev_timer_init(&flush_walk.step, flush_step_cb, 0.0, 0.0);
+    ev_timer_start(srv->loop, &flush_walk.step);
 }
 
 static void flush_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -373,6 +368,13 @@ uint64_t rmwop_flush_count(void)
 
 void rmwop_stop(server *srv)
 {
+    if (flush_walk.srv == srv) {
+        /* An acknowledged flush is finished before the store closes. */
+        uint64_t flushed;
+        while (store_flush_step(srv->st, SIZE_MAX, 3600.0, &flushed))
+            ;
+        flush_walk_end(srv->loop, flushed);
+    }
     for (flush_job **p = &pending_flushes; *p != NULL;) {
         flush_job *job = *p;
         if (job->srv == srv) {

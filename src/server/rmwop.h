@@ -15,14 +15,16 @@
 void rmwop_update(server *srv, const rpc_request *req);
 
 /* Flush [delay]: at now + delay seconds, every live record not newer than the flush
- * moment becomes a tombstone of that moment.  Answers true once scheduled (delay > 0)
- * or done (delay 0). */
+ * moment reads as a miss at once and becomes a tombstone (store_flush_begin); the walk
+ * that rewrites the file runs in short paced steps on the event loop.  Answers true once scheduled
+ * (delay > 0) or in effect (delay 0). */
 void rmwop_flush(server *srv, const rpc_request *req);
 
 /* Number of flushes executed by this process (stats). */
 uint64_t rmwop_flush_count(void);
 
-/* Cancel srv's delayed flushes that have not run yet (at shutdown). */
+/* At shutdown: cancel srv's delayed flushes that have not run yet and finish the walk
+ * of a running one. */
 void rmwop_stop(server *srv);
 
 #endif

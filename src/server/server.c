@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "logic/kwire.h"
@@ -296,42 +297,206 @@ static void handle_replace_offer(server *srv, const rpc_request *req)
     stream_pull_start(srv->streams, &from);
 }
 
-/* ---- backup (storage.md §6): store_backup on a detached thread ---- */
+/* ---- backup (storage.md §6) ----
+ * The dump runs on the event loop in paced steps of at most 1 ms (store_dump_step) and
+ * hands the records through a bounded queue to a thread that writes the copy.  Only the loop
+ * reads the store: a thread that read it under the store lock was, on a busy host, often
+ * preempted while holding the lock, and gets waited for it (measured: p99.9 47 ms, max
+ * 176 ms at 1 GiB).  The copy's writes and fsyncs stay off the loop. */
+
+/* One dumped record on its way to the writer. */
+typedef struct backup_rec {
+    struct backup_rec *next;
+    size_t klen, vlen;
+    bool gone;                   /* the key was removed meanwhile */
+    uint8_t data[];              /* key, then value */
+} backup_rec;
+
+/* The dump's pace, as the flush walk's (rmwop.c): steps of at most 1 MB and 1 ms, each
+ * followed by a pause as long (0.5 ms at least), so the dump takes at most half of the
+ * loop's time. */
+#define BACKUP_STEP_BYTES (1u << 20)
+#define BACKUP_STEP_SEC 0.001
+#define BACKUP_PAUSE_MIN_SEC 0.0005
+#define BACKUP_QUEUE_BYTES (16u << 20)  /* the loop stops dumping while this much waits */
+#define BACKUP_RETRY_SEC 0.005          /* queue full: look again after this */
+
+/* The writer thread's nice value: it writes a whole database and would otherwise take
+ * CPU from the event loops on a busy host.  It never holds the store lock (but once, to
+ * read the tuning), so its priority cannot hold up the loop. */
+#define BACKUP_NICE 10
 
 typedef struct backup_job {
     server *srv;
     rpc_session *session;        /* referenced */
     uint32_t msgid;
     char *dst;
-    bool ok;
+    ev_tstamp started;
+    struct backup_job *next;     /* running_backups (loop thread) */
+    store_dump *dump;            /* loop thread; NULL once the dump has ended */
+    ev_timer step;               /* the next dump step */
+    pthread_mutex_t mu;          /* guards the fields below */
+    pthread_cond_t cv;
+    backup_rec *head, *tail;
+    size_t queued;               /* bytes in the queue */
+    bool end;                    /* the loop hands out no more records */
+    bool cancel;                 /* ... and the copy must not be committed */
+    bool failed;                 /* the writer failed: the loop stops dumping */
+    bool ok;                     /* the writer's result */
+    char err[256];               /* why not, for the log */
 } backup_job;
+
+static backup_job *running_backups;
 
 static void backup_done(server *srv, void *arg)
 {
     (void)srv;
     backup_job *job = arg;
+    for (backup_job **p = &running_backups; *p != NULL; p = &(*p)->next) {
+        if (*p == job) {
+            *p = job->next;
+            break;
+        }
+    }
     if (job->ok) {
-        log_info("backup created: %s", job->dst);
+        log_info("backup created: %s in %.1f s", job->dst, ev_now(srv->loop) - job->started);
         rpc_reply_bool(job->session, job->msgid, true);
     } else {
+        log_error("%s", job->err);
         msgpack_packer *pk = rpc_reply_begin(job->session, job->msgid);
         msgpack_pack_true(pk);   /* error true (wire.md §8.2) */
         msgpack_pack_nil(pk);
         rpc_reply_end(job->session);
     }
     rpc_session_unref(job->session);
+    pthread_mutex_destroy(&job->mu);
+    pthread_cond_destroy(&job->cv);
     free(job->dst);
     free(job);
 }
 
+/* store_dump_fn: queue a copy of the record for the writer. */
+static void backup_enqueue(const void *key, size_t klen, const void *val, size_t vlen,
+                           void *ud)
+{
+    backup_job *job = ud;
+    if (val == NULL)
+        vlen = 0;
+    backup_rec *r = xmalloc(sizeof(*r) + klen + vlen);
+    r->next = NULL;
+    r->klen = klen;
+    r->vlen = vlen;
+    r->gone = val == NULL;
+    memcpy(r->data, key, klen);
+    if (vlen > 0)
+        memcpy(r->data + klen, val, vlen);
+    pthread_mutex_lock(&job->mu);
+    if (job->tail != NULL)
+        job->tail->next = r;
+    else
+        job->head = r;
+    job->tail = r;
+    job->queued += klen + vlen;
+    pthread_cond_signal(&job->cv);
+    pthread_mutex_unlock(&job->mu);
+}
+
+/* Loop thread: the dump is over (complete, failed or cancelled); tell the writer. */
+static void backup_end_dump(backup_job *job, bool cancel, const char *err)
+{
+    ev_timer_stop(job->srv->loop, &job->step);
+    store_dump_free(job->srv->st, job->dump);
+    job->dump = NULL;
+    pthread_mutex_lock(&job->mu);
+    job->end = true;
+    job->cancel = cancel;
+    if (err != NULL && !job->failed)
+        snprintf(job->err, sizeof(job->err), "%s", err);
+    pthread_cond_signal(&job->cv);
+    pthread_mutex_unlock(&job->mu);
+}
+
+static void backup_step_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    backup_job *job = w->data;
+    pthread_mutex_lock(&job->mu);
+    size_t queued = job->queued;
+    bool failed = job->failed;
+    pthread_mutex_unlock(&job->mu);
+    if (failed) {
+        backup_end_dump(job, true, NULL);
+        return;
+    }
+    ev_tstamp pause = BACKUP_RETRY_SEC;           /* the queue is full: let the writer work */
+    if (queued < BACKUP_QUEUE_BYTES) {
+        char err[256];
+        ev_tstamp t0 = ev_time();
+        int rc = store_dump_step(job->srv->st, job->dump, BACKUP_STEP_BYTES, BACKUP_STEP_SEC,
+                                 backup_enqueue, job, err, sizeof(err));
+        if (rc <= 0) {
+            backup_end_dump(job, rc < 0, rc < 0 ? err : NULL);
+            return;
+        }
+        pause = ev_time() - t0;
+        if (pause < BACKUP_PAUSE_MIN_SEC)
+            pause = BACKUP_PAUSE_MIN_SEC;
+    }
+    ev_now_update(loop);
+    ev_timer_set(w, pause, 0.0);
+    ev_timer_start(loop, w);
+}
+
+/* The writer: drains the queue into the copy, then commits it (or drops it). */
 static void *backup_thread(void *arg)
 {
     backup_job *job = arg;
     server *srv = job->srv;
-    char err[256];
-    job->ok = store_backup(srv->st, job->dst, err, sizeof(err)) == 0;
-    if (!job->ok)
-        log_error("%s", err);
+    char err[256] = "";
+    /* Linux: a thread id names one thread for setpriority; best effort. */
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), BACKUP_NICE) != 0)
+        log_debug("backup: can't lower the thread's priority");
+    store_copy *copy = store_copy_create(srv->st, job->dst, err, sizeof(err));
+    bool failed = copy == NULL;
+    bool end = false, cancel = false;
+    while (!end) {
+        pthread_mutex_lock(&job->mu);
+        while (job->head == NULL && !job->end)
+            pthread_cond_wait(&job->cv, &job->mu);
+        backup_rec *r = job->head;
+        job->head = job->tail = NULL;
+        job->queued = 0;
+        end = job->end && r == NULL;
+        cancel = job->cancel;
+        if (failed && !job->failed) {
+            job->failed = true;                    /* the loop stops dumping */
+            snprintf(job->err, sizeof(job->err), "%s", err);
+        }
+        pthread_mutex_unlock(&job->mu);
+        while (r != NULL) {
+            backup_rec *next = r->next;
+            if (!failed)
+                failed = !store_copy_put(copy, r->data, r->klen, r->gone ? NULL : r->data + r->klen,
+                                         r->vlen, err, sizeof(err));
+            free(r);
+            r = next;
+        }
+    }
+    pthread_mutex_lock(&job->mu);
+    if (failed && !job->failed)
+        snprintf(job->err, sizeof(job->err), "%s", err);
+    failed = failed || job->failed;
+    if (cancel && job->err[0] == '\0')
+        snprintf(job->err, sizeof(job->err), "backup to %s cancelled: the server is stopping",
+                 job->dst);
+    pthread_mutex_unlock(&job->mu);
+    if (copy != NULL && (failed || cancel)) {
+        store_copy_abort(copy);
+    } else if (copy != NULL) {
+        job->ok = store_copy_commit(copy, err, sizeof(err)) == 0;
+        if (!job->ok)
+            snprintf(job->err, sizeof(job->err), "%s", err);
+    }
     server_post(srv, backup_done, job);
     pthread_mutex_lock(&srv->task_lock);
     srv->backups_running--;
@@ -353,6 +518,7 @@ static void handle_create_backup(server *srv, const rpc_request *req)
     job->session = req->session;
     rpc_session_ref(job->session);
     job->msgid = req->msgid;
+    job->started = ev_now(srv->loop);
     size_t blen = strlen(srv->cfg.store_spec);
     job->dst = xmalloc(blen + 1 + slen + 1);
     memcpy(job->dst, srv->cfg.store_spec, blen);
@@ -360,6 +526,10 @@ static void handle_create_backup(server *srv, const rpc_request *req)
     if (slen > 0)
         memcpy(job->dst + blen + 1, suffix, slen);
     job->dst[blen + 1 + slen] = '\0';
+    pthread_mutex_init(&job->mu, NULL);
+    pthread_cond_init(&job->cv, NULL);
+    job->next = running_backups;
+    running_backups = job;
 
     pthread_t th;
     pthread_attr_t attr;
@@ -372,11 +542,17 @@ static void handle_create_backup(server *srv, const rpc_request *req)
         pthread_mutex_lock(&srv->task_lock);
         srv->backups_running--;
         pthread_mutex_unlock(&srv->task_lock);
-        log_error("backup: can't start a thread");
+        snprintf(job->err, sizeof(job->err), "backup: can't start a thread");
         job->ok = false;
         backup_done(srv, job);
+        pthread_attr_destroy(&attr);
+        return;
     }
     pthread_attr_destroy(&attr);
+    job->dump = store_dump_start(srv->st);
+    ev_timer_init(&job->step, backup_step_cb, 0.0, 0.0);
+    job->step.data = job;
+    ev_timer_start(srv->loop, &job->step);
 }
 
 /* ---- status and config (wire.md §9) ---- */
@@ -530,7 +706,11 @@ void server_free(server *srv)
     srv->stopping = true;
     replace_stop(srv->repl);             /* joins the worker */
     rmwop_stop(srv);                     /* drop delayed flushes */
-    for (;;) {                            /* backups hold the store: let them finish */
+    for (backup_job *job = running_backups; job != NULL; job = job->next) {
+        if (job->dump != NULL)            /* running backups are dropped */
+            backup_end_dump(job, true, NULL);
+    }
+    for (;;) {                            /* let the backup writers finish */
         pthread_mutex_lock(&srv->task_lock);
         int n = srv->backups_running;
         pthread_mutex_unlock(&srv->task_lock);

@@ -1,7 +1,7 @@
 /* store.h - the server's record store: a Tokyo Cabinet hash database holding the record
  * layout of storage.md §2, with store-if-newer, tombstones, CAS, the tombstone garbage
- * queue (§5) and backup (§6).  Single-threaded use from the server's event loop, except
- * store_backup which may run on another thread. */
+ * queue (§5), backup (§6) and flush_all.  Every function takes the store's lock, so the
+ * replace and backup threads may call them beside the event loop. */
 #ifndef KUMO_STORE_H
 #define KUMO_STORE_H
 
@@ -72,8 +72,65 @@ uint64_t store_iterate(store *st, clocktime_t purge_limit, store_iter_fn fn, voi
  * missed deletes for (DECISIONS.md §2). */
 uint64_t store_iterate_all(store *st, clocktime_t purge_limit, store_iter_fn fn, void *ud);
 
-/* Copy the database to dst via dst.tmp + fsync + rename (storage.md §6).  Safe to call
- * from another thread while the server runs.  Returns 0, or -1 with err filled. */
+/* ---- backup (storage.md §6) ----
+ * A backup is a dump of the store written into a fresh TC file.  The dump hands out
+ * every record (tombstones included) and then, again, the records of the keys written
+ * while it walked: the file ends up holding every record present throughout the dump, at
+ * a version at least as new as at its start.  The server runs the dump on its event
+ * loop in short steps and the copy on a thread of its own. */
+
+typedef struct store_dump store_dump;
+
+/* Begin a dump: from now on the store notes the keys written.  Release with
+ * store_dump_free. */
+store_dump *store_dump_start(store *st);
+
+/* Receives a dumped record, borrowed until it returns; val NULL: the key is gone. */
+typedef void (*store_dump_fn)(const void *key, size_t klen, const void *val, size_t vlen,
+                              void *ud);
+
+/* Hand out records to fn until about max_bytes or max_sec are used up.  Returns 1 while
+ * records remain, 0 when the dump is complete, -1 on a read error (err filled). */
+int store_dump_step(store *st, store_dump *d, size_t max_bytes, double max_sec,
+                    store_dump_fn fn, void *ud, char *err, size_t errlen);
+
+/* End the dump, complete or not, and free it. */
+void store_dump_free(store *st, store_dump *d);
+
+/* The backup file: dst.tmp, created and tuned like the live database.  Any thread; st
+ * is read once.  NULL with err filled on failure.  Release with store_copy_commit or
+ * store_copy_abort. */
+typedef struct store_copy store_copy;
+store_copy *store_copy_create(store *st, const char *dst, char *err, size_t errlen);
+
+/* Store a dumped record in the copy (val NULL removes the key).  false, err filled, on
+ * a write failure. */
+bool store_copy_put(store_copy *c, const void *key, size_t klen, const void *val,
+                    size_t vlen, char *err, size_t errlen);
+
+/* Close dst.tmp, fsync it and rename it to dst.  Frees c.  Returns 0, or -1 with err
+ * filled (and dst.tmp removed). */
+int store_copy_commit(store_copy *c, char *err, size_t errlen);
+
+/* Drop the copy: close and remove dst.tmp.  Frees c. */
+void store_copy_abort(store_copy *c);
+
+/* A whole backup to dst on the calling thread (dump + copy + commit), the store lock
+ * taken per record so that other threads go on.  Returns 0, or -1 with err filled. */
 int store_backup(store *st, const char *dst, char *err, size_t errlen);
+
+/* Begin flush_all at horizon, the flush moment (protocol-additions.md §1.2).  From the
+ * return on, every live record not newer than horizon and not written since reads as
+ * its flush tombstone (its version with the logical clock + 1): the store turns it into
+ * that tombstone before any read, write or iteration sees it.  A write made after this
+ * call survives whatever its version.  The file itself is rewritten by
+ * store_flush_step.  A flush begun while one is running takes the later horizon and
+ * starts the walk again. */
+void store_flush_begin(store *st, clocktime_t horizon);
+
+/* Walk the running flush on by up to max_records records, stopping early once about
+ * max_sec seconds have passed.  Returns true while records remain; *flushed gets the
+ * number of records tombstoned by the flush so far. */
+bool store_flush_step(store *st, size_t max_records, double max_sec, uint64_t *flushed);
 
 #endif

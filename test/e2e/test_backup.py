@@ -2,9 +2,12 @@
 every server copies its database to <db>-<suffix>; merging the copies gives one file with
 every live key once, holding its newest value, and without the deleted keys."""
 import os
+import random
 import shutil
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -94,3 +97,113 @@ def test_backup_and_merge(cluster3):
     assert len(merged) == n
     for k, v in merged.items():
         assert v.endswith(data[k[8:].decode()]), k
+
+
+def percentiles(lat):
+    """'p50 … max' of latencies in seconds, printed in ms (figures, never asserted)."""
+    if not lat:
+        return "no samples"
+    s = sorted(lat)
+    pick = lambda q: s[min(len(s) - 1, int(q * len(s)))] * 1000  # noqa: E731
+    return "n=%d p50=%.2f p99=%.2f p99.9=%.2f max=%.2f ms" % (
+        len(s), pick(0.5), pick(0.99), pick(0.999), s[-1] * 1000)
+
+
+def test_backup_does_not_stall_gets(cluster3):
+    """Issue 9: the backup held the store's lock across the whole Tokyo Cabinet copy, so
+    every get on every server waited for it (3.2 s at 600 MB).  Now gets are answered,
+    correctly, while the backup runs and writers grow records (which moves them inside
+    the file); the backup still holds every record, at its value from the start of the
+    backup or a later one, and kumomergedb merges the copies."""
+    if shutil.which("tchmgr") is None or not os.path.exists(MERGEDB):
+        pytest.skip("tchmgr or kumomergedb missing")
+    c = cluster3
+    gw = c.gateways[0].port
+    data = rc.make_data("stall", 20000, size=1000)      # ~20 MB on each server
+    rc.load(gw, data.items())
+    keys = list(data)
+    grow = set(keys[:3000])                             # rewritten larger meanwhile
+    steady = [k for k in keys if k not in grow]
+    grown = {k: b"grown-" + data[k] * 2 for k in grow}
+
+    stop = threading.Event()
+    in_backup = threading.Event()
+    errors, lat, during = [], [], [0]
+
+    def reader():
+        t = rc.Text(gw)
+        deadline = time.time() + 120
+        while not stop.is_set() and time.time() < deadline:
+            k = random.choice(steady)
+            t0 = time.monotonic()
+            got = t.get_many([k])
+            dt = time.monotonic() - t0
+            if got.get(k) != data[k]:
+                errors.append((k, got.get(k)))
+                break
+            if in_backup.is_set():
+                lat.append(dt)
+                during[0] += 1
+        t.close()
+
+    def writer():
+        t = rc.Text(gw)
+        todo = sorted(grow)
+        deadline = time.time() + 120
+        i = 0
+        while not stop.is_set() and time.time() < deadline and i < len(todo):
+            chunk = todo[i:i + 50]
+            for k, r in zip(chunk, t.set_many([(k, grown[k]) for k in chunk])):
+                if r != b"STORED":
+                    errors.append((k, r))
+            i += 50
+        t.close()
+
+    threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
+    for th in threads:
+        th.start()
+    try:
+        in_backup.set()
+        assert c.kumoctl("backup", "live") == "suffix=live\nnil\n"
+        backups = [c.servers[i]["db"] + "-live" for i in range(3)]
+        kumo.wait_for(lambda: all(os.path.exists(b) for b in backups), timeout=60,
+                      what="backup files")
+        in_backup.clear()
+    finally:
+        stop.set()
+        for th in threads:
+            th.join()
+    print("gets during the backup:", percentiles(lat))
+    assert not errors, errors[:5]
+    assert during[0] > 0
+
+    for b in backups:
+        assert not os.path.exists(b + ".tmp")
+        recs = tch_records(b)
+        for k in steady:
+            assert recs[rc.mpack.dbkey(k)].endswith(data[k]), k
+        for k in grow:
+            v = recs.get(rc.mpack.dbkey(k))
+            assert v is not None, "%s missing from %s" % (k, b)
+            assert v.endswith(data[k]) or v.endswith(grown[k]), k
+    dst = os.path.join(c.dir, "merged-live.tch")
+    r = subprocess.run([MERGEDB, dst] + backups, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    merged = tch_records(dst)
+    assert {rc.mpack.dbkey(k) for k in keys} <= set(merged)
+
+
+def test_backup_failure_is_reported_and_the_server_keeps_serving(cluster3):
+    """A backup that cannot create its file (here: the suffix names a missing directory)
+    leaves no file behind, logs why on every server, and changes nothing for clients."""
+    c = cluster3
+    gw = c.gateways[0].port
+    data = rc.make_data("bkfail", 500)
+    rc.load(gw, data.items())
+    assert c.kumoctl("backup", "x/y") == "suffix=x/y\nnil\n"
+    kumo.wait_for(lambda: all("backup: can't create" in c.servers[i]["daemon"].log()
+                              for i in range(3)), timeout=20, what="backup errors logged")
+    assert rc.missing_or_wrong(gw, data) == []
+    for i in range(3):
+        assert c.servers[i]["daemon"].alive()
+        assert not os.path.exists(c.servers[i]["db"] + "-x")

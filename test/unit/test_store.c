@@ -7,6 +7,8 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -583,6 +585,186 @@ static void test_backup(void **state)
     store_close(st);
 }
 
+/* A backup taken while the records are rewritten: a grown record moves to another
+ * offset, possibly one the dump has passed, yet every record present throughout must be
+ * in the backup at a version at least as new as at the start (issue 9: the backup no
+ * longer holds the store lock across the copy). */
+#define BK_KEYS 20000
+#define BK_PADS 5000
+
+struct backup_run {
+    store *st;
+    char dst[512];
+    char err[256];
+    int rc;
+    atomic_bool done;
+};
+
+static void *backup_thread(void *arg)
+{
+    struct backup_run *r = arg;
+    r->rc = store_backup(r->st, r->dst, r->err, sizeof(r->err));
+    atomic_store(&r->done, true);
+    return NULL;
+}
+
+static void test_backup_during_writes_holds_every_record(void **state)
+{
+    (void)state;
+    static uint8_t big[600];
+    store *st = open_named("busy.tch");
+    char key[32];
+    /* large records first in the file: erased during the backup, their space is
+     * reused by the grown records, behind the dump's cursor */
+    memset(big, 'p', sizeof(big));
+    for (int i = 0; i < BK_PADS; i++) {
+        snprintf(key, sizeof(key), "pad%d", i);
+        be64_put(big, ct_at(10));
+        assert_true(store_put(st, key, strlen(key), big, sizeof(big)));
+    }
+    for (int i = 0; i < BK_KEYS; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        size_t n = make_value(big, ct_at(10), key);
+        assert_true(store_put(st, key, strlen(key), big, n));
+    }
+    struct backup_run r = { .st = st };
+    path_in_dir(r.dst, sizeof(r.dst), "busy.tch-bk");
+    atomic_init(&r.done, false);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, backup_thread, &r), 0);
+    /* rewrite keys from both ends, grown (so they move), and add new ones, until the
+     * backup ends (bounded) */
+    int rewritten = 0;
+    memset(big, 'x', sizeof(big));
+    for (int i = 0; i < BK_KEYS && !atomic_load(&r.done); i++, rewritten++) {
+        int j = i % 2 == 0 ? i / 2 : BK_KEYS - 1 - i / 2;
+        snprintf(key, sizeof(key), "k%d", j);
+        be64_put(big, ct_at(20));
+        big[8] = big[9] = 0;
+        assert_true(store_put(st, key, strlen(key), big, sizeof(big)));
+        if (i < BK_PADS) {
+            snprintf(key, sizeof(key), "pad%d", i);
+            assert_true(store_erase(st, key, strlen(key)));
+        } else {
+            snprintf(key, sizeof(key), "new%d", i);
+            assert_true(store_put(st, key, strlen(key), big, sizeof(big)));
+        }
+    }
+    pthread_join(th, NULL);
+    if (r.rc != 0)
+        fail_msg("backup failed: %s", r.err);
+    store_close(st);
+    print_message("backup overlapped %d rewrites\n", rewritten);
+
+    TCHDB *db = tchdbnew();
+    assert_true(tchdbopen(db, r.dst, HDBOREADER));
+    for (int i = 0; i < BK_KEYS; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        int sz;
+        uint8_t *got = tchdbget(db, key, (int)strlen(key), &sz);
+        if (got == NULL)
+            fail_msg("%s missing from the backup", key);
+        assert_true(sz >= 10);
+        assert_true(be64_get(got) == ct_at(10) || be64_get(got) == ct_at(20));
+        free(got);
+    }
+    tchdbclose(db);
+    tchdbdel(db);
+}
+
+/* flush_all (protocol-additions.md §1.2) no longer walks the database in one go: the
+ * store hides every flushed item the moment the flush begins, and a write made after
+ * that survives even when its version is below the flush moment (clock skew between
+ * servers), both before and after the walk has passed its record. */
+static bool count_fn(const void *key, size_t klen, const void *val, size_t vlen, void *ud)
+{
+    (void)key;
+    (void)klen;
+    (void)val;
+    (void)vlen;
+    (*(int *)ud)++;
+    return true;
+}
+
+static void test_flush_hides_items_at_once_and_keeps_later_writes(void **state)
+{
+    (void)state;
+    uint8_t v[64];
+    store *st = open_named("flush.tch");
+    char key[16];
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "f%d", i);
+        size_t n = make_value(v, ct_at(100 + (uint32_t)i), key);
+        assert_true(store_put(st, key, strlen(key), v, n));
+    }
+    size_t n = make_value(v, ct_at(2000), "future");
+    assert_true(store_put(st, "future", 6, v, n));   /* newer than the flush moment */
+
+    store_flush_begin(st, ct_at(1000));
+    /* hidden at once: reads see the flush tombstone, the record's version + 1 clock */
+    size_t vlen = 0;
+    uint8_t *got = store_get(st, "f5", 2, &vlen);
+    assert_non_null(got);
+    assert_int_equal(vlen, TOMBSTONE_LEN);
+    assert_int_equal(be64_get(got), clocktime_make(BASE_SEC + 105, 1));
+    free(got);
+    clocktime_t ct;
+    assert_true(store_get_clocktime(st, "f6", 2, &ct));
+    assert_int_equal(ct, clocktime_make(BASE_SEC + 106, 1));
+    /* a replicated write from a coordinator whose clock is behind ours: below the flush
+     * moment but newer than the tombstone, so it is kept */
+    n = make_value(v, ct_at(500), "skew");
+    assert_true(store_update(st, "f7", 2, v, n));
+    n = make_value(v, ct_at(900), "fresh");
+    assert_true(store_update(st, "new", 3, v, n));
+    /* an older copy (a replace stream) of a flushed record is refused */
+    n = make_value(v, ct_at(108), "f8");
+    assert_false(store_update(st, "f8", 2, v, n));
+    got = store_get(st, "f8", 2, &vlen);
+    assert_int_equal(vlen, TOMBSTONE_LEN);
+    free(got);
+
+    /* iterations (the replace copy) never see a flushed record live */
+    int live = 0;
+    uint64_t visited = store_iterate(st, 0, count_fn, &live);
+    assert_int_equal(visited, 3);                  /* f7, new, future */
+
+    uint64_t flushed = 0;
+    int steps = 0;
+    while (store_flush_step(st, 7, 60.0, &flushed))
+        assert_true(++steps < 1000);
+    assert_true(steps > 5);                        /* it walked in steps */
+    assert_int_equal(flushed, 100);                /* f0..f99, each once */
+    assert_value(st, "f7", ct_at(500), "skew");
+    assert_value(st, "new", ct_at(900), "fresh");
+    assert_value(st, "future", ct_at(2000), "future");
+    got = store_get(st, "f99", 3, &vlen);
+    assert_int_equal(vlen, TOMBSTONE_LEN);
+    assert_int_equal(be64_get(got), clocktime_make(BASE_SEC + 199, 1));
+    free(got);
+    /* the flush is over: a later write below the old flush moment is a plain write */
+    n = make_value(v, ct_at(600), "again");
+    assert_true(store_update(st, "f7b", 3, v, n));
+    assert_value(st, "f7b", ct_at(600), "again");
+
+    /* a second flush while the first walks covers what was written in between */
+    store_flush_begin(st, ct_at(3000));
+    assert_true(store_flush_step(st, 1, 60.0, &flushed));       /* walking */
+    n = make_value(v, ct_at(2500), "between");
+    assert_true(store_update(st, "mid", 3, v, n));
+    store_flush_begin(st, ct_at(4000));
+    got = store_get(st, "mid", 3, &vlen);
+    assert_int_equal(vlen, TOMBSTONE_LEN);
+    free(got);
+    while (store_flush_step(st, 1000, 60.0, &flushed))
+        ;
+    assert_false(store_flush_step(st, 1000, 60.0, &flushed));   /* nothing left to do */
+    got = store_get(st, "future", 6, &vlen);
+    assert_int_equal(vlen, TOMBSTONE_LEN);
+    free(got);
+    store_close(st);
+}
+
 struct orig_ctx { int n; bool ok; };
 
 static bool orig_fn(const void *key, size_t klen, const void *val, size_t vlen, void *ud)
@@ -645,6 +827,8 @@ int main(void)
         cmocka_unit_test(test_garbage_young_kept),
         cmocka_unit_test(test_garbage_max_age),
         cmocka_unit_test(test_backup),
+        cmocka_unit_test(test_backup_during_writes_holds_every_record),
+        cmocka_unit_test(test_flush_hides_items_at_once_and_keeps_later_writes),
         cmocka_unit_test(test_original_layout),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
