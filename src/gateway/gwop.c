@@ -43,6 +43,7 @@ struct gw_op {
     bool fast_retried;         /* the one fast retry after an error 6 is used up */
     unsigned retry;            /* retries made so far */
     int last_err;
+    double started;            /* ev_now at the start: the -Rt budget counts from here */
     ev_timer delay;
     uint64_t arg;              /* update: CAS unique or delta */
     union { gateway_get_cb get; gateway_store_cb store; gateway_update_cb update; } cb;
@@ -173,6 +174,15 @@ static void op_finish(gw_op *op, int status, const gateway_value *v, clocktime_t
 
 static void op_send(gw_op *op);
 
+/* Seconds left of the -Rt budget; a large number without one (kumofs-c). */
+static double op_budget_left(const gw_op *op)
+{
+    const gateway *gw = op->gw;
+    if (!(gw->cfg.request_timeout > 0))
+        return 1e9;
+    return op->started + gw->cfg.request_timeout - ev_now(gw->loop);
+}
+
 static unsigned op_retry_limit(const gw_op *op)
 {
     const gateway_config *c = &op->gw->cfg;
@@ -200,7 +210,9 @@ static void op_attempt_failed(gw_op *op, int err)
 {
     gateway *gw = op->gw;
     op->last_err = err;
-    if (op->retry >= op_retry_limit(op) || !op_retryable(op, err)) {
+    /* no time left for another attempt within -Rt: answer now rather than late */
+    bool out_of_time = op_budget_left(op) < 0.05;
+    if (op->retry >= op_retry_limit(op) || !op_retryable(op, err) || out_of_time) {
         if (err == RPC_TRANSPORT_LOST || err == RPC_SERVER_ERROR)
             gw_renew(gw);
         size_t klen;
@@ -235,6 +247,9 @@ static void op_attempt_failed(gw_op *op, int err)
             gw_renew(gw);
         }
     }
+    double left = op_budget_left(op);
+    if (delay > left - 0.05)
+        delay = left - 0.05 > 0 ? left - 0.05 : 0.0;
     ev_timer_set(&op->delay, delay, 0.0);
     ev_timer_start(gw->loop, &op->delay);
 }
@@ -274,22 +289,30 @@ static void op_send(gw_op *op)
     unsigned offset = op->kind == OP_GET ? op->retry % 3 : 0;
     const hs_node *n = hashspace_server_for(&sp->hs, dbkey_hash(op->buf), offset);
     rpc_session *s = gw_space_session(gw, sp, (size_t)(n - sp->hs.nodes));
+    /* kumofs-c: a get skips replicas that stopped answering while another may answer */
+    for (unsigned k = 1; op->kind == OP_GET && k < 3 && gw_session_suspect(s); k++) {
+        const hs_node *alt = hashspace_server_for(&sp->hs, dbkey_hash(op->buf), (offset + k) % 3);
+        rpc_session *as = gw_space_session(gw, sp, (size_t)(alt - sp->hs.nodes));
+        if (!gw_session_suspect(as))
+            s = as;
+    }
+    double tmo = gw_attempt_timeout(gw, s, op->kind == OP_GET, op_budget_left(op));
     msgpack_packer *pk;
     switch (op->kind) {
     case OP_GET:   /* wire.md §8.2 Get [dbkey] */
-        pk = rpc_call_begin(s, SRV_GET, RPC_DEFAULT_TIMEOUT_STEPS, get_done, op);
+        pk = rpc_call_begin_timed(s, SRV_GET, tmo, get_done, op);
         msgpack_pack_array(pk, 1);
         kwire_pack_raw(pk, op->buf, op->keylen);
         break;
     case OP_SET:   /* Set [operation, dbkey, dbvalue] */
-        pk = rpc_call_begin(s, SRV_SET, RPC_DEFAULT_TIMEOUT_STEPS, store_done, op);
+        pk = rpc_call_begin_timed(s, SRV_SET, tmo, store_done, op);
         msgpack_pack_array(pk, 3);
         msgpack_pack_uint32(pk, op->setop);
         kwire_pack_raw(pk, op->buf, op->keylen);
         kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
         break;
     case OP_UPDATE: /* Update [op, flags, dbkey, dbvalue, arg] (doc/protocol-additions.md) */
-        pk = rpc_call_begin(s, SRV_UPDATE, RPC_DEFAULT_TIMEOUT_STEPS, update_done, op);
+        pk = rpc_call_begin_timed(s, SRV_UPDATE, tmo, update_done, op);
         msgpack_pack_array(pk, 5);
         msgpack_pack_uint32(pk, op->setop);
         msgpack_pack_uint32(pk, op->async ? STORE_FLAG_ASYNC : 0);
@@ -298,7 +321,7 @@ static void op_send(gw_op *op)
         msgpack_pack_uint64(pk, op->arg);
         break;
     default:       /* Delete [flags, dbkey] */
-        pk = rpc_call_begin(s, SRV_DELETE, RPC_DEFAULT_TIMEOUT_STEPS, store_done, op);
+        pk = rpc_call_begin_timed(s, SRV_DELETE, tmo, store_done, op);
         msgpack_pack_array(pk, 2);
         msgpack_pack_uint32(pk, op->async ? STORE_FLAG_ASYNC : 0);
         kwire_pack_raw(pk, op->buf, op->keylen);
@@ -404,6 +427,7 @@ static gw_op *op_start(gateway *gw, int kind, const char *key, size_t keylen, si
     gw_op *op = op_new(gw, kind, DBKEY_HASH_LEN + gw->prefixlen + keylen + extra);
     ev_timer_init(&op->delay, op_delay_cb, 0.0, 0.0);
     op->delay.data = op;
+    op->started = ev_now(gw->loop);
     op_set_key(op, key, keylen);
     return op;
 }

@@ -96,7 +96,11 @@ static void request_hash_space(server *srv, rpc_session *s, uint32_t method);
 typedef struct hs_request {
     server *srv;
     uint32_t method;
+    bool resync;                /* asked for by resync_begin: counts towards its end */
 } hs_request;
+
+static void resync_answered(server *srv, hs_request *q);
+static void request_hash_space_tagged(server *srv, rpc_session *s, uint32_t method, bool resync);
 
 static void hs_request_cb(rpc_session *s, const rpc_result *r, void *ud)
 {
@@ -105,7 +109,7 @@ static void hs_request_cb(rpc_session *s, const rpc_result *r, void *ud)
     if (r->err != RPC_OK) {
         /* §7: re-send to the same manager while its session is alive */
         if (!srv->stopping && !rpc_session_is_lost(s)) {
-            request_hash_space(srv, s, q->method);
+            request_hash_space_tagged(srv, s, q->method, q->resync);
         }
         free(q);
         return;
@@ -125,17 +129,102 @@ static void hs_request_cb(rpc_session *s, const rpc_result *r, void *ud)
         log_warn("bad hash space reply from manager");
     }
     hashspace_destroy(&seed);
+    resync_answered(srv, q);
     free(q);
 }
 
 static void request_hash_space(server *srv, rpc_session *s, uint32_t method)
 {
+    request_hash_space_tagged(srv, s, method, false);
+}
+
+/* ---- resync after a stall (kumofs-c) ----
+ * A server that was stopped (SIGSTOP, a hung disk, a starved machine) finds requests
+ * queued while it was away, and its hash spaces may be stale: the manager may have
+ * declared it fault and moved its keys to other coordinators.  Stamping those writes now
+ * could put an old write above newer acknowledged ones.  So after a gap in the 0.5 s
+ * tick longer than STALL_SECONDS, client writes are refused (error 6, the gateway tries
+ * again elsewhere) until both hash spaces were fetched again from the managers -- or,
+ * with no manager answering, for RESYNC_MAX_SECONDS. */
+#define STALL_SECONDS 1.5
+#define RESYNC_MAX_SECONDS 5.0
+
+static void request_hash_space_tagged(server *srv, rpc_session *s, uint32_t method, bool resync)
+{
     hs_request *q = xmalloc(sizeof(*q));
     q->srv = srv;
     q->method = method;
+    q->resync = resync;
     msgpack_packer *pk = rpc_call_begin(s, method, RPC_DEFAULT_TIMEOUT_STEPS, hs_request_cb, q);
     msgpack_pack_array(pk, 0);
     rpc_call_end(s);
+}
+
+static void resync_begin(server *srv, double gap)
+{
+    if (!srv->resync)
+        log_warn("the event loop stood still for %.1f s: refusing writes until the hash "
+                 "spaces are fetched again", gap);
+    srv->resync = true;
+    srv->resync_since = ev_now(srv->loop);
+    const kaddr *mgrs[2] = { &srv->cfg.mgr1, &srv->cfg.mgr2 };
+    for (int i = 0; i < 2; i++) {
+        if (mgrs[i]->len == 0)
+            continue;
+        rpc_session *s = rpc_node_session(srv->rpc, mgrs[i], true);
+        request_hash_space_tagged(srv, s, MGR_WHASH_SPACE_REQUEST, true);
+        request_hash_space_tagged(srv, s, MGR_RHASH_SPACE_REQUEST, true);
+        srv->resync_pending += 2;
+    }
+}
+
+static void resync_end(server *srv, const char *why)
+{
+    srv->resync = false;
+    srv->resync_pending = 0;
+    log_warn("accepting writes again: %s", why);
+}
+
+static void resync_answered(server *srv, hs_request *q)
+{
+    if (!q->resync || !srv->resync)
+        return;
+    /* one manager's pair of answers is enough: it knows whether we were declared lost */
+    if (srv->resync_pending > 0)
+        srv->resync_pending--;
+    if (srv->resync_pending <= (srv->cfg.mgr2.len != 0 ? 2u : 0u))
+        resync_end(srv, "hash spaces fetched again");
+}
+
+/* Work that must not run on a stale view (kumofs-c): client writes during a resync, and
+ * replication from a coordinator this server's whs lists as fault (its late writes,
+ * e.g. retransmitted after a partition healed, lost the key to another coordinator).
+ * Answers error 6 and returns true when refused. */
+static bool stale_refused(server *srv, const rpc_request *req)
+{
+    double now = ev_now(srv->loop);
+    if (srv->last_tick > 0 && now - srv->last_tick > STALL_SECONDS)
+        resync_begin(srv, now - srv->last_tick);
+    switch (req->method) {
+    case SRV_SET:
+    case SRV_DELETE:
+    case SRV_UPDATE:
+        if (!srv->resync)
+            return false;
+        break;
+    case SRV_REPLICATE_SET:
+    case SRV_REPLICATE_DELETE: {
+        const kaddr *from = rpc_session_addr(req->session);
+        if (!req->cluster || hashspace_index(&srv->whs, from) < 0
+            || hashspace_is_active(&srv->whs, from))
+            return false;
+        break;
+    }
+    default:
+        return false;
+    }
+    rpc_reply_error(req->session, req->msgid, RPC_SERVER_ERROR);
+    return true;
 }
 
 static void request_hash_spaces_from(server *srv, const kaddr *mgr)
@@ -205,6 +294,12 @@ void server_keepalive(server *srv)
 void server_tick(server *srv)
 {
     kclock_update_time(&srv->clock);
+    double now = ev_now(srv->loop);
+    if (srv->last_tick > 0 && now - srv->last_tick > STALL_SECONDS)
+        resync_begin(srv, now - srv->last_tick);
+    else if (srv->resync && now - srv->resync_since > RESYNC_MAX_SECONDS)
+        resync_end(srv, "no manager answered");
+    srv->last_tick = now;
 }
 
 /* ---- cluster control requests ---- */
@@ -461,6 +556,8 @@ static void dispatch(const rpc_request *req, void *ud)
         reply_protocol_error(req);
         return;
     }
+    if (stale_refused(srv, req))
+        return;
     switch (req->method) {
     case SRV_KEEP_ALIVE:           handle_keepalive(srv, req); break;
     case SRV_HASH_SPACE_SYNC:      handle_hash_space_sync(srv, req); break;
