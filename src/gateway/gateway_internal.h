@@ -65,6 +65,15 @@ double gw_attempt_timeout(const gateway *gw, rpc_session *s, bool get, double re
  * then go to the key's other replicas first. */
 bool gw_session_suspect(const rpc_session *s);
 
+/* Should a write to coordinator session s fail at once (kumofs-c)?  Yes when s stopped
+ * answering (GW_SUSPECT_TIMEOUTS calls timed out since its last answer): the write is
+ * answered with an error now instead of holding its client for -Rt (a gateway cut from
+ * one server while the manager still sees it, or a frozen server not yet marked fault).
+ * Every GW_PROBE_INTERVAL seconds a cheap probe goes to s; its answer ends this. */
+#define GW_SUSPECT_TIMEOUTS 2
+#define GW_PROBE_INTERVAL 0.5
+bool gw_write_blocked(gateway *gw, rpc_session *s);
+
 /* ---- gwop.c */
 
 /* Complete every live op with GATEWAY_FAILED and free the op pool (gateway_free, after

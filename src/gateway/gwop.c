@@ -17,6 +17,9 @@
 
 /* A pseudo error for "the needed hash space has no active node" (cli.md §9.5 "No server"). */
 #define GW_ERR_NO_SERVER 100
+/* kumofs-c: the write's coordinator stopped answering and was just tried by another
+ * request; answered at once instead of waiting out -Rt (see gw_write_blocked). */
+#define GW_ERR_UNREACHABLE 101
 
 #define GW_RETRY_DELAY 1.0            /* algorithms.md §5.1: "after a ~1 s delay" */
 /* The first retry after an error 6 ("obsolete hash space" / "server not ready"): the
@@ -39,7 +42,8 @@ struct gw_op {
     uint8_t setop;             /* SET_OP_*; update: GATEWAY_ADD.. */
     bool async;                /* delete: STORE_FLAG_ASYNC */
     bool noserver_logged;
-    bool fail_pending;         /* the delay timer delivers a "no server" attempt failure */
+    bool fail_pending;         /* the delay timer delivers the attempt failure fail_err */
+    int fail_err;              /* GW_ERR_NO_SERVER or GW_ERR_UNREACHABLE */
     bool fast_retried;         /* the one fast retry after an error 6 is used up */
     unsigned retry;            /* retries made so far */
     int last_err;
@@ -211,7 +215,7 @@ static void op_attempt_failed(gw_op *op, int err)
     gateway *gw = op->gw;
     op->last_err = err;
     /* no time left for another attempt within -Rt: answer now rather than late */
-    bool out_of_time = op_budget_left(op) < 0.05;
+    bool out_of_time = op_budget_left(op) < 0.05 || err == GW_ERR_UNREACHABLE;
     if (op->retry >= op_retry_limit(op) || !op_retryable(op, err) || out_of_time) {
         if (err == RPC_TRANSPORT_LOST || err == RPC_SERVER_ERROR)
             gw_renew(gw);
@@ -259,7 +263,7 @@ static void op_delay_cb(struct ev_loop *loop, ev_timer *w, int revents)
     gw_op *op = w->data;
     if (op->fail_pending) {
         op->fail_pending = false;
-        op_attempt_failed(op, GW_ERR_NO_SERVER);
+        op_attempt_failed(op, op->fail_err);
     } else {
         op_send(op);
     }
@@ -282,6 +286,7 @@ static void op_send(gw_op *op)
         gw_renew_check(gw);
         /* fail the attempt from the loop, so callbacks never run inside gateway_get */
         op->fail_pending = true;
+        op->fail_err = GW_ERR_NO_SERVER;
         ev_timer_set(&op->delay, 0.0, 0.0);
         ev_timer_start(gw->loop, &op->delay);
         return;
@@ -295,6 +300,13 @@ static void op_send(gw_op *op)
         rpc_session *as = gw_space_session(gw, sp, (size_t)(alt - sp->hs.nodes));
         if (!gw_session_suspect(as))
             s = as;
+    }
+    if (op->kind != OP_GET && gw_write_blocked(gw, s)) {
+        op->fail_pending = true;
+        op->fail_err = GW_ERR_UNREACHABLE;
+        ev_timer_set(&op->delay, 0.0, 0.0);
+        ev_timer_start(gw->loop, &op->delay);
+        return;
     }
     double tmo = gw_attempt_timeout(gw, s, op->kind == OP_GET, op_budget_left(op));
     msgpack_packer *pk;

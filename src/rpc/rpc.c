@@ -682,6 +682,7 @@ static msgpack_packer *call_begin(rpc_session *s, uint32_t method, unsigned time
     double now = 0.0, deadline = 0.0;
     if (s->node) {
         now = ev_now(s->node->loop);
+        s->last_call = now;
         if (seconds > 0) {
             deadline = now + seconds;
             if (!ev_is_active(&s->node->deadlines)) {
@@ -723,6 +724,11 @@ bool rpc_session_rtt(const rpc_session *s, double *srtt, double *rttvar)
 unsigned rpc_session_timeouts(const rpc_session *s)
 {
     return s->timeouts;
+}
+
+double rpc_session_last_call(const rpc_session *s)
+{
+    return s->last_call;
 }
 
 void rpc_call_end(rpc_session *s)

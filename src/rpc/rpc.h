@@ -136,6 +136,9 @@ bool rpc_session_rtt(const rpc_session *s, double *srtt, double *rttvar);
  * error, resets it): a peer that stopped answering shows a growing count. */
 unsigned rpc_session_timeouts(const rpc_session *s);
 
+/* ev_now when the last call on this session was made, 0 = none yet. */
+double rpc_session_last_call(const rpc_session *s);
+
 /* Answer a request: rpc_reply_begin writes [1, msgid, and returns a packer; pack the error
  * field then the result, then rpc_reply_end.  Answers to a lost session are dropped. */
 msgpack_packer *rpc_reply_begin(rpc_session *s, uint32_t msgid);

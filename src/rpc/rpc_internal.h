@@ -61,6 +61,7 @@ struct rpc_session {
     double srtt, rttvar;           /* smoothed round trip of answered calls, seconds (0: none yet) */
     double last_response;          /* ev_now of the last response, 0 = none yet */
     unsigned timeouts;             /* calls timed out since the last response */
+    double last_call;              /* ev_now of the last call made */
     msgpack_packer pk;             /* returned by rpc_call_begin / rpc_reply_begin */
     rpc_conn *pk_conn;             /* where pk currently writes (NULL: queued) */
     struct rpc_session *prev, *next; /* node->sessions (live) or node->dead */

@@ -30,7 +30,7 @@ import threading
 import time
 
 from pymemcache.client.base import Client
-from pymemcache.exceptions import MemcacheError
+from pymemcache.exceptions import MemcacheError, MemcacheServerError
 
 MISS = None
 
@@ -144,7 +144,14 @@ class Checker:
             th.join(timeout=self.timeout * 3 + 10)
         self.elapsed = time.time() - (self.started or time.time())
         if verify:
-            self._final_pass()
+            # in a thread of its own, set up like the workers (e.g. inside a netns)
+            def final():
+                if self.thread_init is not None:
+                    self.thread_init()
+                self._final_pass()
+            th = threading.Thread(target=final, name="checker-final", daemon=True)
+            th.start()
+            th.join()
         return self
 
     def summary(self):
@@ -181,6 +188,7 @@ class Checker:
             "max": lats[-1] if n else 0.0,
             "p99": lats[min(n - 1, int(n * 0.99))] if n else 0.0,
             "rate": n / span if span > 0 else 0.0,
+            "ok_rate": sum(1 for x in sel if x[3] == "ok") / span if span > 0 else 0.0,
         }
 
     def _client(self, port):
@@ -268,6 +276,11 @@ class Checker:
                 self._fail("timeout")
                 self._retire(states, getattr(e, "_rt_key", None))
                 self._drop(clients, port)
+            except MemcacheServerError as e:
+                # SERVER_ERROR: the gateway answered; the connection is fine
+                self._fail(type(e).__name__)
+                self.samples.append((t_start, time.time() - t_start, kind, outcome))
+                continue
             except (MemcacheError, OSError) as e:
                 self._fail(type(e).__name__)
                 self._drop(clients, port)
