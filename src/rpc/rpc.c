@@ -262,8 +262,15 @@ static void node_idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
     (void)revents;
 }
 
-/* Complete taken-out calls with RPC_TIMEOUT; each v[i].s carries a reference. */
-static void expire_calls(rpc_expired *v, size_t k)
+/* Complete taken-out calls with RPC_TIMEOUT; each v[i].s carries a reference.
+ * deadline: they were calls with a deadline in seconds.  A session whose deadline calls
+ * time out RPC_RESET_TIMEOUTS times in a row without any answer drops its connections
+ * (a cluster session reconnects, a plain one is made anew on next use): after a
+ * partition heals, a TCP connection that retransmitted into the void has backed off for
+ * many seconds and everything queued behind it would wait for its next retransmission,
+ * while a fresh connection works at once. */
+#define RPC_RESET_TIMEOUTS 3
+static void expire_calls(rpc_expired *v, size_t k, bool deadline)
 {
     rpc_result r = { .err = RPC_TIMEOUT, .error = &rpc_nil, .result = &rpc_nil };
     for (size_t i = 0; i < k; i++)
@@ -271,7 +278,22 @@ static void expire_calls(rpc_expired *v, size_t k)
     for (size_t i = 0; i < k; i++) {
         if (v[i].cb)
             v[i].cb(v[i].s, &r, v[i].ud);
-        rpc_session_unref(v[i].s);
+    }
+    for (size_t i = 0; i < k; i++) {
+        rpc_session *s = v[i].s;
+        if (deadline && s->timeouts >= RPC_RESET_TIMEOUTS && s->node && !s->lost
+            && !s->accepted && s->conns != NULL && !s->node->freeing) {
+            char a[KADDR_STRLEN];
+            log_info("rpc: %u calls to %s timed out in a row: reconnecting", s->timeouts,
+                     kaddr_format(&s->addr, a));
+            /* the session stays (and stays suspect until it answers); calls written to
+             * the old connection fail now, a new one is opened at the prepare */
+            while (s->conns)
+                rpc_conn_close(s->conns, false);
+            schedule_fail(s);
+            schedule_connect(s);
+        }
+        rpc_session_unref(s);
     }
 }
 
@@ -319,7 +341,7 @@ static void node_step_cb(struct ev_loop *loop, ev_timer *w, int revents)
         v[i].ud = pc.ud;
         rpc_session_ref(v[i].s);
     }
-    expire_calls(v, k);
+    expire_calls(v, k, false);
     free(v);
 }
 
@@ -367,7 +389,7 @@ static void node_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
         v[i].ud = pc.ud;
         rpc_session_ref(v[i].s);
     }
-    expire_calls(v, k);
+    expire_calls(v, k, true);
     free(v);
 }
 

@@ -138,15 +138,19 @@ static void request_hash_space(server *srv, rpc_session *s, uint32_t method)
     request_hash_space_tagged(srv, s, method, false);
 }
 
-/* ---- resync after a stall (kumofs-c) ----
- * A server that was stopped (SIGSTOP, a hung disk, a starved machine) finds requests
- * queued while it was away, and its hash spaces may be stale: the manager may have
- * declared it fault and moved its keys to other coordinators.  Stamping those writes now
- * could put an old write above newer acknowledged ones.  So after a gap in the 0.5 s
- * tick longer than STALL_SECONDS, client writes are refused (error 6, the gateway tries
- * again elsewhere) until both hash spaces were fetched again from the managers -- or,
- * with no manager answering, for RESYNC_MAX_SECONDS. */
+/* ---- resync after a stall or a silence (kumofs-c) ----
+ * A server that was stopped (SIGSTOP, a hung disk, a starved machine) or cut off from
+ * the managers finds requests queued while it was away (or retransmitted once the
+ * network heals), and its hash spaces may be stale: the manager may have declared it
+ * fault and moved its keys to other coordinators.  Stamping those writes now could put
+ * an old write above newer acknowledged ones.  So after a gap in the 0.5 s tick longer
+ * than STALL_SECONDS, or when no manager answered a KeepAlive sent in the last
+ * LEASE_SECONDS (KeepAlives go out every tick), client writes are refused (error 6, the
+ * gateway tries again elsewhere) until the hash spaces were fetched again from a manager.
+ * Only when the managers' connections are refused (their processes are gone, so nobody
+ * can declare this server fault) does it go on after RESYNC_MAX_SECONDS without them. */
 #define STALL_SECONDS 1.5
+#define LEASE_SECONDS 2.0
 #define RESYNC_MAX_SECONDS 5.0
 
 static void request_hash_space_tagged(server *srv, rpc_session *s, uint32_t method, bool resync)
@@ -160,11 +164,12 @@ static void request_hash_space_tagged(server *srv, rpc_session *s, uint32_t meth
     rpc_call_end(s);
 }
 
-static void resync_begin(server *srv, double gap)
+static void resync_begin(server *srv, const char *why, double secs)
 {
-    if (!srv->resync)
-        log_warn("the event loop stood still for %.1f s: refusing writes until the hash "
-                 "spaces are fetched again", gap);
+    if (srv->resync)
+        return;   /* its hash-space requests are out (and re-sent while sessions live) */
+    log_warn("%s for %.1f s: refusing writes until the hash spaces are fetched again",
+             why, secs);
     srv->resync = true;
     srv->resync_since = ev_now(srv->loop);
     const kaddr *mgrs[2] = { &srv->cfg.mgr1, &srv->cfg.mgr2 };
@@ -204,7 +209,7 @@ static bool stale_refused(server *srv, const rpc_request *req)
 {
     double now = ev_now(srv->loop);
     if (srv->last_tick > 0 && now - srv->last_tick > STALL_SECONDS)
-        resync_begin(srv, now - srv->last_tick);
+        resync_begin(srv, "the event loop stood still", now - srv->last_tick);
     switch (req->method) {
     case SRV_SET:
     case SRV_DELETE:
@@ -266,9 +271,25 @@ static bool adopt_sync(hashspace *local, hashspace *seed)
 
 /* ---- keepalive ---- */
 
+/* ud of a KeepAlive: when it was sent (the lease counts from there). */
+typedef struct ka_call {
+    server *srv;
+    double sent;
+} ka_call;
+
 static void keepalive_cb(rpc_session *s, const rpc_result *r, void *ud)
 {
-    (void)ud;
+    ka_call *k = ud;
+    server *srv = k->srv;
+    double sent = k->sent;
+    free(k);
+    if (r->err == RPC_OK) {
+        if (sent > srv->mgr_ok_sent)
+            srv->mgr_ok_sent = sent;
+        srv->mgr_refused = false;
+    } else {
+        srv->mgr_refused = r->err == RPC_NODE_LOST || r->err == RPC_TRANSPORT_LOST;
+    }
     if (r->err != RPC_OK) {
         char buf[KADDR_STRLEN];
         log_debug("KeepAlive to %s failed: error %d", kaddr_format(rpc_session_addr(s), buf), r->err);
@@ -278,7 +299,10 @@ static void keepalive_cb(rpc_session *s, const rpc_result *r, void *ud)
 static void keepalive_to(server *srv, const kaddr *mgr)
 {
     rpc_session *s = rpc_node_session(srv->rpc, mgr, true);
-    msgpack_packer *pk = rpc_call_begin(s, MGR_KEEP_ALIVE, RPC_DEFAULT_TIMEOUT_STEPS, keepalive_cb, NULL);
+    ka_call *k = xmalloc(sizeof(*k));
+    k->srv = srv;
+    k->sent = ev_now(srv->loop);
+    msgpack_packer *pk = rpc_call_begin_timed(s, MGR_KEEP_ALIVE, LEASE_SECONDS / 2, keepalive_cb, k);
     msgpack_pack_array(pk, 1);
     msgpack_pack_uint32(pk, kclock_incr(&srv->clock));
     rpc_call_end(s);
@@ -296,10 +320,14 @@ void server_tick(server *srv)
     kclock_update_time(&srv->clock);
     double now = ev_now(srv->loop);
     if (srv->last_tick > 0 && now - srv->last_tick > STALL_SECONDS)
-        resync_begin(srv, now - srv->last_tick);
-    else if (srv->resync && now - srv->resync_since > RESYNC_MAX_SECONDS)
-        resync_end(srv, "no manager answered");
+        resync_begin(srv, "the event loop stood still", now - srv->last_tick);
+    else if (srv->mgr_ok_sent > 0 && now - srv->mgr_ok_sent > LEASE_SECONDS)
+        resync_begin(srv, "no manager answered", now - srv->mgr_ok_sent);
+    else if (srv->resync && srv->mgr_refused && now - srv->resync_since > RESYNC_MAX_SECONDS)
+        resync_end(srv, "the managers are not running");
     srv->last_tick = now;
+    if (!srv->stopping)
+        server_keepalive(srv);   /* every tick: the lease above counts on it */
 }
 
 /* ---- cluster control requests ---- */

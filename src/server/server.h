@@ -64,6 +64,9 @@ struct server {
     bool resync;                 /* after a stall: refuse client writes until fresh hash spaces */
     unsigned resync_pending;     /* hash-space answers still awaited for the resync */
     double resync_since;
+    double mgr_ok_sent;          /* send time of the newest KeepAlive a manager answered */
+    bool mgr_refused;            /* the last KeepAlive failed on the connection (no manager
+                                  * process there), not by a timeout */
 
     uint64_t cmd_get;            /* GetStatus counters (wire.md §9) */
     uint64_t cmd_set;

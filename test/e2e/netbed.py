@@ -78,13 +78,18 @@ def remove_stale_beds():
         _delete_ns(ns)
 
 
+_beds = 0
+
+
 class Bed:
     """Hosts on one bridge.  add_host(name) -> address; exec_argv(name, argv) runs
     inside; cut/heal links with nftables; close() removes everything."""
 
     def __init__(self):
+        global _beds
         remove_stale_beds()
-        self.tag = "%s%d" % (PREFIX, os.getpid())
+        _beds += 1
+        self.tag = "%s%d-%d" % (PREFIX, os.getpid(), _beds)
         self.bridge_ns = "%s-br" % self.tag
         self.hosts = {}          # name -> (namespace, address)
         self.rules = {}          # name -> list of nft rule strings currently applied
