@@ -6,6 +6,7 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "logic/log.h"
@@ -288,8 +289,13 @@ static void expire_calls(rpc_expired *v, size_t k, bool deadline)
                      kaddr_format(&s->addr, a));
             /* the session stays (and stays suspect until it answers); calls written to
              * the old connection fail now, a new one is opened at the prepare */
-            while (s->conns)
+            while (s->conns) {
+                /* abortive close: requests still in the send buffer are dropped here,
+                 * not delivered late by retransmission once the network heals */
+                struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+                (void)setsockopt(s->conns->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
                 rpc_conn_close(s->conns, false);
+            }
             schedule_fail(s);
             schedule_connect(s);
         }

@@ -148,9 +148,14 @@ static void request_hash_space(server *srv, rpc_session *s, uint32_t method)
  * LEASE_SECONDS (KeepAlives go out every tick), client writes are refused (error 6, the
  * gateway tries again elsewhere) until the hash spaces were fetched again from a manager.
  * Only when the managers' connections are refused (their processes are gone, so nobody
- * can declare this server fault) does it go on after RESYNC_MAX_SECONDS without them. */
+ * can declare this server fault) does it go on without them: the lease is not enforced,
+ * and a resync after a stall ends after RESYNC_MAX_SECONDS. */
 #define STALL_SECONDS 1.5
-#define LEASE_SECONDS 2.0
+/* Longer than the manager's quickest fault verdict (-Ws 1 -Wn 2: 1.5 s after the last
+ * answer), so a loaded but healthy cluster does not refuse writes on one slow answer;
+ * the window in between is covered by the gateways' abortive reconnects (rpc.c). */
+#define LEASE_SECONDS 3.0
+#define RESYNC_ASK_SECONDS 1.0    /* the hash spaces are asked again while a resync lasts */
 #define RESYNC_MAX_SECONDS 5.0
 
 static void request_hash_space_tagged(server *srv, rpc_session *s, uint32_t method, bool resync)
@@ -164,14 +169,10 @@ static void request_hash_space_tagged(server *srv, rpc_session *s, uint32_t meth
     rpc_call_end(s);
 }
 
-static void resync_begin(server *srv, const char *why, double secs)
+static void resync_ask(server *srv)
 {
-    if (srv->resync)
-        return;   /* its hash-space requests are out (and re-sent while sessions live) */
-    log_warn("%s for %.1f s: refusing writes until the hash spaces are fetched again",
-             why, secs);
-    srv->resync = true;
-    srv->resync_since = ev_now(srv->loop);
+    srv->resync_asked = ev_now(srv->loop);
+    srv->resync_pending = 0;
     const kaddr *mgrs[2] = { &srv->cfg.mgr1, &srv->cfg.mgr2 };
     for (int i = 0; i < 2; i++) {
         if (mgrs[i]->len == 0)
@@ -183,11 +184,38 @@ static void resync_begin(server *srv, const char *why, double secs)
     }
 }
 
+static void resync_begin(server *srv, const char *why, double secs)
+{
+    if (srv->resync)
+        return;   /* server_tick asks again while it lasts */
+    log_warn("%s for %.1f s: refusing writes until the hash spaces are fetched again",
+             why, secs);
+    srv->resync = true;
+    srv->resync_since = ev_now(srv->loop);
+    resync_ask(srv);
+}
+
 static void resync_end(server *srv, const char *why)
 {
     srv->resync = false;
     srv->resync_pending = 0;
     log_warn("accepting writes again: %s", why);
+}
+
+/* Every configured manager refused its last KeepAlive's connection and none timed out
+ * lately: their processes are down (a cut or a frozen manager times out instead). */
+static bool managers_down(const server *srv, double now)
+{
+    if (!srv->mgr_refused[0] || (srv->cfg.mgr2.len != 0 && !srv->mgr_refused[1]))
+        return false;
+    return now - srv->mgr_timeout_at > LEASE_SECONDS;
+}
+
+static void lease_check(server *srv, double now)
+{
+    if (srv->mgr_ok_sent > 0 && now - srv->mgr_ok_sent > LEASE_SECONDS
+        && !managers_down(srv, now))
+        resync_begin(srv, "no manager answered", now - srv->mgr_ok_sent);
 }
 
 static void resync_answered(server *srv, hs_request *q)
@@ -210,6 +238,8 @@ static bool stale_refused(server *srv, const rpc_request *req)
     double now = ev_now(srv->loop);
     if (srv->last_tick > 0 && now - srv->last_tick > STALL_SECONDS)
         resync_begin(srv, "the event loop stood still", now - srv->last_tick);
+    else
+        lease_check(srv, now);
     switch (req->method) {
     case SRV_SET:
     case SRV_DELETE:
@@ -271,9 +301,11 @@ static bool adopt_sync(hashspace *local, hashspace *seed)
 
 /* ---- keepalive ---- */
 
-/* ud of a KeepAlive: when it was sent (the lease counts from there). */
+/* ud of a KeepAlive: to which manager (0 = -m, 1 = -p) and when it was sent (the lease
+ * counts from there). */
 typedef struct ka_call {
     server *srv;
+    int mgr;
     double sent;
 } ka_call;
 
@@ -282,13 +314,17 @@ static void keepalive_cb(rpc_session *s, const rpc_result *r, void *ud)
     ka_call *k = ud;
     server *srv = k->srv;
     double sent = k->sent;
+    int i = k->mgr;
     free(k);
     if (r->err == RPC_OK) {
         if (sent > srv->mgr_ok_sent)
             srv->mgr_ok_sent = sent;
-        srv->mgr_refused = false;
+        srv->mgr_refused[i] = false;
+    } else if (r->err == RPC_TIMEOUT) {
+        srv->mgr_timeout_at = ev_now(srv->loop);
+        srv->mgr_refused[i] = false;
     } else {
-        srv->mgr_refused = r->err == RPC_NODE_LOST || r->err == RPC_TRANSPORT_LOST;
+        srv->mgr_refused[i] = true;   /* the connection failed or was refused */
     }
     if (r->err != RPC_OK) {
         char buf[KADDR_STRLEN];
@@ -296,11 +332,12 @@ static void keepalive_cb(rpc_session *s, const rpc_result *r, void *ud)
     }
 }
 
-static void keepalive_to(server *srv, const kaddr *mgr)
+static void keepalive_to(server *srv, const kaddr *mgr, int i)
 {
     rpc_session *s = rpc_node_session(srv->rpc, mgr, true);
     ka_call *k = xmalloc(sizeof(*k));
     k->srv = srv;
+    k->mgr = i;
     k->sent = ev_now(srv->loop);
     msgpack_packer *pk = rpc_call_begin_timed(s, MGR_KEEP_ALIVE, LEASE_SECONDS / 2, keepalive_cb, k);
     msgpack_pack_array(pk, 1);
@@ -310,9 +347,9 @@ static void keepalive_to(server *srv, const kaddr *mgr)
 
 void server_keepalive(server *srv)
 {
-    keepalive_to(srv, &srv->cfg.mgr1);
+    keepalive_to(srv, &srv->cfg.mgr1, 0);
     if (srv->cfg.mgr2.len != 0)
-        keepalive_to(srv, &srv->cfg.mgr2);
+        keepalive_to(srv, &srv->cfg.mgr2, 1);
 }
 
 void server_tick(server *srv)
@@ -321,10 +358,12 @@ void server_tick(server *srv)
     double now = ev_now(srv->loop);
     if (srv->last_tick > 0 && now - srv->last_tick > STALL_SECONDS)
         resync_begin(srv, "the event loop stood still", now - srv->last_tick);
-    else if (srv->mgr_ok_sent > 0 && now - srv->mgr_ok_sent > LEASE_SECONDS)
-        resync_begin(srv, "no manager answered", now - srv->mgr_ok_sent);
-    else if (srv->resync && srv->mgr_refused && now - srv->resync_since > RESYNC_MAX_SECONDS)
+    else
+        lease_check(srv, now);
+    if (srv->resync && managers_down(srv, now) && now - srv->resync_since > RESYNC_MAX_SECONDS)
         resync_end(srv, "the managers are not running");
+    else if (srv->resync && now - srv->resync_asked > RESYNC_ASK_SECONDS)
+        resync_ask(srv);   /* earlier requests may have died with their session */
     srv->last_tick = now;
     if (!srv->stopping)
         server_keepalive(srv);   /* every tick: the lease above counts on it */

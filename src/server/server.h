@@ -64,9 +64,11 @@ struct server {
     bool resync;                 /* after a stall: refuse client writes until fresh hash spaces */
     unsigned resync_pending;     /* hash-space answers still awaited for the resync */
     double resync_since;
+    double resync_asked;         /* when the hash spaces were last asked for it */
     double mgr_ok_sent;          /* send time of the newest KeepAlive a manager answered */
-    bool mgr_refused;            /* the last KeepAlive failed on the connection (no manager
-                                  * process there), not by a timeout */
+    bool mgr_refused[2];         /* per manager (-m, -p): its last KeepAlive failed on the
+                                  * connection (no process there), not by a timeout */
+    double mgr_timeout_at;       /* when a KeepAlive to a manager last timed out */
 
     uint64_t cmd_get;            /* GetStatus counters (wire.md §9) */
     uint64_t cmd_set;
