@@ -293,12 +293,24 @@ static void op_send(gw_op *op)
     }
     unsigned offset = op->kind == OP_GET ? op->retry % 3 : 0;
     const hs_node *n = hashspace_server_for(&sp->hs, dbkey_hash(op->buf), offset);
+    /* kumofs-c: a get never goes to a fault node (server_for falls back to one when the
+     * slots from the offset on are all fault: a fault server may be alive, cut off from
+     * the manager only, and hold stale values), and skips replicas that stopped
+     * answering while another may answer */
+    for (unsigned k = 1; op->kind == OP_GET && k < 3 && !n->active; k++)
+        n = hashspace_server_for(&sp->hs, dbkey_hash(op->buf), (offset + k) % 3);
+    if (op->kind == OP_GET && !n->active) {
+        op->fail_pending = true;
+        op->fail_err = GW_ERR_NO_SERVER;
+        ev_timer_set(&op->delay, 0.0, 0.0);
+        ev_timer_start(gw->loop, &op->delay);
+        return;
+    }
     rpc_session *s = gw_space_session(gw, sp, (size_t)(n - sp->hs.nodes));
-    /* kumofs-c: a get skips replicas that stopped answering while another may answer */
     for (unsigned k = 1; op->kind == OP_GET && k < 3 && gw_session_suspect(s); k++) {
         const hs_node *alt = hashspace_server_for(&sp->hs, dbkey_hash(op->buf), (offset + k) % 3);
         rpc_session *as = gw_space_session(gw, sp, (size_t)(alt - sp->hs.nodes));
-        if (!gw_session_suspect(as))
+        if (alt->active && !gw_session_suspect(as))
             s = as;
     }
     if (op->kind != OP_GET && gw_write_blocked(gw, s)) {

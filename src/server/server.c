@@ -229,9 +229,10 @@ static void resync_answered(server *srv, hs_request *q)
         resync_end(srv, "hash spaces fetched again");
 }
 
-/* Work that must not run on a stale view (kumofs-c): client writes during a resync, and
- * replication from a coordinator this server's whs lists as fault (its late writes,
- * e.g. retransmitted after a partition healed, lost the key to another coordinator).
+/* Work that must not run on a stale view (kumofs-c): client requests during a resync.
+ * (Replication from a coordinator listed as fault is not refused: right after an attach
+ * a replica may still list the returning coordinator as fault, and a refused old-owner
+ * copy counts as done, so the write would be acknowledged without it.)
  * Answers error 6 and returns true when refused. */
 static bool stale_refused(server *srv, const rpc_request *req)
 {
@@ -241,20 +242,13 @@ static bool stale_refused(server *srv, const rpc_request *req)
     else
         lease_check(srv, now);
     switch (req->method) {
+    case SRV_GET:      /* its copy may have missed writes made elsewhere meanwhile */
     case SRV_SET:
     case SRV_DELETE:
     case SRV_UPDATE:
         if (!srv->resync)
             return false;
         break;
-    case SRV_REPLICATE_SET:
-    case SRV_REPLICATE_DELETE: {
-        const kaddr *from = rpc_session_addr(req->session);
-        if (!req->cluster || hashspace_index(&srv->whs, from) < 0
-            || hashspace_is_active(&srv->whs, from))
-            return false;
-        break;
-    }
     default:
         return false;
     }

@@ -44,6 +44,9 @@ class NetCluster(kumo.Cluster):
     def mgr(self):
         return "%s:%d" % (self.bed.addr("mgr"), MGR_PORT)
 
+    def manager_addr(self, i):
+        return self.mgr
+
     def _daemon(self, name, host, argv):
         d = kumo.Daemon(name, self.bed.exec_argv(host, argv),
                         os.path.join(self.dir, "%s.log" % name)).start()
@@ -246,6 +249,7 @@ def rejoin(c, victim):
     c.kumoctl("attach")
     kumo.wait_for(lambda: c.status()[0].get(addr) == "active", timeout=30,
                   what="victim active again")
+    c.wait_replace_done(timeout=60)
 
 
 def check_scenario(c, name, victim, duration):
