@@ -8,6 +8,7 @@
 
 #include "logic/binlog.h"
 #include "logic/hashspace.h"
+#include "logic/item.h"
 #include "logic/kwire.h"
 #include "logic/log.h"
 #include "logic/proto.h"
@@ -41,6 +42,7 @@ struct gw_op {
     bool noserver_logged;
     bool fail_pending;         /* the delay timer delivers a "no server" attempt failure */
     bool fast_retried;         /* the one fast retry after an error 6 is used up */
+    bool raw_ok;               /* update: UPDATE_FLAG_RAW (this gateway has no -E/-F) */
     unsigned retry;            /* retries made so far */
     int last_err;
     ev_timer delay;
@@ -292,7 +294,8 @@ static void op_send(gw_op *op)
         pk = rpc_call_begin(s, SRV_UPDATE, RPC_DEFAULT_TIMEOUT_STEPS, update_done, op);
         msgpack_pack_array(pk, 5);
         msgpack_pack_uint32(pk, op->setop);
-        msgpack_pack_uint32(pk, op->async ? STORE_FLAG_ASYNC : 0);
+        msgpack_pack_uint32(pk, (op->async ? UPDATE_FLAG_ASYNC : 0) |
+                                (op->raw_ok ? UPDATE_FLAG_RAW : 0));
         kwire_pack_raw(pk, op->buf, op->keylen);
         kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
         msgpack_pack_uint64(pk, op->arg);
@@ -436,10 +439,27 @@ static gw_op *op_start_value(gateway *gw, int kind, const char *key, size_t keyl
     return op;
 }
 
+/* How this gateway lays out raw (meta 0) payloads: its -E / -F, as the original's. */
+static unsigned gw_layout(const gateway *gw)
+{
+    return (gw->cfg.save_expire ? ITEM_RAW_EXPTIME : 0) | (gw->cfg.save_flag ? ITEM_RAW_FLAGS : 0);
+}
+
 void gateway_set(gateway *gw, const char *key, size_t keylen, unsigned setop, uint64_t compare,
                  uint16_t meta, const void *hdr, size_t hdrlen, const void *data,
                  size_t datalen, gateway_store_cb cb, void *ud)
 {
+    /* The front ends hand over a GATEWAY_META_ITEM header; what is stored is the form of
+     * doc/storage-format.md: the original's raw form when it can hold the item (so an
+     * original gateway reads it too), else the tagged form. */
+    uint8_t enc[ITEM_HEADER_MAX];
+    if (meta == GATEWAY_META_ITEM && hdrlen == GATEWAY_ITEM_HEADER_LEN) {
+        const uint8_t *h = hdr;
+        hdrlen = item_encode_header(be32_get(h), be32_get(h + 4), data,
+                                    datalen < ITEM_MAGIC_LEN ? datalen : ITEM_MAGIC_LEN,
+                                    gw_layout(gw), &meta, enc);
+        hdr = enc;
+    }
     /* wire.md §7.6: the clocktime field carries the CAS compare value (0 for a set) */
     gw_op *op = op_start_value(gw, OP_SET, key, keylen, setop,
                                setop == SET_OP_CAS ? compare : 0, meta, hdr, hdrlen,
@@ -472,6 +492,7 @@ void gateway_update(gateway *gw, unsigned updop, const char *key, size_t keylen,
     op->ud = ud;
     op->arg = arg;
     op->async = async;
+    op->raw_ok = gw_layout(gw) == 0;
     op_send(op);
 }
 
@@ -554,42 +575,14 @@ void gateway_flush_all(gateway *gw, uint32_t delay, gateway_store_cb cb, void *u
 
 bool gateway_item_decode(const gateway *gw, const gateway_value *v, gateway_item *it)
 {
-    const uint8_t *p = v->payload;
-    size_t len = v->len;
-    it->flags = 0;
-    it->exptime = 0;
-    if (v->meta == GATEWAY_META_ITEM) {
-        if (len < GATEWAY_ITEM_HEADER_LEN)
-            return false;
-        it->flags = be32_get(p);
-        it->exptime = be32_get(p + 4);
-        /* memcached: an item is gone once its time has come */
-        if (it->exptime != 0 && it->exptime <= gw->now)
-            return false;
-        p += GATEWAY_ITEM_HEADER_LEN;
-        len -= GATEWAY_ITEM_HEADER_LEN;
-    } else {
-        /* storage.md §2.4: the original's prefixes, as -E / -F say; unknown meta values
-         * are read the same way (storage.md §2.3: meta is opaque to the original) */
-        if (gw->cfg.save_expire) {
-            if (len < 4)
-                return false;
-            it->exptime = be32_get(p);
-            if (it->exptime != 0 && it->exptime < gw->now)
-                return false;
-            p += 4;
-            len -= 4;
-        }
-        if (gw->cfg.save_flag) {
-            if (len < 2)
-                return false;
-            it->flags = be16_get(p);
-            p += 2;
-            len -= 2;
-        }
-    }
-    it->data = p;
-    it->len = len;
+    item d;
+    if (!item_decode(v->meta, v->payload, v->len, gw_layout(gw), &d) ||
+        item_expired(&d, gw->now))
+        return false;
+    it->flags = d.flags;
+    it->exptime = d.exptime;
+    it->data = d.data;
+    it->len = d.len;
     return true;
 }
 

@@ -78,6 +78,8 @@ enum update_status {
 };
 
 #define UPDATE_FLAG_ASYNC 0x01     /* Update.flags: reply before replication completes */
+#define UPDATE_FLAG_RAW 0x02       /* Update.flags: a flags-0, no-expiry result may be stored
+                                    * in the original's raw form (doc/storage-format.md) */
 
 #define STORE_FLAG_ASYNC 0x01      /* Delete.flags: reply before replication completes */
 #define REPLICATE_FLAG_BY_RHS 0x01 /* Replicate*.flags: validate against rhs */
