@@ -1,0 +1,84 @@
+"""The original kumofs 0.4.13 as a test oracle (issue 10): where it is, and clusters that
+mix its daemons with ours.  The reference lives outside the repository, in
+../shared/reference/kumofs-0.4.13 relative to the repo top; tests skip without it."""
+import os
+import shutil
+
+import pytest
+
+import kumo
+
+REF = os.path.normpath(os.path.join(kumo.TOP, "..", "shared", "reference", "kumofs-0.4.13"))
+ORIG = {n: os.path.join(REF, "bin", "kumo-" + n) for n in ("manager", "server", "gateway")}
+ORIG_TOOL = {n: os.path.join(REF, "bin", n) for n in ("kumoctl", "kumostat", "kumohash")}
+
+
+def require_reference():
+    """Skip (with the reason) unless the original daemons are there and runnable."""
+    missing = [p for p in ORIG.values() if not os.access(p, os.X_OK)]
+    if missing:
+        pytest.skip("original kumofs 0.4.13 not found at %s (needed: %s)" % (REF, missing[0]))
+
+
+def require_ruby():
+    require_reference()
+    if shutil.which("ruby") is None:
+        pytest.skip("the original's Ruby tools need Debian ruby and ruby-msgpack")
+
+
+def binary(kind, original):
+    """The daemon binary of kind ('manager', 'server', 'gateway'), original or ours."""
+    return ORIG[kind] if original else kumo.BIN[kind]
+
+
+def mixed_cluster(manager, servers, gateways=()):
+    """A cluster whose manager is original (True) or ours (False), one server per
+    element of servers and one gateway per element of gateways, all attached and the
+    gateways ready.  Returns the kumo.Cluster (close it)."""
+    c = kumo.Cluster()
+    try:
+        c.start_manager(binary=binary("manager", manager))
+        for orig in servers:
+            c.start_server(binary=binary("server", orig))
+        c.attach_all()
+        for orig in gateways:
+            gw = c.start_gateway(binary=binary("gateway", orig))
+            c.wait_gateway_ready(gw)
+    except BaseException:
+        print(c.logs())
+        c.close()
+        raise
+    return c
+
+
+def restart_server_as(c, i, original, timeout=60):
+    """Stop server i (SIGTERM: a clean close of its .tch) and start the other kind on
+    the same ports and database; attach it and wait until the cluster is quiet."""
+    c.servers[i]["daemon"].stop()
+    c.start_server(i, binary=binary("server", original))
+    addr = c.server_addr(i)
+    kumo.wait_for(lambda: addr in c.status()[1] or c.status()[0].get(addr) == "active",
+                  timeout=timeout, what="server %d registered" % i)
+    if c.status()[0].get(addr) != "active":
+        c.kumoctl("attach")
+    kumo.wait_for(lambda: c.status()[0].get(addr) == "active", timeout=timeout,
+                  what="server %d active" % i)
+
+
+def restart_manager_as(c, original):
+    """Stop the (only) manager and start the other kind on the same port."""
+    old = c.managers[0]
+    old.stop()
+    c.managers.pop(0)
+    c.start_manager(binary=binary("manager", original), port=old.port)
+    c.managers.insert(0, c.managers.pop())
+
+
+def restart_gateway_as(c, gi, original):
+    """Stop gateway gi and start the other kind on the same port."""
+    old = c.gateways[gi]
+    old.stop()
+    gw = c.start_gateway(binary=binary("gateway", original), port=old.port)
+    c.gateways.pop()
+    c.gateways[gi] = gw
+    return gw
