@@ -118,3 +118,39 @@ def test_original_gateway_reads_values_of_ours():
         assert ours.get("flagged") == (b"x", 3)
     finally:
         c.close()
+
+
+# ---- case 3: a replace from our servers to an original one ----
+
+def test_replace_to_an_original_server_with_tombstones_finishes():
+    """Our servers hold live values and tombstones; an original server joins.  The
+    original rejects values shorter than 10 bytes, so the copy offered to it must carry
+    no tombstone, and the replace must finish (before the fix: still Copying after
+    315 s).  Every live key reads back, every deleted key stays deleted."""
+    require_reference()
+    c = interop.mixed_cluster(False, [False, False], [False])
+    try:
+        mc = client(c, c.gateways[0])
+        data = {}
+        for i in range(400):
+            k, v = "rep-%d" % i, ("r%d-%s" % (i, kumo.random_key(12))).encode()
+            assert mc.set(k, v, noreply=False) is True
+            data[k] = (v, 0)
+        gone = ["rep-%d" % i for i in range(0, 400, 10)]
+        for k in gone:
+            assert mc.delete(k, noreply=False) is True
+            del data[k]
+        c.start_server(binary=interop.ORIG["server"])
+        c.attach_all(timeout=30)
+        c.wait_replace_done(timeout=60)
+        for i in (0, 1):
+            assert "offer to %s failed" % c.server_addr(2) not in c.servers[i]["daemon"].log()
+        assert wrong_reads(mc, data) == {}
+        assert all(mc.get(k) is None for k in gone)
+        # the original now holds its share: with one of ours gone, reads still work
+        c.servers[0]["daemon"].kill()
+        kumo.wait_for(lambda: c.status()[0].get(c.server_addr(0)) == "fault",
+                      timeout=20, what="server 0 fault")
+        assert wrong_reads(mc, data) == {}
+    finally:
+        c.close()
