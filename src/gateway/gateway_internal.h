@@ -57,6 +57,25 @@ void gw_renew_check(gateway *gw);
 
 /* ---- gwop.c */
 
+/* How this gateway lays out raw (meta 0) payloads: its -E/-F as ITEM_RAW_* bits. */
+unsigned gw_item_layout(const gateway *gw);
+
+/* A Set of the stored value form meta ‖ payload (already encoded, see logic/item.h) with
+ * Update's retry rules: retried only while it cannot have been applied (no server, lost
+ * connection, error 6), so a compare-and-swap step is never applied twice.  setop is
+ * SET_OP_CAS (compare = the version read) or SET_OP_SET.  cb as gateway_set's. */
+void gw_set_once(gateway *gw, const char *key, size_t keylen, unsigned setop,
+                 uint64_t compare, uint16_t meta, const uint8_t *payload, size_t len,
+                 gateway_store_cb cb, void *ud);
+
+/* ---- gwrmw.c */
+/* Run a read-modify-write whose coordinator does not know Update (an original kumofs
+ * 0.4.13 server answered error 5) as a loop of Get and compare-and-swap Sets.  req is the
+ * request's item (copied); cb and ud as gateway_update's. */
+struct item;
+void gw_rmw_fallback(gateway *gw, unsigned op, const char *key, size_t keylen,
+                     const struct item *req, uint64_t arg, gateway_update_cb cb, void *ud);
+
 /* Complete every live op with GATEWAY_FAILED and free the op pool (gateway_free, after
  * rpc_node_free, with gw->closing set). */
 void gw_ops_close(gateway *gw);

@@ -43,6 +43,7 @@ struct gw_op {
     bool fail_pending;         /* the delay timer delivers a "no server" attempt failure */
     bool fast_retried;         /* the one fast retry after an error 6 is used up */
     bool raw_ok;               /* update: UPDATE_FLAG_RAW (this gateway has no -E/-F) */
+    bool once;                 /* set: Update's retry rules (gw_set_once) */
     unsigned retry;            /* retries made so far */
     int last_err;
     ev_timer delay;
@@ -189,7 +190,7 @@ static unsigned op_retry_limit(const gw_op *op)
  * malformed answer is final. */
 static bool op_retryable(const gw_op *op, int err)
 {
-    if (op->kind != OP_UPDATE)
+    if (op->kind != OP_UPDATE && !op->once)
         return true;
     return err == GW_ERR_NO_SERVER || err == RPC_NODE_LOST || err == RPC_TRANSPORT_LOST ||
            err == RPC_SERVER_ERROR;
@@ -376,6 +377,19 @@ static void store_done(rpc_session *s, const rpc_result *r, void *ud)
 static void update_done(rpc_session *s, const rpc_result *r, void *ud)
 {
     gw_op *op = ud;
+    if (r->err == RPC_PROTOCOL_ERROR && !op->gw->closing) {
+        /* An original kumofs 0.4.13 coordinator: "unknown method".  Nothing was done;
+         * run the op as Get + compare-and-swap Sets (gwrmw.c). */
+        item req;
+        const uint8_t *v = op->buf + op->keylen;
+        item_decode(ITEM_META_V1, v + DBVALUE_HEADER_LEN, op->vallen - DBVALUE_HEADER_LEN,
+                    0, &req);
+        size_t klen;
+        const char *k = op_user_key(op, &klen);
+        gw_rmw_fallback(op->gw, op->setop, k, klen, &req, op->arg, op->cb.update, op->ud);
+        op_free(op);
+        return;
+    }
     if (!op_reply_usable(op, r))
         return;
     static const int status_map[] = {
@@ -440,9 +454,21 @@ static gw_op *op_start_value(gateway *gw, int kind, const char *key, size_t keyl
 }
 
 /* How this gateway lays out raw (meta 0) payloads: its -E / -F, as the original's. */
-static unsigned gw_layout(const gateway *gw)
+unsigned gw_item_layout(const gateway *gw)
 {
     return (gw->cfg.save_expire ? ITEM_RAW_EXPTIME : 0) | (gw->cfg.save_flag ? ITEM_RAW_FLAGS : 0);
+}
+
+void gw_set_once(gateway *gw, const char *key, size_t keylen, unsigned setop,
+                 uint64_t compare, uint16_t meta, const uint8_t *payload, size_t len,
+                 gateway_store_cb cb, void *ud)
+{
+    gw_op *op = op_start_value(gw, OP_SET, key, keylen, setop,
+                               setop == SET_OP_CAS ? compare : 0, meta, NULL, 0, payload, len);
+    op->once = true;
+    op->cb.store = cb;
+    op->ud = ud;
+    op_send(op);
 }
 
 void gateway_set(gateway *gw, const char *key, size_t keylen, unsigned setop, uint64_t compare,
@@ -457,7 +483,7 @@ void gateway_set(gateway *gw, const char *key, size_t keylen, unsigned setop, ui
         const uint8_t *h = hdr;
         hdrlen = item_encode_header(be32_get(h), be32_get(h + 4), data,
                                     datalen < ITEM_MAGIC_LEN ? datalen : ITEM_MAGIC_LEN,
-                                    gw_layout(gw), &meta, enc);
+                                    gw_item_layout(gw), &meta, enc);
         hdr = enc;
     }
     /* wire.md §7.6: the clocktime field carries the CAS compare value (0 for a set) */
@@ -492,7 +518,7 @@ void gateway_update(gateway *gw, unsigned updop, const char *key, size_t keylen,
     op->ud = ud;
     op->arg = arg;
     op->async = async;
-    op->raw_ok = gw_layout(gw) == 0;
+    op->raw_ok = gw_item_layout(gw) == 0;
     op_send(op);
 }
 
@@ -576,7 +602,7 @@ void gateway_flush_all(gateway *gw, uint32_t delay, gateway_store_cb cb, void *u
 bool gateway_item_decode(const gateway *gw, const gateway_value *v, gateway_item *it)
 {
     item d;
-    if (!item_decode(v->meta, v->payload, v->len, gw_layout(gw), &d) ||
+    if (!item_decode(v->meta, v->payload, v->len, gw_item_layout(gw), &d) ||
         item_expired(&d, gw->now))
         return false;
     it->flags = d.flags;
