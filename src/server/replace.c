@@ -15,6 +15,7 @@
 #include "logic/xmalloc.h"
 #include "server/peerkind.h"
 #include "server/stream.h"
+#include "server/tombsend.h"
 
 #define OFFER_TIMEOUT_STEPS 160      /* wire.md §4.5 */
 #define OFFER_ATTEMPTS 3             /* a failed offer is made again, then given up */
@@ -451,6 +452,7 @@ typedef struct copy_ctx {
     bool failed;
     bool aborted;
     uint64_t records;
+    tombsend *dels;              /* tombstones for original destinations (peerkind) */
     uint8_t out[64 * 1024];
 } copy_ctx;
 
@@ -626,8 +628,11 @@ static bool takes_tombstones(const job *j, const kaddr *dst)
 static bool append_record(copy_ctx *c, const kaddr *dst, const void *key, size_t klen,
                           const void *val, size_t vlen, off_t *csize)
 {
-    if (vlen == TOMBSTONE_LEN && !takes_tombstones(c->j, dst))
-        return true;             /* an original peer: it could not read the stream */
+    if (vlen == TOMBSTONE_LEN && !takes_tombstones(c->j, dst)) {
+        /* an original peer fails the whole stream on it: send it a ReplicateDelete */
+        tombsend_add(c->dels, dst, key, klen, dbvalue_clocktime(val));
+        return true;
+    }
     offer_stream *os = os_get(c, dst);
     if (os == NULL)
         return false;
@@ -700,11 +705,49 @@ fail:
     return false;
 }
 
+/* Deletes for original destinations, worker -> loop (tombsend.h). */
+typedef struct dels_batch {
+    uint64_t gen;
+    clocktime_t time;
+    tombsend *dels;
+} dels_batch;
+
+static void dels_done(server *srv, void *ud)
+{
+    dels_batch *db = ud;
+    replace *r = srv->repl;
+    if (!srv->stopping && r->copying && db->gen == atomic_load(&r->copy_gen)
+        && db->time == r->time) {
+        r->waiting--;
+        check_copy_done(r);
+    }
+    free(db);
+}
+
+/* Like the offers, the deletes hold the copy phase until every one was answered: the
+ * peer must have them before reads move to it (the delete phase). */
+static void dels_task(server *srv, void *arg)
+{
+    replace *r = srv->repl;
+    dels_batch *db = arg;
+    if (srv->stopping || db->gen != atomic_load(&r->copy_gen) || !r->copying) {
+        tombsend_free(db->dels);
+        free(db);
+        return;
+    }
+    r->waiting++;
+    tombsend *t = db->dels;
+    db->dels = NULL;
+    log_info("replace: sending %zu deletes to original peers", tombsend_count(t));
+    tombsend_start(srv, t, dels_done, db);
+}
+
 static void run_copy(replace *r, job *j)
 {
     copy_ctx *c = xcalloc(1, sizeof(*c));
     c->r = r;
     c->j = j;
+    c->dels = tombsend_new();
     msgpack_sbuffer_init(&c->sbuf);
     msgpack_packer_init(&c->pk, &c->sbuf, msgpack_sbuffer_write);
     const kaddr *self = &r->srv->cfg.self;
@@ -730,6 +773,15 @@ static void run_copy(replace *r, job *j)
         log_error("replace copy failed; not reporting completion");
     } else if (!c->aborted && !atomic_load(&r->stop)) {
         log_info("replace copy iteration done: %llu records offered", (unsigned long long)c->records);
+        if (tombsend_count(c->dels) > 0) {
+            /* posted before the iteration's token is dropped, so it holds the phase */
+            dels_batch *db = xmalloc(sizeof(*db));
+            db->gen = j->gen;
+            db->time = j->time;
+            db->dels = c->dels;
+            c->dels = NULL;
+            server_post(r->srv, dels_task, db);
+        }
         job_done *d = xcalloc(1, sizeof(*d));
         d->kind = JOB_COPY;
         d->gen = j->gen;
@@ -737,6 +789,7 @@ static void run_copy(replace *r, job *j)
         d->mgr = j->mgr;
         server_post(r->srv, job_done_task, d);
     }
+    tombsend_free(c->dels);
     msgpack_sbuffer_destroy(&c->sbuf);
     free(c->os);
     free(c);

@@ -3,6 +3,7 @@ mix its daemons with ours.  The reference lives outside the repository, in
 ../shared/reference/kumofs-0.4.13 relative to the repo top; tests skip without it."""
 import os
 import shutil
+import time
 
 import pytest
 
@@ -65,20 +66,46 @@ def restart_server_as(c, i, original, timeout=60):
                   what="server %d active" % i)
 
 
-def restart_manager_as(c, original):
-    """Stop the (only) manager and start the other kind on the same port."""
+def restart_manager_as(c, original, timeout=60):
+    """Stop the (only) manager and start the other kind on the same port; once every
+    server has reconnected, attach them (user guide 3.2: the hash space is rebuilt from
+    the running servers) and wait until the cluster is quiet."""
     old = c.managers[0]
     old.stop()
     c.managers.pop(0)
     c.start_manager(binary=binary("manager", original), port=old.port)
     c.managers.insert(0, c.managers.pop())
+    want = {c.server_addr(i) for i in c.live_servers()}
+    kumo.wait_for(lambda: want <= set(c.status()[1]) | set(c.status()[0]), timeout=timeout,
+                  what="servers reconnected to the new manager")
+    if set(c.status()[1]):
+        c.kumoctl("attach")
+    kumo.wait_for(lambda: all(c.status()[0].get(a) == "active" for a in want),
+                  timeout=timeout, what="servers active")
+    c.wait_replace_done(timeout=timeout)
 
 
 def restart_gateway_as(c, gi, original):
-    """Stop gateway gi and start the other kind on the same port."""
+    """Stop gateway gi and start the other kind on the same port (clients reconnect)."""
     old = c.gateways[gi]
     old.stop()
     gw = c.start_gateway(binary=binary("gateway", original), port=old.port)
     c.gateways.pop()
     c.gateways[gi] = gw
+    c.wait_gateway_ready(gw)
     return gw
+
+
+def rolling_restart(c, original, log=lambda m: print("%.3f %s" % (time.time(), m))):
+    """Replace every daemon by the given kind, one at a time, as the user guide's
+    migration how-to says: each server on its own .tch (waiting for the replace that
+    attaches it), then the manager, then the gateway."""
+    for i in sorted(c.servers):
+        restart_server_as(c, i, original)
+        c.wait_replace_done(timeout=90)
+        log("server %d is now %s" % (i, "original" if original else "kumofs-c"))
+    restart_manager_as(c, original)
+    log("manager is now %s" % ("original" if original else "kumofs-c"))
+    for gi in range(len(c.gateways)):
+        restart_gateway_as(c, gi, original)
+    log("gateways are now %s" % ("original" if original else "kumofs-c"))
