@@ -86,6 +86,10 @@ enum update_status {
 /* ReplicateDelete.flags, kumofs-c: the coordinator reads the three-form reply (true: a
  * live value was there, 1: stored over nothing live, false: refused; protocol-additions.md) */
 #define REPLICATE_FLAG_LIVE_REPLY 0x02
+/* ReplicateSet.flags, kumofs-c: the coordinator re-stamps a write its replica refused
+ * (GetVersion, protocol-additions.md §1.3).  Without it (an original coordinator, which
+ * counts `false` as stored) a replica refuses a strictly older version with an error. */
+#define REPLICATE_FLAG_RESTAMP 0x04
 
 /* GetStatus commands (wire.md §9). */
 enum status_cmd {

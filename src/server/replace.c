@@ -453,6 +453,8 @@ typedef struct copy_ctx {
     bool aborted;
     uint64_t records;
     tombsend *dels;              /* tombstones for original destinations (peerkind) */
+    tombsend *verify;            /* own records to check with original owners */
+    bool restarted;              /* self is fault in src, active in dst: just attached */
     uint8_t out[64 * 1024];
 } copy_ctx;
 
@@ -681,6 +683,13 @@ static bool copy_record(const void *key, size_t klen, const void *val, size_t vl
         for (size_t i = 0; i < ns && owner == NULL; i++)
             if (!is_fault(c, sa[i]))
                 owner = sa[i];
+        if (owner != NULL && c->restarted && dbvalue_is_live(vlen) && in_list(da, nd, self)
+            && !takes_tombstones(c->j, owner)) {
+            /* the record may be one deleted while we were down, and an original owner
+             * streams no tombstones: ask it (tombsend.h, TOMBSEND_VERIFY) */
+            tombsend_add(c->verify, owner, key, klen, dbvalue_clocktime(val));
+            return true;
+        }
         if (owner == NULL || !kaddr_eq(owner, self))
             return true;
         for (size_t i = 0; i < nd; i++) {
@@ -738,7 +747,7 @@ static void dels_task(server *srv, void *arg)
     r->waiting++;
     tombsend *t = db->dels;
     db->dels = NULL;
-    log_info("replace: sending %zu deletes to original peers", tombsend_count(t));
+    log_info("replace: %zu deletes for / checks with original peers", tombsend_count(t));
     tombsend_start(srv, t, dels_done, db);
 }
 
@@ -747,7 +756,8 @@ static void run_copy(replace *r, job *j)
     copy_ctx *c = xcalloc(1, sizeof(*c));
     c->r = r;
     c->j = j;
-    c->dels = tombsend_new();
+    c->dels = tombsend_new(TOMBSEND_DELETE);
+    c->verify = tombsend_new(TOMBSEND_VERIFY);
     msgpack_sbuffer_init(&c->sbuf);
     msgpack_packer_init(&c->pk, &c->sbuf, msgpack_sbuffer_write);
     const kaddr *self = &r->srv->cfg.self;
@@ -761,6 +771,7 @@ static void run_copy(replace *r, job *j)
         }
         if (is_fault(c, self))
             skip = true;                     /* §8.2 step 5 */
+        c->restarted = !hashspace_is_active(&j->src, self) && hashspace_is_active(&j->dst, self);
     }
     if (!skip) {
         store_iterate_all(r->srv->st, j->purge_limit, copy_record, c);
@@ -773,13 +784,16 @@ static void run_copy(replace *r, job *j)
         log_error("replace copy failed; not reporting completion");
     } else if (!c->aborted && !atomic_load(&r->stop)) {
         log_info("replace copy iteration done: %llu records offered", (unsigned long long)c->records);
-        if (tombsend_count(c->dels) > 0) {
-            /* posted before the iteration's token is dropped, so it holds the phase */
+        /* posted before the iteration's token is dropped, so they hold the phase */
+        tombsend **lists[2] = {&c->dels, &c->verify};
+        for (int k = 0; k < 2; k++) {
+            if (tombsend_count(*lists[k]) == 0)
+                continue;
             dels_batch *db = xmalloc(sizeof(*db));
             db->gen = j->gen;
             db->time = j->time;
-            db->dels = c->dels;
-            c->dels = NULL;
+            db->dels = *lists[k];
+            *lists[k] = NULL;
             server_post(r->srv, dels_task, db);
         }
         job_done *d = xcalloc(1, sizeof(*d));
@@ -790,6 +804,7 @@ static void run_copy(replace *r, job *j)
         server_post(r->srv, job_done_task, d);
     }
     tombsend_free(c->dels);
+    tombsend_free(c->verify);
     msgpack_sbuffer_destroy(&c->sbuf);
     free(c->os);
     free(c);

@@ -8,6 +8,7 @@
 #include "logic/proto.h"
 #include "logic/record.h"
 #include "logic/xmalloc.h"
+#include "server/store.h"
 
 #define TOMBSEND_WINDOW 64           /* ReplicateDeletes in flight at once */
 #define TOMBSEND_ROUNDS 3            /* first send + two retries of what failed */
@@ -21,12 +22,14 @@ typedef struct entries {
 } entries;
 
 struct tombsend {
+    enum tombsend_kind kind;
     entries todo;                /* this round */
     entries failed;              /* to send again next round */
     size_t next;                 /* offset of the next entry of todo to send */
     size_t inflight;
     unsigned round;
     size_t delivered, lost;
+    size_t removed;              /* VERIFY: records found deleted on the peer */
     server *srv;
     void (*done)(server *, void *);
     void *ud;
@@ -49,9 +52,11 @@ static void entries_add(entries *e, const kaddr *dst, const void *key, size_t kl
     e->count++;
 }
 
-tombsend *tombsend_new(void)
+tombsend *tombsend_new(enum tombsend_kind kind)
 {
-    return xcalloc(1, sizeof(tombsend));
+    tombsend *t = xcalloc(1, sizeof(tombsend));
+    t->kind = kind;
+    return t;
 }
 
 void tombsend_free(tombsend *t)
@@ -97,12 +102,19 @@ static void finish_round(tombsend *t)
         return;
     }
     t->lost = t->failed.count;
-    if (t->lost > 0)
+    if (t->lost > 0 && t->kind == TOMBSEND_DELETE)
         log_error("replace: %zu deletes could not be delivered to original peers (e.g. %s); "
                   "their old values may be read there until deleted again",
                   t->lost, kaddr_format((const kaddr *)t->failed.buf, buf));
-    else
+    else if (t->lost > 0)
+        log_error("replace: %zu records could not be checked with original peers (e.g. %s); "
+                  "those deleted while this server was down may be read again",
+                  t->lost, kaddr_format((const kaddr *)t->failed.buf, buf));
+    else if (t->kind == TOMBSEND_DELETE)
         log_info("replace: %zu deletes delivered to original peers", t->delivered);
+    else
+        log_info("replace: %zu records checked with original peers, %zu deleted there",
+                 t->delivered, t->removed);
     t->done(t->srv, t->ud);
     tombsend_free(t);
 }
@@ -114,8 +126,17 @@ static void call_done(rpc_session *s, const rpc_result *r, void *ud)
     tombsend *t = c->t;
     t->inflight--;
     bool b;
-    /* true: stored; false: the peer already holds something newer -- both fine */
-    if (r->err == RPC_OK && kwire_get_bool(r->result, &b))
+    if (t->kind == TOMBSEND_VERIFY && r->err == RPC_OK) {
+        t->delivered++;
+        /* nil: absent or a tombstone on an owner that held the key all along, so the
+         * record kept here was deleted meanwhile.  The tombstone is just newer than it:
+         * any later write (or the stream bringing one) is newer still. */
+        if (kwire_is_nil(r->result) &&
+            store_remove(t->srv->st, c->key, c->klen,
+                         clocktime_make(clocktime_sec(c->ct), clocktime_clock(c->ct) + 1)))
+            t->removed++;
+    } else if (t->kind == TOMBSEND_DELETE && r->err == RPC_OK && kwire_get_bool(r->result, &b))
+        /* true: stored; false: the peer already holds something newer -- both fine */
         t->delivered++;
     else
         entries_add(&t->failed, &c->dst, c->key, c->klen, c->ct);
@@ -137,6 +158,16 @@ static void pump(tombsend *t)
         memcpy(c->key, p + sizeof(kaddr) + 12, klen);
         t->next += sizeof(kaddr) + 12 + klen;
         t->inflight++;
+        if (t->kind == TOMBSEND_VERIFY) {
+            /* Get is a plain-client request (wire.md §8.2) */
+            rpc_session *s = rpc_node_session(srv->rpc, &c->dst, false);
+            msgpack_packer *pk = rpc_call_begin(s, SRV_GET, RPC_DEFAULT_TIMEOUT_STEPS,
+                                                call_done, c);
+            msgpack_pack_array(pk, 1);
+            kwire_pack_raw(pk, c->key, c->klen);
+            rpc_call_end(s);
+            continue;
+        }
         /* wire.md §8.2 ReplicateDelete [adjust_clock, flags, delete_clocktime, dbkey]; the
          * receiver checks its whs, which the copy phase already gave it */
         rpc_session *s = rpc_node_session(srv->rpc, &c->dst, true);

@@ -52,18 +52,27 @@ def mixed_cluster(manager, servers, gateways=()):
     return c
 
 
-def restart_server_as(c, i, original, timeout=60):
+def restart_server_as(c, i, original, fresh=False, timeout=60):
     """Stop server i (SIGTERM: a clean close of its .tch) and start the other kind on
-    the same ports and database; attach it and wait until the cluster is quiet."""
+    the same ports and database (fresh: an empty one, the old file kept as .bak); attach
+    it and wait until it is active."""
     c.servers[i]["daemon"].stop()
-    c.start_server(i, binary=binary("server", original))
+    db = c.servers[i]["db"]
+    if fresh and os.path.exists(db):
+        os.replace(db, db + ".bak")
     addr = c.server_addr(i)
-    kumo.wait_for(lambda: addr in c.status()[1] or c.status()[0].get(addr) == "active",
-                  timeout=timeout, what="server %d registered" % i)
-    if c.status()[0].get(addr) != "active":
-        c.kumoctl("attach")
+    kumo.wait_for(lambda: c.status()[0].get(addr) == "fault", timeout=timeout,
+                  what="server %d marked fault" % i)
+    before = c.replaces_finished()
+    c.start_server(i, binary=binary("server", original))
+    kumo.wait_for(lambda: addr in c.status()[1], timeout=timeout,
+                  what="server %d registered" % i)
+    c.kumoctl("attach")
     kumo.wait_for(lambda: c.status()[0].get(addr) == "active", timeout=timeout,
                   what="server %d active" % i)
+    # the replace that attaches it has ended (both managers log "replace finished")
+    kumo.wait_for(lambda: c.replaces_finished() > before, timeout=timeout,
+                  what="replace after attaching server %d" % i)
 
 
 def restart_manager_as(c, original, timeout=60):
@@ -98,10 +107,12 @@ def restart_gateway_as(c, gi, original):
 
 def rolling_restart(c, original, log=lambda m: print("%.3f %s" % (time.time(), m))):
     """Replace every daemon by the given kind, one at a time, as the user guide's
-    migration how-to says: each server on its own .tch (waiting for the replace that
-    attaches it), then the manager, then the gateway."""
+    migration how-to says: each server (waiting for the replace that attaches it), then
+    the manager, then the gateway.  Upgraded servers start on their own .tch; a server
+    going back to the original starts on an empty database, since the original cannot
+    learn the deletes it missed from original peers (user guide, section 8)."""
     for i in sorted(c.servers):
-        restart_server_as(c, i, original)
+        restart_server_as(c, i, original, fresh=original)
         c.wait_replace_done(timeout=90)
         log("server %d is now %s" % (i, "original" if original else "kumofs-c"))
     restart_manager_as(c, original)
