@@ -27,6 +27,14 @@ def require_ruby():
         pytest.skip("the original's Ruby tools need Debian ruby and ruby-msgpack")
 
 
+def run_original_tool(name, *args, timeout=30):
+    """Run an original Ruby tool (kumoctl, kumostat, kumohash); returns the
+    CompletedProcess."""
+    import subprocess
+    return subprocess.run(["ruby", ORIG_TOOL[name]] + [str(a) for a in args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def binary(kind, original):
     """The daemon binary of kind ('manager', 'server', 'gateway'), original or ours."""
     return ORIG[kind] if original else kumo.BIN[kind]

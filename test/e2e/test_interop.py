@@ -262,3 +262,45 @@ def test_rolling_migration_and_downgrade_lose_nothing():
 def test_rolling_migration_and_downgrade_long():
     require_reference()
     _migration_run(seconds_between=20)
+
+
+# ---- the original Ruby tools against our daemons ----
+
+def _strip_times(out):
+    """The status time lines differ by design (Ruby 3 prints its own form)."""
+    return [l for l in out.splitlines() if "clock" not in l and l.strip()]
+
+
+def test_original_tools_work_against_our_daemons():
+    interop.require_ruby()
+    c = interop.mixed_cluster(False, [False, False, False], [False])
+    try:
+        mc = client(c, c.gateways[0])
+        for i in range(20):
+            assert mc.set("tool-%d" % i, b"v", noreply=False) is True
+        r = interop.run_original_tool("kumoctl", c.mgr, "status")
+        assert r.returncode == 0, r.stderr
+        assert _strip_times(r.stdout) == _strip_times(c.kumoctl("status"))
+        for cmd in ("items", "whs", "rhs", "cmd_set"):
+            r = interop.run_original_tool("kumostat", c.server_addr(0), cmd)
+            assert r.returncode == 0, (cmd, r.stderr)
+            ours = c.kumostat(0, cmd)
+            if cmd == "cmd_set":
+                assert int(r.stdout.strip()) >= 0
+            else:
+                assert _strip_times(r.stdout) == _strip_times(ours), cmd
+        for key in ("foo", "tool-3", "x" * 40):
+            r = interop.run_original_tool("kumohash", "-m", c.mgr, "assign", key)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.strip() == c.tool("kumohash", "-m", c.mgr, "assign",
+                                              key).stdout.strip()
+        # kumoctl changes the cluster: a new server attached by the original tool
+        c.start_server()
+        addr = c.server_addr(3)
+        kumo.wait_for(lambda: addr in c.status()[1], timeout=20, what="newcomer")
+        r = interop.run_original_tool("kumoctl", c.mgr, "attach")
+        assert r.returncode == 0, r.stderr
+        kumo.wait_for(lambda: c.status()[0].get(addr) == "active", timeout=20,
+                      what="attached by the original kumoctl")
+    finally:
+        c.close()
