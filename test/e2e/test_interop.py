@@ -304,3 +304,48 @@ def test_original_tools_work_against_our_daemons():
                       what="attached by the original kumoctl")
     finally:
         c.close()
+
+
+# ---- every combination of manager / servers / gateway ----
+
+COMBOS = [(m, s, g) for m in (True, False) for s in (True, False) for g in (True, False)]
+
+
+@pytest.mark.parametrize("manager,servers,gateway", COMBOS,
+                         ids=["mgr-%s_srv-%s_gw-%s" % tuple("orig" if x else "new" for x in t)
+                              for t in COMBOS])
+def test_mixed_combination(manager, servers, gateway):
+    """Manager, the three servers and the gateway each original or ours: writes,
+    deletes and reads (and, through our gateway, the commands the original lacked)
+    survive the loss of a server and the replace that follows."""
+    require_reference()
+    c = interop.mixed_cluster(manager, [servers] * 3, [gateway])
+    try:
+        mc = client(c, c.gateways[0])
+        data = {}
+        for i in range(300):
+            k, v = "mix-%d" % i, ("m%d-%s" % (i, kumo.random_key(12))).encode()
+            flags = 0 if gateway or i % 2 else 9
+            assert mc.set(k, v, flags=flags, noreply=False) is True
+            data[k] = (v, flags)
+        for i in range(0, 300, 10):
+            assert mc.delete("mix-%d" % i, noreply=False) is True
+            del data["mix-%d" % i]
+        if not gateway:
+            assert mc.add("mix-add", b"1", noreply=False) is True
+            assert mc.incr("mix-add", 41) == 42
+            assert mc.append("mix-add", b"!", noreply=False) is True
+            data["mix-add"] = (b"42!", 0)
+        assert wrong_reads(mc, data) == {}
+        c.servers[1]["daemon"].kill()
+        kumo.wait_for(lambda: c.status()[0].get(c.server_addr(1)) == "fault",
+                      timeout=20, what="server 1 fault")
+        assert wrong_reads(mc, data) == {}
+        before = c.replaces_finished()
+        c.kumoctl("detach")
+        kumo.wait_for(lambda: c.replaces_finished() > before, timeout=60,
+                      what="replace after detach")
+        assert wrong_reads(mc, data) == {}
+        assert all(mc.get("mix-%d" % i) is None for i in range(0, 300, 10))
+    finally:
+        c.close()
