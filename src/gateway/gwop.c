@@ -44,6 +44,7 @@ struct gw_op {
     bool fast_retried;         /* the one fast retry after an error 6 is used up */
     bool raw_ok;               /* update: UPDATE_FLAG_RAW (this gateway has no -E/-F) */
     bool once;                 /* set: Update's retry rules (gw_set_once) */
+    bool probed;               /* update: the coordinator's kind was asked (gw_peer_probe) */
     unsigned retry;            /* retries made so far */
     int last_err;
     ev_timer delay;
@@ -190,7 +191,12 @@ static unsigned op_retry_limit(const gw_op *op)
  * malformed answer is final. */
 static bool op_retryable(const gw_op *op, int err)
 {
-    if (op->kind != OP_UPDATE && !op->once)
+    if (op->once)
+        /* a compare-and-swap step (gw_set_once): a lost connection may come after the
+         * server applied it, and a resent CAS would then fail its compare and make the
+         * fallback apply the command twice; only "not sent" and error 6 are safe */
+        return err == GW_ERR_NO_SERVER || err == RPC_SERVER_ERROR;
+    if (op->kind != OP_UPDATE)
         return true;
     return err == GW_ERR_NO_SERVER || err == RPC_NODE_LOST || err == RPC_TRANSPORT_LOST ||
            err == RPC_SERVER_ERROR;
@@ -253,6 +259,30 @@ static void op_delay_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
+/* gw_peer_probe answered: send the Update (or hand it to the fallback). */
+static void op_probed_cb(void *ud)
+{
+    gw_op *op = ud;
+    if (op->gw->closing) {
+        op_finish(op, GATEWAY_FAILED, NULL, 0);
+        return;
+    }
+    op_send(op);
+}
+
+/* Hand an Update op to the Get + CAS fallback (gwrmw.c) and release it. */
+static void op_update_fallback(gw_op *op)
+{
+    item req;
+    const uint8_t *v = op->buf + op->keylen;
+    item_decode(ITEM_META_V1, v + DBVALUE_HEADER_LEN, op->vallen - DBVALUE_HEADER_LEN, 0,
+                &req);
+    size_t klen;
+    const char *k = op_user_key(op, &klen);
+    gw_rmw_fallback(op->gw, op->setop, k, klen, &req, op->arg, op->cb.update, op->ud);
+    op_free(op);
+}
+
 static void get_done(rpc_session *s, const rpc_result *r, void *ud);
 static void store_done(rpc_session *s, const rpc_result *r, void *ud);
 static void update_done(rpc_session *s, const rpc_result *r, void *ud);
@@ -292,6 +322,21 @@ static void op_send(gw_op *op)
         kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
         break;
     case OP_UPDATE: /* Update [op, flags, dbkey, dbvalue, arg] (doc/protocol-additions.md) */
+        switch (gw_peer_kind(gw, &n->addr)) {
+        case GW_PEER_ORIGINAL:
+            op_update_fallback(op);
+            return;
+        case GW_PEER_UNKNOWN:
+            if (!op->probed) {
+                /* ask first: an Update would make an original drop the connection */
+                op->probed = true;
+                gw_peer_probe(gw, s, op_probed_cb, op);
+                return;
+            }
+            break;
+        default:
+            break;
+        }
         pk = rpc_call_begin(s, SRV_UPDATE, RPC_DEFAULT_TIMEOUT_STEPS, update_done, op);
         msgpack_pack_array(pk, 5);
         msgpack_pack_uint32(pk, op->setop);
@@ -379,15 +424,10 @@ static void update_done(rpc_session *s, const rpc_result *r, void *ud)
     gw_op *op = ud;
     if (r->err == RPC_PROTOCOL_ERROR && !op->gw->closing) {
         /* An original kumofs 0.4.13 coordinator: "unknown method".  Nothing was done;
-         * run the op as Get + compare-and-swap Sets (gwrmw.c). */
-        item req;
-        const uint8_t *v = op->buf + op->keylen;
-        item_decode(ITEM_META_V1, v + DBVALUE_HEADER_LEN, op->vallen - DBVALUE_HEADER_LEN,
-                    0, &req);
-        size_t klen;
-        const char *k = op_user_key(op, &klen);
-        gw_rmw_fallback(op->gw, op->setop, k, klen, &req, op->arg, op->cb.update, op->ud);
-        op_free(op);
+         * run the op as Get + compare-and-swap Sets (gwrmw.c), and send it no Update
+         * for a while: it drops the connection after that answer. */
+        gw_peer_set(op->gw, rpc_session_addr(s), GW_PEER_ORIGINAL);
+        op_update_fallback(op);
         return;
     }
     if (!op_reply_usable(op, r))

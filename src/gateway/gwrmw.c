@@ -6,13 +6,76 @@
 #include <string.h>
 
 #include "logic/item.h"
+#include "logic/kwire.h"
 #include "logic/log.h"
 #include "logic/proto.h"
 #include "logic/record.h"
 #include "logic/xmalloc.h"
 
 /* Rounds of Get + CAS before a contended op gives up (SERVER_ERROR). */
-#define RMW_ROUNDS_MAX 16
+#define RMW_ROUNDS_MAX 100
+/* How long the kind of a server is trusted.  A server can be replaced by the other kind
+ * on the same address during a migration; after this time it is asked again. */
+#define GW_PEER_TTL 30.0
+
+void gw_peer_set(gateway *gw, const kaddr *addr, int kind)
+{
+    ev_tstamp now = ev_now(gw->loop);
+    size_t slot = 0;
+    for (size_t i = 0; i < GW_PEERS_MAX; i++) {
+        if (kaddr_eq(&gw->peers[i].addr, addr)) {
+            slot = i;
+            break;
+        }
+        if (gw->peers[i].until < gw->peers[slot].until)
+            slot = i;                              /* the oldest (or unused) entry */
+    }
+    gw->peers[slot].addr = *addr;
+    gw->peers[slot].kind = kind;
+    gw->peers[slot].until = now + GW_PEER_TTL;
+}
+
+int gw_peer_kind(const gateway *gw, const kaddr *addr)
+{
+    ev_tstamp now = ev_now(gw->loop);
+    for (size_t i = 0; i < GW_PEERS_MAX; i++)
+        if (gw->peers[i].until > now && kaddr_eq(&gw->peers[i].addr, addr))
+            return gw->peers[i].kind;
+    return GW_PEER_UNKNOWN;
+}
+
+typedef struct peer_probe {
+    gateway *gw;
+    void (*cb)(void *);
+    void *ud;
+} peer_probe;
+
+static void peer_probed(rpc_session *s, const rpc_result *r, void *ud)
+{
+    peer_probe *p = ud;
+    uint32_t ext = 0;
+    /* a kumofs-c server answers its extension bits, an original nil; no answer (lost,
+     * timeout) leaves the kind unknown and the Update goes out as before */
+    if (r->err == RPC_OK && !p->gw->closing)
+        gw_peer_set(p->gw, rpc_session_addr(s),
+                    kwire_get_u32(r->result, &ext) && (ext & STATUS_EXT_V1)
+                        ? GW_PEER_MODERN : GW_PEER_ORIGINAL);
+    p->cb(p->ud);
+    free(p);
+}
+
+void gw_peer_probe(gateway *gw, rpc_session *s, void (*cb)(void *ud), void *ud)
+{
+    peer_probe *p = xmalloc(sizeof(*p));
+    p->gw = gw;
+    p->cb = cb;
+    p->ud = ud;
+    msgpack_packer *pk = rpc_call_begin(s, SRV_GET_STATUS, RPC_DEFAULT_TIMEOUT_STEPS,
+                                        peer_probed, p);
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_uint32(pk, STATUS_EXTENSIONS);
+    rpc_call_end(s);
+}
 
 /* One fallback op.  The rules are item_apply's, the same code the server runs for
  * Update; the atomicity comes from the coordinator's compare of Set's OP_CAS: a Set

@@ -96,7 +96,11 @@ enum status_cmd {
     STATUS_PID = 0, STATUS_UPTIME = 1, STATUS_TIME = 2, STATUS_VERSION = 3,
     STATUS_CMD_GET = 4, STATUS_CMD_SET = 5, STATUS_CMD_DELETE = 6, STATUS_ITEMS = 7,
     STATUS_CLOCKTIME = 8, STATUS_RHS = 9, STATUS_WHS = 10, STATUS_REPLSTAT = 11,
+    /* kumofs-c: the additions this server speaks (STATUS_EXT_*); an original answers nil
+     * to an unknown code and keeps the connection (an unknown *method* drops it) */
+    STATUS_EXTENSIONS = 48,
 };
+#define STATUS_EXT_V1 0x01   /* Update, Flush, GetVersion, tombstones in replace streams */
 
 /* GetStatus replstat bits. */
 #define REPLSTAT_INACTIVE 0x01

@@ -1,4 +1,4 @@
-/* peerkind.c - which peers speak kumofs-c (a GetVersion probe; see peerkind.h). */
+/* peerkind.c - which peers speak kumofs-c (a GetStatus probe; see peerkind.h). */
 #include "server/peerkind.h"
 
 #include <string.h>
@@ -6,10 +6,9 @@
 #include "logic/kwire.h"
 #include "logic/log.h"
 #include "logic/proto.h"
-#include "logic/record.h"
 #include "logic/xmalloc.h"
 
-/* Every server answers GetVersion at once (an original with error 5); a peer that does
+/* Every server answers GetStatus at once; a peer that does
  * not answer within ~3 clock steps is treated as an original rather than delay the
  * replace copy by the default 10. */
 #define PROBE_TIMEOUT_STEPS 3
@@ -41,10 +40,12 @@ static void probe_done(rpc_session *s, const rpc_result *r, void *ud)
     probe_call *pc = ud;
     probe *p = pc->p;
     char buf[KADDR_STRLEN];
-    /* GetVersion answers a clocktime or nil; an original answers error 5 */
-    if (r->err == RPC_OK)
+    /* GetStatus(extensions): a kumofs-c server answers its extension bits, an original
+     * answers nil */
+    uint32_t ext = 0;
+    if (r->err == RPC_OK && kwire_get_u32(r->result, &ext) && (ext & STATUS_EXT_V1))
         p->modern[p->nmodern++] = pc->addr;
-    else if (r->err == RPC_PROTOCOL_ERROR)
+    else if (r->err == RPC_OK)
         log_info("peer %s speaks kumofs 0.4.13: no tombstones in its replace copy",
                  kaddr_format(&pc->addr, buf));
     free(pc);
@@ -60,7 +61,6 @@ void peerkind_probe(server *srv, const hashspace *hs, peerkind_cb cb, void *ud)
     p->ud = ud;
     p->modern = xcalloc(hs->nnodes + 1, sizeof(*p->modern));
     p->modern[p->nmodern++] = srv->cfg.self;
-    static const uint8_t probe_key[DBKEY_HASH_LEN];     /* an empty key: never stored */
     for (size_t i = 0; i < hs->nnodes; i++) {
         const hs_node *n = &hs->nodes[i];
         if (!n->active || kaddr_eq(&n->addr, &srv->cfg.self))
@@ -69,11 +69,13 @@ void peerkind_probe(server *srv, const hashspace *hs, peerkind_cb cb, void *ud)
         pc->p = p;
         pc->addr = n->addr;
         p->pending++;
-        rpc_session *s = rpc_node_session(srv->rpc, &n->addr, true);
-        msgpack_packer *pk = rpc_call_begin(s, SRV_GET_VERSION, PROBE_TIMEOUT_STEPS,
+        /* GetStatus (wire.md §9) of a code only kumofs-c knows: an original answers nil
+         * (an unknown method would make it drop the connection) */
+        rpc_session *s = rpc_node_session(srv->rpc, &n->addr, false);
+        msgpack_packer *pk = rpc_call_begin(s, SRV_GET_STATUS, PROBE_TIMEOUT_STEPS,
                                             probe_done, pc);
         msgpack_pack_array(pk, 1);
-        kwire_pack_raw(pk, probe_key, sizeof(probe_key));
+        msgpack_pack_uint32(pk, STATUS_EXTENSIONS);
         rpc_call_end(s);
     }
     if (p->pending == 0)
