@@ -79,3 +79,15 @@ def test_replica_refuses_older_write_of_an_original_coordinator(c):
         assert peer.call(SRV_REPLICATE_DELETE, [9, 0, now + 9, dk]) == (None, True)
     finally:
         peer.close()
+
+
+def test_getstatus_48_names_the_extensions(c):
+    """Servers and gateways tell kumofs-c from original servers with GetStatus [48]
+    (an unknown method would make an original drop the connection)."""
+    from mpack import Rpc
+    r = Rpc(c.servers[0]["port"])
+    try:
+        assert r.call(97, [48]) == 1
+        assert r.call(97, [3]) is not None          # the connection is still usable
+    finally:
+        r.close()
