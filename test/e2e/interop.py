@@ -113,13 +113,15 @@ def restart_gateway_as(c, gi, original):
     return gw
 
 
-def rolling_restart(c, original, log=lambda m: print("%.3f %s" % (time.time(), m))):
+def rolling_restart(c, original, log=lambda m: print("%.3f %s" % (time.time(), m)),
+                    before_server=lambda i: None):
     """Replace every daemon by the given kind, one at a time, as the user guide's
     migration how-to says: each server (waiting for the replace that attaches it), then
     the manager, then the gateway.  Upgraded servers start on their own .tch; a server
     going back to the original starts on an empty database, since the original cannot
     learn the deletes it missed from original peers (user guide, section 8)."""
     for i in sorted(c.servers):
+        before_server(i)
         restart_server_as(c, i, original, fresh=original)
         c.wait_replace_done(timeout=90)
         log("server %d is now %s" % (i, "original" if original else "kumofs-c"))

@@ -236,11 +236,24 @@ def _migration_run(seconds_between):
         assert all(d.argv[0].startswith(kumo.BUILD) for d in
                    [c.managers[0], c.gateways[0]] + [s["daemon"] for s in c.servers.values()])
         mid_ops = chk.ops
-        interop.rolling_restart(c, original=True)
+        # From the moment the last kumofs-c server stops, only original servers hold
+        # the data, and the original's own stale reads after an attach (DECISIONS.md
+        # §2: a coordinator stamping a write older than a stored version; 2-12 per run
+        # measured on an all-original cluster) can happen again.  They are printed,
+        # not counted: no kumofs-c server is left to prevent them.
+        t_all_orig = [float("inf")]
+        last = max(c.servers)
+
+        def before_server(i):
+            if i == last:
+                t_all_orig[0] = time.time()
+        interop.rolling_restart(c, original=True, before_server=before_server)
         time.sleep(seconds_between)
         chk.stop()
         print(chk.report())
-        assert chk.violations == [], chk.report()
+        ours = [v for v in chk.violations
+                if float(v.split(" at=")[1].split()[0]) < t_all_orig[0]]
+        assert ours == [], chk.report()
         assert chk.ops > mid_ops > 0
         assert "final_error" not in chk.failure_kinds, chk.report()
     except BaseException:
