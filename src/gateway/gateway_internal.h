@@ -26,6 +26,17 @@ typedef struct gw_manager {
 /* One data request (defined in gwop.c). */
 typedef struct gw_op gw_op;
 
+/* What a server speaks, learnt before the first Update to it (gwrmw.c): an original
+ * kumofs 0.4.13 answers Update with "unknown method" and then drops the connection,
+ * failing everything else in flight on it, so it is asked with GetStatus first. */
+#define GW_PEERS_MAX 64
+enum gw_peer_kind { GW_PEER_UNKNOWN = 0, GW_PEER_ORIGINAL, GW_PEER_MODERN };
+typedef struct gw_peer {
+    kaddr addr;
+    int kind;                  /* enum gw_peer_kind */
+    ev_tstamp until;           /* the answer is trusted until then */
+} gw_peer;
+
 struct gateway {
     struct ev_loop *loop;
     rpc_node *node;
@@ -39,6 +50,7 @@ struct gateway {
     uint32_t now;              /* cached unix time, refreshed every tick */
     bool closing;
     gw_op *live;               /* ops in flight */
+    gw_peer peers[GW_PEERS_MAX];
     gw_op *pool;
     size_t npool;
 };
@@ -75,6 +87,33 @@ bool gw_session_suspect(const rpc_session *s);
 bool gw_write_blocked(gateway *gw, rpc_session *s);
 
 /* ---- gwop.c */
+
+/* How this gateway lays out raw (meta 0) payloads: its -E/-F as ITEM_RAW_* bits. */
+unsigned gw_item_layout(const gateway *gw);
+
+/* A Set of the stored value form meta ‖ payload (already encoded, see logic/item.h) with
+ * Update's retry rules: retried only while it cannot have been applied (no server, lost
+ * connection, error 6), so a compare-and-swap step is never applied twice.  setop is
+ * SET_OP_CAS (compare = the version read) or SET_OP_SET.  cb as gateway_set's. */
+void gw_set_once(gateway *gw, const char *key, size_t keylen, unsigned setop,
+                 uint64_t compare, uint16_t meta, const uint8_t *payload, size_t len,
+                 gateway_store_cb cb, void *ud);
+
+/* ---- gwrmw.c */
+/* Run a read-modify-write whose coordinator does not know Update (an original kumofs
+ * 0.4.13 server answered error 5) as a loop of Get and compare-and-swap Sets.  req is the
+ * request's item (copied); cb and ud as gateway_update's. */
+struct item;
+void gw_rmw_fallback(gateway *gw, unsigned op, const char *key, size_t keylen,
+                     const struct item *req, uint64_t arg, gateway_update_cb cb, void *ud);
+
+/* Remember what addr speaks (for a while), and ask (GW_PEER_UNKNOWN when not known). */
+void gw_peer_set(gateway *gw, const kaddr *addr, int kind);
+int gw_peer_kind(const gateway *gw, const kaddr *addr);
+
+/* Ask s's server what it speaks (GetStatus of STATUS_EXTENSIONS), record the answer,
+ * then call cb(ud) from the loop. */
+void gw_peer_probe(gateway *gw, rpc_session *s, void (*cb)(void *ud), void *ud);
 
 /* Complete every live op with GATEWAY_FAILED and free the op pool (gateway_free, after
  * rpc_node_free, with gw->closing set). */

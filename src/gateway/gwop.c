@@ -8,6 +8,7 @@
 
 #include "logic/binlog.h"
 #include "logic/hashspace.h"
+#include "logic/item.h"
 #include "logic/kwire.h"
 #include "logic/log.h"
 #include "logic/proto.h"
@@ -45,6 +46,9 @@ struct gw_op {
     bool fail_pending;         /* the delay timer delivers the attempt failure fail_err */
     int fail_err;              /* GW_ERR_NO_SERVER or GW_ERR_UNREACHABLE */
     bool fast_retried;         /* the one fast retry after an error 6 is used up */
+    bool raw_ok;               /* update: UPDATE_FLAG_RAW (this gateway has no -E/-F) */
+    bool once;                 /* set: Update's retry rules (gw_set_once) */
+    bool probed;               /* update: the coordinator's kind was asked (gw_peer_probe) */
     unsigned retry;            /* retries made so far */
     int last_err;
     double started;            /* ev_now at the start: the -Rt budget counts from here */
@@ -205,6 +209,11 @@ static bool op_retryable(const gw_op *op, int err)
      * again at once the same way, so the client hears it now (protocol-additions.md). */
     if (err == RPC_OTHER_ERROR)
         return false;
+    if (op->once)
+        /* a compare-and-swap step (gw_set_once): a lost connection may come after the
+         * server applied it, and a resent CAS would then fail its compare and make the
+         * fallback apply the command twice; only "not sent" and error 6 are safe */
+        return err == GW_ERR_NO_SERVER || err == RPC_SERVER_ERROR;
     if (op->kind != OP_UPDATE)
         return true;
     return err == GW_ERR_NO_SERVER || err == RPC_NODE_LOST || err == RPC_TRANSPORT_LOST ||
@@ -271,6 +280,30 @@ static void op_delay_cb(struct ev_loop *loop, ev_timer *w, int revents)
     } else {
         op_send(op);
     }
+}
+
+/* gw_peer_probe answered: send the Update (or hand it to the fallback). */
+static void op_probed_cb(void *ud)
+{
+    gw_op *op = ud;
+    if (op->gw->closing) {
+        op_finish(op, GATEWAY_FAILED, NULL, 0);
+        return;
+    }
+    op_send(op);
+}
+
+/* Hand an Update op to the Get + CAS fallback (gwrmw.c) and release it. */
+static void op_update_fallback(gw_op *op)
+{
+    item req;
+    const uint8_t *v = op->buf + op->keylen;
+    item_decode(ITEM_META_V1, v + DBVALUE_HEADER_LEN, op->vallen - DBVALUE_HEADER_LEN, 0,
+                &req);
+    size_t klen;
+    const char *k = op_user_key(op, &klen);
+    gw_rmw_fallback(op->gw, op->setop, k, klen, &req, op->arg, op->cb.update, op->ud);
+    op_free(op);
 }
 
 static void get_done(rpc_session *s, const rpc_result *r, void *ud);
@@ -340,10 +373,26 @@ static void op_send(gw_op *op)
         kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
         break;
     case OP_UPDATE: /* Update [op, flags, dbkey, dbvalue, arg] (doc/protocol-additions.md) */
+        switch (gw_peer_kind(gw, &n->addr)) {
+        case GW_PEER_ORIGINAL:
+            op_update_fallback(op);
+            return;
+        case GW_PEER_UNKNOWN:
+            if (!op->probed) {
+                /* ask first: an Update would make an original drop the connection */
+                op->probed = true;
+                gw_peer_probe(gw, s, op_probed_cb, op);
+                return;
+            }
+            break;
+        default:
+            break;
+        }
         pk = rpc_call_begin_timed(s, SRV_UPDATE, tmo, update_done, op);
         msgpack_pack_array(pk, 5);
         msgpack_pack_uint32(pk, op->setop);
-        msgpack_pack_uint32(pk, op->async ? STORE_FLAG_ASYNC : 0);
+        msgpack_pack_uint32(pk, (op->async ? UPDATE_FLAG_ASYNC : 0) |
+                                (op->raw_ok ? UPDATE_FLAG_RAW : 0));
         kwire_pack_raw(pk, op->buf, op->keylen);
         kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
         msgpack_pack_uint64(pk, op->arg);
@@ -424,6 +473,14 @@ static void store_done(rpc_session *s, const rpc_result *r, void *ud)
 static void update_done(rpc_session *s, const rpc_result *r, void *ud)
 {
     gw_op *op = ud;
+    if (r->err == RPC_PROTOCOL_ERROR && !op->gw->closing) {
+        /* An original kumofs 0.4.13 coordinator: "unknown method".  Nothing was done;
+         * run the op as Get + compare-and-swap Sets (gwrmw.c), and send it no Update
+         * for a while: it drops the connection after that answer. */
+        gw_peer_set(op->gw, rpc_session_addr(s), GW_PEER_ORIGINAL);
+        op_update_fallback(op);
+        return;
+    }
     if (!op_reply_usable(op, r))
         return;
     static const int status_map[] = {
@@ -488,10 +545,39 @@ static gw_op *op_start_value(gateway *gw, int kind, const char *key, size_t keyl
     return op;
 }
 
+/* How this gateway lays out raw (meta 0) payloads: its -E / -F, as the original's. */
+unsigned gw_item_layout(const gateway *gw)
+{
+    return (gw->cfg.save_expire ? ITEM_RAW_EXPTIME : 0) | (gw->cfg.save_flag ? ITEM_RAW_FLAGS : 0);
+}
+
+void gw_set_once(gateway *gw, const char *key, size_t keylen, unsigned setop,
+                 uint64_t compare, uint16_t meta, const uint8_t *payload, size_t len,
+                 gateway_store_cb cb, void *ud)
+{
+    gw_op *op = op_start_value(gw, OP_SET, key, keylen, setop,
+                               setop == SET_OP_CAS ? compare : 0, meta, NULL, 0, payload, len);
+    op->once = true;
+    op->cb.store = cb;
+    op->ud = ud;
+    op_send(op);
+}
+
 void gateway_set(gateway *gw, const char *key, size_t keylen, unsigned setop, uint64_t compare,
                  uint16_t meta, const void *hdr, size_t hdrlen, const void *data,
                  size_t datalen, gateway_store_cb cb, void *ud)
 {
+    /* The front ends hand over a GATEWAY_META_ITEM header; what is stored is the form of
+     * doc/storage-format.md: the original's raw form when it can hold the item (so an
+     * original gateway reads it too), else the tagged form. */
+    uint8_t enc[ITEM_HEADER_MAX];
+    if (meta == GATEWAY_META_ITEM && hdrlen == GATEWAY_ITEM_HEADER_LEN) {
+        const uint8_t *h = hdr;
+        hdrlen = item_encode_header(be32_get(h), be32_get(h + 4), data,
+                                    datalen < ITEM_MAGIC_LEN ? datalen : ITEM_MAGIC_LEN,
+                                    gw_item_layout(gw), &meta, enc);
+        hdr = enc;
+    }
     /* wire.md §7.6: the clocktime field carries the CAS compare value (0 for a set) */
     gw_op *op = op_start_value(gw, OP_SET, key, keylen, setop,
                                setop == SET_OP_CAS ? compare : 0, meta, hdr, hdrlen,
@@ -524,6 +610,7 @@ void gateway_update(gateway *gw, unsigned updop, const char *key, size_t keylen,
     op->ud = ud;
     op->arg = arg;
     op->async = async;
+    op->raw_ok = gw_item_layout(gw) == 0;
     op_send(op);
 }
 
@@ -606,42 +693,14 @@ void gateway_flush_all(gateway *gw, uint32_t delay, gateway_store_cb cb, void *u
 
 bool gateway_item_decode(const gateway *gw, const gateway_value *v, gateway_item *it)
 {
-    const uint8_t *p = v->payload;
-    size_t len = v->len;
-    it->flags = 0;
-    it->exptime = 0;
-    if (v->meta == GATEWAY_META_ITEM) {
-        if (len < GATEWAY_ITEM_HEADER_LEN)
-            return false;
-        it->flags = be32_get(p);
-        it->exptime = be32_get(p + 4);
-        /* memcached: an item is gone once its time has come */
-        if (it->exptime != 0 && it->exptime <= gw->now)
-            return false;
-        p += GATEWAY_ITEM_HEADER_LEN;
-        len -= GATEWAY_ITEM_HEADER_LEN;
-    } else {
-        /* storage.md §2.4: the original's prefixes, as -E / -F say; unknown meta values
-         * are read the same way (storage.md §2.3: meta is opaque to the original) */
-        if (gw->cfg.save_expire) {
-            if (len < 4)
-                return false;
-            it->exptime = be32_get(p);
-            if (it->exptime != 0 && it->exptime < gw->now)
-                return false;
-            p += 4;
-            len -= 4;
-        }
-        if (gw->cfg.save_flag) {
-            if (len < 2)
-                return false;
-            it->flags = be16_get(p);
-            p += 2;
-            len -= 2;
-        }
-    }
-    it->data = p;
-    it->len = len;
+    item d;
+    if (!item_decode(v->meta, v->payload, v->len, gw_item_layout(gw), &d) ||
+        item_expired(&d, gw->now))
+        return false;
+    it->flags = d.flags;
+    it->exptime = d.exptime;
+    it->data = d.data;
+    it->len = d.len;
     return true;
 }
 

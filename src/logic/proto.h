@@ -78,19 +78,29 @@ enum update_status {
 };
 
 #define UPDATE_FLAG_ASYNC 0x01     /* Update.flags: reply before replication completes */
+#define UPDATE_FLAG_RAW 0x02       /* Update.flags: a flags-0, no-expiry result may be stored
+                                    * in the original's raw form (doc/storage-format.md) */
 
 #define STORE_FLAG_ASYNC 0x01      /* Delete.flags: reply before replication completes */
 #define REPLICATE_FLAG_BY_RHS 0x01 /* Replicate*.flags: validate against rhs */
 /* ReplicateDelete.flags, kumofs-c: the coordinator reads the three-form reply (true: a
  * live value was there, 1: stored over nothing live, false: refused; protocol-additions.md) */
 #define REPLICATE_FLAG_LIVE_REPLY 0x02
+/* ReplicateSet.flags, kumofs-c: the coordinator re-stamps a write its replica refused
+ * (GetVersion, protocol-additions.md §1.3).  Without it (an original coordinator, which
+ * counts `false` as stored) a replica refuses a strictly older version with an error. */
+#define REPLICATE_FLAG_RESTAMP 0x04
 
 /* GetStatus commands (wire.md §9). */
 enum status_cmd {
     STATUS_PID = 0, STATUS_UPTIME = 1, STATUS_TIME = 2, STATUS_VERSION = 3,
     STATUS_CMD_GET = 4, STATUS_CMD_SET = 5, STATUS_CMD_DELETE = 6, STATUS_ITEMS = 7,
     STATUS_CLOCKTIME = 8, STATUS_RHS = 9, STATUS_WHS = 10, STATUS_REPLSTAT = 11,
+    /* kumofs-c: the additions this server speaks (STATUS_EXT_*); an original answers nil
+     * to an unknown code and keeps the connection (an unknown *method* drops it) */
+    STATUS_EXTENSIONS = 48,
 };
+#define STATUS_EXT_V1 0x01   /* Update, Flush, GetVersion, tombstones in replace streams */
 
 /* GetStatus replstat bits. */
 #define REPLSTAT_INACTIVE 0x01

@@ -255,7 +255,7 @@ static void repl_send(repl_target *t)
     repl_op *op = t->op;
     server *srv = op->srv;
     rpc_session *s = rpc_node_session(srv->rpc, &t->peer, true);
-    uint32_t flags = t->by_rhs ? REPLICATE_FLAG_BY_RHS : 0;
+    uint32_t flags = (t->by_rhs ? REPLICATE_FLAG_BY_RHS : 0) | REPLICATE_FLAG_RESTAMP;
     /* algorithms.md §2: adjust_clock is the clock part of the record's new version */
     msgpack_packer *pk;
     if (op->kind == OP_KIND_SET) {
@@ -768,6 +768,23 @@ static bool head_types_ok(const rpc_request *req)
         && server_arg_u32(req, 1, &u);
 }
 
+/* A write from an original coordinator (no REPLICATE_FLAG_RESTAMP / _LIVE_REPLY) was
+ * refused.  The original counts `false` as stored, so a coordinator whose clock lags
+ * (just restarted) would acknowledge a write that its replicas dropped -- the stale reads
+ * of DECISIONS.md §2.  When the stored version is strictly newer, answer an error
+ * instead: the coordinator retries, then answers nil, and the gateway sends the write
+ * again with a later stamp.  An equal version is the same write sent again: `false`.
+ * Returns true when the error was sent. */
+static bool refuse_older(server *srv, const rpc_request *req, const void *key, size_t klen,
+                         clocktime_t incoming)
+{
+    clocktime_t have;
+    if (!store_get_clocktime(srv->st, key, klen, &have) || !clocktime_less(incoming, have))
+        return false;
+    rpc_reply_error(req->session, req->msgid, RPC_UNKNOWN_ERROR);
+    return true;
+}
+
 void dataop_replicate_set(server *srv, const rpc_request *req)
 {
     const char *key, *val;
@@ -780,11 +797,17 @@ void dataop_replicate_set(server *srv, const rpc_request *req)
     }
     if (!replica_head(srv, req, key))
         return;
+    uint32_t flags = 0;
+    server_arg_u32(req, 1, &flags);
     bool stored = store_update(srv->st, key, klen, val, vlen);
-    if (!stored && store_error() != 0)
+    if (!stored && store_error() != 0) {
         dataop_reply_store_failed(req->session, req->msgid);
-    else
-        rpc_reply_bool(req->session, req->msgid, stored);
+        return;
+    }
+    if (!stored && !(flags & REPLICATE_FLAG_RESTAMP)
+        && refuse_older(srv, req, key, klen, dbvalue_clocktime(val)))
+        return;
+    rpc_reply_bool(req->session, req->msgid, stored);
 }
 
 void dataop_replicate_delete(server *srv, const rpc_request *req)
@@ -802,11 +825,14 @@ void dataop_replicate_delete(server *srv, const rpc_request *req)
     uint32_t flags = 0;
     server_arg_u32(req, 1, &flags);
     if (!(flags & REPLICATE_FLAG_LIVE_REPLY)) {
-        bool removed = store_remove(srv->st, key, klen, ct);
-        if (!removed && store_error() != 0)
+        bool stored = store_remove(srv->st, key, klen, ct);
+        if (!stored && store_error() != 0) {
             dataop_reply_store_failed(req->session, req->msgid);
-        else
-            rpc_reply_bool(req->session, req->msgid, removed);
+            return;
+        }
+        if (!stored && refuse_older(srv, req, key, klen, ct))
+            return;
+        rpc_reply_bool(req->session, req->msgid, stored);
         return;
     }
     /* kumofs-c coordinator: true = stored over a live value, 1 = stored over nothing

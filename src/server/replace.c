@@ -13,9 +13,13 @@
 #include "logic/proto.h"
 #include "logic/record.h"
 #include "logic/xmalloc.h"
+#include "server/peerkind.h"
 #include "server/stream.h"
+#include "server/tombsend.h"
 
 #define OFFER_TIMEOUT_STEPS 160      /* wire.md §4.5 */
+#define OFFER_ATTEMPTS 3             /* a failed offer is made again, then given up */
+#define OFFER_RETRY_DELAY 1.0        /* seconds before the 2nd attempt, doubled after */
 
 enum job_kind { JOB_COPY, JOB_DELETE };
 
@@ -31,6 +35,8 @@ typedef struct job {
     hashspace src;               /* copy: S = old rhs */
     hashspace dst;               /* copy: D = new whs / the seed; delete: own whs */
     clocktime_t purge_limit;     /* now - gX (storage.md §5.2) */
+    kaddr *modern;               /* copy: the destinations that read tombstones (peerkind) */
+    size_t nmodern;
 } job;
 
 /* An offer waiting for its receiver to pull it (wire.md §10). */
@@ -40,6 +46,8 @@ typedef struct pending_offer {
     int fd;                      /* the finished zlib stream, unlinked temp file */
     off_t size;
     clocktime_t time;            /* replace_time of the copy phase that made it */
+    unsigned attempts;           /* ReplaceOffers sent so far */
+    bool retry_pending;          /* a failed attempt waits for its retry timer */
 } pending_offer;
 
 /* A batch of finished offer files, worker -> loop. */
@@ -146,22 +154,48 @@ static void check_copy_done(replace *r)
 typedef struct offer_call {
     replace *r;
     uint64_t id;
+    unsigned attempt;            /* which attempt this ReplaceOffer is */
 } offer_call;
 
-/* ReplaceOffer is never answered: a timeout or a lost session drops the offer if it is
- * still pending, without counting it as delivered (§8.3). */
+static void offer_failed(replace *r, size_t i);
+
+/* ReplaceOffer is never answered: a timeout or a lost session while the offer is still
+ * pending (the receiver never pulled it) counts as a failed attempt. */
 static void offer_cb(rpc_session *s, const rpc_result *res, void *ud)
 {
     (void)s;
     (void)res;
     offer_call *c = ud;
-    long i = offer_find(c->r, c->id);
-    if (i >= 0) {
-        char buf[KADDR_STRLEN];
-        log_warn("replace offer to %s abandoned", kaddr_format(&c->r->offers[i].dst, buf));
-        offer_remove_at(c->r, (size_t)i);
-    }
+    replace *r = c->r;
+    uint64_t id = c->id;
+    unsigned attempt = c->attempt;
     free(c);
+    long i = offer_find(r, id);
+    if (i >= 0 && !r->srv->stopping && !r->offers[i].retry_pending
+        && r->offers[i].attempts == attempt) {
+        char buf[KADDR_STRLEN];
+        log_warn("replace offer to %s abandoned", kaddr_format(&r->offers[i].dst, buf));
+        offer_failed(r, (size_t)i);
+    }
+}
+
+static void offer_send(replace *r, const pending_offer *o)
+{
+    server *srv = r->srv;
+    if (kaddr_eq(&o->dst, &srv->cfg.self)) {
+        /* full replace offers to ourselves too (wire.md §8.2): pull directly */
+        stream_pull_start(srv->streams, &srv->cfg.stream_addr);
+        return;
+    }
+    offer_call *c = xmalloc(sizeof(*c));
+    c->r = r;
+    c->id = o->id;
+    c->attempt = o->attempts;
+    rpc_session *s = rpc_node_session(srv->rpc, &o->dst, true);
+    msgpack_packer *pk = rpc_call_begin(s, SRV_REPLACE_OFFER, OFFER_TIMEOUT_STEPS, offer_cb, c);
+    msgpack_pack_array(pk, 1);
+    kwire_pack_addr(pk, &srv->cfg.stream_addr);
+    rpc_call_end(s);
 }
 
 static void offer_batch_task(server *srv, void *arg)
@@ -186,6 +220,8 @@ static void offer_batch_task(server *srv, void *arg)
         o->fd = b->item[i].fd;
         o->size = b->item[i].size;
         o->time = b->time;
+        o->attempts = 1;
+        o->retry_pending = false;
     }
     set_outstanding(r);
     r->waiting += (int)b->n;
@@ -194,19 +230,7 @@ static void offer_batch_task(server *srv, void *arg)
         const pending_offer *o = &r->offers[i];
         char buf[KADDR_STRLEN];
         log_info("replace offer %lld bytes to %s", (long long)o->size, kaddr_format(&o->dst, buf));
-        if (kaddr_eq(&o->dst, &srv->cfg.self)) {
-            /* full replace offers to ourselves too (wire.md §8.2): pull directly */
-            stream_pull_start(srv->streams, &srv->cfg.stream_addr);
-            continue;
-        }
-        offer_call *c = xmalloc(sizeof(*c));
-        c->r = r;
-        c->id = o->id;
-        rpc_session *s = rpc_node_session(srv->rpc, &o->dst, true);
-        msgpack_packer *pk = rpc_call_begin(s, SRV_REPLACE_OFFER, OFFER_TIMEOUT_STEPS, offer_cb, c);
-        msgpack_pack_array(pk, 1);
-        kwire_pack_addr(pk, &srv->cfg.stream_addr);
-        rpc_call_end(s);
+        offer_send(r, o);
     }
     free(b);
 }
@@ -248,22 +272,79 @@ int replace_offer_open(replace *r, const kaddr *dst, uint64_t *id, off_t *size)
     return -1;
 }
 
+/* The offer at i is over (delivered, or given up): it no longer holds the copy phase. */
+static void offer_end(replace *r, size_t i)
+{
+    clocktime_t t = r->offers[i].time;
+    offer_remove_at(r, i);
+    if (r->copying && t == r->time) {
+        r->waiting--;
+        check_copy_done(r);
+    }
+}
+
+typedef struct offer_retry {
+    ev_timer timer;              /* first: the watcher pointer is the retry pointer */
+    replace *r;
+    uint64_t id;
+} offer_retry;
+
+static void offer_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    offer_retry *t = (offer_retry *)w;
+    ev_timer_stop(loop, w);
+    long i = offer_find(t->r, t->id);
+    if (i >= 0 && !t->r->srv->stopping) {
+        t->r->offers[i].retry_pending = false;
+        t->r->offers[i].attempts++;
+        offer_send(t->r, &t->r->offers[i]);
+    }
+    free(t);
+}
+
+/* An attempt at offer i failed (the stream broke, or the receiver never pulled it).
+ * Offer it again after a pause; after OFFER_ATTEMPTS give up, so that one peer that
+ * cannot take the stream never holds the replace forever: the copy phase then ends
+ * as the original's does when an offer times out (wire.md §8.2 ReplaceOffer), and the
+ * error tells the operator to repair the copy with a full replace. */
+static void offer_failed(replace *r, size_t i)
+{
+    pending_offer *o = &r->offers[i];
+    char buf[KADDR_STRLEN];
+    kaddr_format(&o->dst, buf);
+    if (o->attempts < OFFER_ATTEMPTS) {
+        offer_retry *t = xmalloc(sizeof(*t));
+        t->r = r;
+        t->id = o->id;
+        double delay = OFFER_RETRY_DELAY * (double)(1u << (o->attempts - 1));
+        log_warn("replace offer to %s: attempt %u of %u failed, offering again in %.0f s",
+                 buf, o->attempts, OFFER_ATTEMPTS, delay);
+        o->retry_pending = true;  /* late failures of this attempt no longer count */
+        ev_timer_init(&t->timer, offer_retry_cb, delay, 0.0);
+        ev_timer_start(r->srv->loop, &t->timer);
+        return;
+    }
+    log_error("replace offer to %s failed %u times; giving up: the records for it were "
+              "not copied. Repair the peer, then run `kumoctl <manager> full-replace`",
+              buf, OFFER_ATTEMPTS);
+    offer_end(r, i);
+}
+
 void replace_offer_finished(replace *r, uint64_t id, bool ok)
 {
     long i = offer_find(r, id);
     if (i < 0)
         return;
-    clocktime_t t = r->offers[i].time;
     char buf[KADDR_STRLEN];
-    if (ok)
-        log_info("replace offer to %s delivered", kaddr_format(&r->offers[i].dst, buf));
-    else
+    if (!ok) {
         log_warn("replace offer to %s failed", kaddr_format(&r->offers[i].dst, buf));
-    offer_remove_at(r, (size_t)i);
-    if (ok && r->copying && t == r->time) {
-        r->waiting--;
-        check_copy_done(r);
+        if (!r->offers[i].retry_pending)
+            offer_failed(r, (size_t)i);
+        return;
     }
+    log_info("replace offer to %s delivered", kaddr_format(&r->offers[i].dst, buf));
+    offer_end(r, (size_t)i);
 }
 
 static void enqueue(replace *r, job *j)
@@ -291,9 +372,24 @@ static job *job_new(replace *r, enum job_kind kind, const kaddr *mgr)
 
 static void job_free(job *j)
 {
+    free(j->modern);
     hashspace_destroy(&j->src);
     hashspace_destroy(&j->dst);
     free(j);
+}
+
+/* peerkind_cb of a copy job: start it with the list of tombstone readers. */
+static void copy_probed(server *srv, void *ud, const kaddr *modern, size_t nmodern)
+{
+    job *j = ud;
+    if (srv->stopping) {
+        job_free(j);
+        return;
+    }
+    j->modern = xcalloc(nmodern ? nmodern : 1, sizeof(*j->modern));
+    memcpy(j->modern, modern, nmodern * sizeof(*modern));
+    j->nmodern = nmodern;
+    enqueue(srv->repl, j);
 }
 
 void replace_copy_start(replace *r, const kaddr *mgr, hashspace *seed, bool full)
@@ -314,7 +410,9 @@ void replace_copy_start(replace *r, const kaddr *mgr, hashspace *seed, bool full
         hashspace_swap(&srv->whs, seed);   /* step 2: own whs := D (full: unchanged) */
     j->gen = atomic_fetch_add(&r->copy_gen, 1) + 1;
     log_info("start replace copy; full=%d time(%llu)", full ? 1 : 0, (unsigned long long)r->time);
-    enqueue(r, j);
+    /* An original server rejects a value shorter than 10 bytes and fails the whole
+     * stream, so learn first which destinations may be sent tombstones. */
+    peerkind_probe(srv, &j->dst, copy_probed, j);
 }
 
 void replace_delete_start(replace *r, const kaddr *mgr)
@@ -357,6 +455,9 @@ typedef struct copy_ctx {
     bool failed;
     bool aborted;
     uint64_t records;
+    tombsend *dels;              /* tombstones for original destinations (peerkind) */
+    tombsend *verify;            /* own records to check with original owners */
+    bool restarted;              /* self is fault in src, active in dst: just attached */
     uint8_t out[64 * 1024];
 } copy_ctx;
 
@@ -528,9 +629,22 @@ static bool is_fault(const copy_ctx *c, const kaddr *a)
     return false;
 }
 
+static bool takes_tombstones(const job *j, const kaddr *dst)
+{
+    for (size_t i = 0; i < j->nmodern; i++)
+        if (kaddr_eq(&j->modern[i], dst))
+            return true;
+    return false;
+}
+
 static bool append_record(copy_ctx *c, const kaddr *dst, const void *key, size_t klen,
                           const void *val, size_t vlen, off_t *csize)
 {
+    if (vlen == TOMBSTONE_LEN && !takes_tombstones(c->j, dst)) {
+        /* an original peer fails the whole stream on it: send it a ReplicateDelete */
+        tombsend_add(c->dels, dst, key, klen, dbvalue_clocktime(val));
+        return true;
+    }
     offer_stream *os = os_get(c, dst);
     if (os == NULL)
         return false;
@@ -579,6 +693,13 @@ static bool copy_record(const void *key, size_t klen, const void *val, size_t vl
         for (size_t i = 0; i < ns && owner == NULL; i++)
             if (!is_fault(c, sa[i]))
                 owner = sa[i];
+        if (owner != NULL && c->restarted && dbvalue_is_live(vlen) && in_list(da, nd, self)
+            && !takes_tombstones(c->j, owner)) {
+            /* the record may be one deleted while we were down, and an original owner
+             * streams no tombstones: ask it (tombsend.h, TOMBSEND_VERIFY) */
+            tombsend_add(c->verify, owner, key, klen, dbvalue_clocktime(val));
+            return true;
+        }
         if (owner == NULL || !kaddr_eq(owner, self))
             return true;
         for (size_t i = 0; i < nd; i++) {
@@ -603,11 +724,50 @@ fail:
     return false;
 }
 
+/* Deletes for original destinations, worker -> loop (tombsend.h). */
+typedef struct dels_batch {
+    uint64_t gen;
+    clocktime_t time;
+    tombsend *dels;
+} dels_batch;
+
+static void dels_done(server *srv, void *ud)
+{
+    dels_batch *db = ud;
+    replace *r = srv->repl;
+    if (!srv->stopping && r->copying && db->gen == atomic_load(&r->copy_gen)
+        && db->time == r->time) {
+        r->waiting--;
+        check_copy_done(r);
+    }
+    free(db);
+}
+
+/* Like the offers, the deletes hold the copy phase until every one was answered: the
+ * peer must have them before reads move to it (the delete phase). */
+static void dels_task(server *srv, void *arg)
+{
+    replace *r = srv->repl;
+    dels_batch *db = arg;
+    if (srv->stopping || db->gen != atomic_load(&r->copy_gen) || !r->copying) {
+        tombsend_free(db->dels);
+        free(db);
+        return;
+    }
+    r->waiting++;
+    tombsend *t = db->dels;
+    db->dels = NULL;
+    log_info("replace: %zu deletes for / checks with original peers", tombsend_count(t));
+    tombsend_start(srv, t, dels_done, db);
+}
+
 static void run_copy(replace *r, job *j)
 {
     copy_ctx *c = xcalloc(1, sizeof(*c));
     c->r = r;
     c->j = j;
+    c->dels = tombsend_new(TOMBSEND_DELETE);
+    c->verify = tombsend_new(TOMBSEND_VERIFY);
     msgpack_sbuffer_init(&c->sbuf);
     msgpack_packer_init(&c->pk, &c->sbuf, msgpack_sbuffer_write);
     const kaddr *self = &r->srv->cfg.self;
@@ -623,6 +783,7 @@ static void run_copy(replace *r, job *j)
         }
         if (is_fault(c, self))
             skip = true;                     /* §8.2 step 5 */
+        c->restarted = !hashspace_is_active(&j->src, self) && hashspace_is_active(&j->dst, self);
     }
     if (!skip) {
         store_iterate_all(r->srv->st, j->purge_limit, copy_record, c);
@@ -635,6 +796,18 @@ static void run_copy(replace *r, job *j)
         log_error("replace copy failed; not reporting completion");
     } else if (!c->aborted && !atomic_load(&r->stop)) {
         log_info("replace copy iteration done: %llu records offered", (unsigned long long)c->records);
+        /* posted before the iteration's token is dropped, so they hold the phase */
+        tombsend **lists[2] = {&c->dels, &c->verify};
+        for (int k = 0; k < 2; k++) {
+            if (tombsend_count(*lists[k]) == 0)
+                continue;
+            dels_batch *db = xmalloc(sizeof(*db));
+            db->gen = j->gen;
+            db->time = j->time;
+            db->dels = *lists[k];
+            *lists[k] = NULL;
+            server_post(r->srv, dels_task, db);
+        }
         job_done *d = xcalloc(1, sizeof(*d));
         d->kind = JOB_COPY;
         d->gen = j->gen;
@@ -642,6 +815,8 @@ static void run_copy(replace *r, job *j)
         d->mgr = j->mgr;
         server_post(r->srv, job_done_task, d);
     }
+    tombsend_free(c->dels);
+    tombsend_free(c->verify);
     msgpack_sbuffer_destroy(&c->sbuf);
     free(c->os);
     free(c->fault);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "logic/item.h"
 #include "logic/kwire.h"
 #include "logic/log.h"
 #include "logic/proto.h"
@@ -13,83 +14,16 @@
 #include "logic/xmalloc.h"
 #include "server/dataop.h"
 
-/* The payload form written by kumofs-c gateways (doc/storage-format.md, meta 0x0001):
- * flags BE32 ‖ exptime BE32 ‖ data.  The server mirrors the gateway's GATEWAY_META_ITEM
- * here rather than including the gateway's header. */
-#define RMW_META_ITEM 0x0001
-#define ITEM_HEADER_LEN 8                          /* flags + exptime */
-#define ITEM_DATA_OFF (DBVALUE_HEADER_LEN + ITEM_HEADER_LEN)
-#define U64_DIGITS_MAX 20                          /* "18446744073709551615" */
-
-/* ---- the memcached item inside a stored value ---- */
-
-/* A stored value read as a memcached item; pointers borrow the stored buffer. */
-typedef struct rmw_item {
-    bool live;                   /* present and not expired */
-    uint32_t flags;
-    uint32_t exptime;            /* absolute unix seconds, 0 = never */
-    const uint8_t *data;
-    size_t len;
-} rmw_item;
-
-/* The contract's "live item": >= 10 bytes and not expired.  meta 1 needs its 8-byte
- * item header (shorter is a miss, like the gateway); any other meta is an original
- * record: flags 0, never expires, the whole payload is the data. */
-static void item_read(const uint8_t *v, size_t vlen, uint32_t now, rmw_item *it)
+/* The contract's "live item": a live record (>= 10 bytes) whose payload decodes and has
+ * not expired.  Raw (meta 0) records are read without prefixes: flags 0, never expires,
+ * the whole payload is the data (the server does not know the gateways' -E/-F). */
+static bool item_read(const uint8_t *v, size_t vlen, uint32_t now, item *it)
 {
-    memset(it, 0, sizeof(*it));
     if (v == NULL || !dbvalue_is_live(vlen))
-        return;
-    if (dbvalue_meta(v) == RMW_META_ITEM) {
-        if (vlen < ITEM_DATA_OFF)
-            return;
-        it->flags = be32_get(v + DBVALUE_HEADER_LEN);
-        it->exptime = be32_get(v + DBVALUE_HEADER_LEN + 4);
-        if (it->exptime != 0 && it->exptime <= now)
-            return;                                /* expired = absent */
-        it->data = v + ITEM_DATA_OFF;
-        it->len = vlen - ITEM_DATA_OFF;
-    } else {
-        it->data = v + DBVALUE_HEADER_LEN;
-        it->len = vlen - DBVALUE_HEADER_LEN;
-    }
-    it->live = true;
-}
-
-/* A new meta-1 value: header (clocktime stamped later) ‖ flags ‖ exptime ‖ a ‖ b.
- * Returns a malloc'd buffer the caller frees; *len gets its size. */
-static uint8_t *item_build(uint32_t flags, uint32_t exptime, const void *a, size_t alen,
-                           const void *b, size_t blen, size_t *len)
-{
-    *len = ITEM_DATA_OFF + alen + blen;
-    uint8_t *v = xmalloc(*len);
-    be64_put(v, 0);
-    be16_put(v + 8, RMW_META_ITEM);
-    be32_put(v + DBVALUE_HEADER_LEN, flags);
-    be32_put(v + DBVALUE_HEADER_LEN + 4, exptime);
-    if (alen > 0)
-        memcpy(v + ITEM_DATA_OFF, a, alen);
-    if (blen > 0)
-        memcpy(v + ITEM_DATA_OFF + alen, b, blen);
-    return v;
-}
-
-/* memcached's incr/decr operand: 1..20 decimal digits that fit in 64 bits. */
-static bool parse_u64(const uint8_t *p, size_t n, uint64_t *out)
-{
-    if (n == 0 || n > U64_DIGITS_MAX)
         return false;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return false;
-        uint64_t d = (uint64_t)(p[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return false;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return true;
+    if (!item_decode(dbvalue_meta(v), v + DBVALUE_HEADER_LEN, vlen - DBVALUE_HEADER_LEN, 0, it))
+        return false;
+    return !item_expired(it, now);
 }
 
 /* ---- answers: [status, clocktime, value|nil] ---- */
@@ -128,82 +62,15 @@ static void answer_stored(rpc_session *client, uint32_t msgid, bool ok, clocktim
 static void answer_number(rpc_session *client, uint32_t msgid, bool ok, clocktime_t ct,
                           const void *val, size_t vlen)
 {
-    if (!ok)
+    item it;
+    if (!ok || !item_decode(dbvalue_meta(val), (const uint8_t *)val + DBVALUE_HEADER_LEN,
+                            vlen - DBVALUE_HEADER_LEN, 0, &it))
         rpc_reply_error(client, msgid, RPC_UNKNOWN_ERROR);
     else
-        reply_result(client, msgid, UPDATE_STORED, ct, (const uint8_t *)val + ITEM_DATA_OFF,
-                     vlen - ITEM_DATA_OFF);
+        reply_result(client, msgid, UPDATE_STORED, ct, it.data, it.len);
 }
 
 /* ---- Update ---- */
-
-/* Apply op to the current item.  Returns the status; on UPDATE_STORED *out is the new
- * value (malloc'd, clocktime not yet stamped).  req_val is the request's DBValue. */
-static uint32_t apply_op(uint32_t op, uint64_t arg, const rmw_item *cur, bool have,
-                         clocktime_t stored, const uint8_t *req_val, size_t req_len,
-                         uint8_t **out, size_t *outlen)
-{
-    const uint8_t *req_data = req_val + ITEM_DATA_OFF;
-    size_t req_dlen = req_len >= ITEM_DATA_OFF ? req_len - ITEM_DATA_OFF : 0;
-    *out = NULL;
-    switch (op) {
-    case UPDATE_OP_ADD:
-        if (cur->live)
-            return UPDATE_NOT_STORED;
-        break;
-    case UPDATE_OP_REPLACE:
-        if (!cur->live)
-            return UPDATE_NOT_STORED;
-        break;
-    case UPDATE_OP_CAS:
-        if (!cur->live)
-            return UPDATE_NOT_FOUND;
-        if (!have || stored != arg)                /* exact compare, like Set's CAS */
-            return UPDATE_EXISTS;
-        break;
-    case UPDATE_OP_APPEND:
-    case UPDATE_OP_PREPEND:
-        if (!cur->live)
-            return UPDATE_NOT_STORED;
-        /* memcached: the existing item keeps its flags and exptime */
-        if (op == UPDATE_OP_APPEND)
-            *out = item_build(cur->flags, cur->exptime, cur->data, cur->len,
-                              req_data, req_dlen, outlen);
-        else
-            *out = item_build(cur->flags, cur->exptime, req_data, req_dlen,
-                              cur->data, cur->len, outlen);
-        return UPDATE_STORED;
-    case UPDATE_OP_INCR:
-    case UPDATE_OP_DECR: {
-        if (!cur->live)
-            return UPDATE_NOT_FOUND;
-        uint64_t n;
-        if (!parse_u64(cur->data, cur->len, &n))
-            return UPDATE_NON_NUMERIC;
-        if (op == UPDATE_OP_INCR)
-            n += arg;                              /* wraps at 2^64 as memcached */
-        else
-            n = n > arg ? n - arg : 0;             /* decr floors at 0 */
-        char digits[U64_DIGITS_MAX + 1];
-        int dlen = snprintf(digits, sizeof(digits), "%llu", (unsigned long long)n);
-        *out = item_build(cur->flags, cur->exptime, digits, (size_t)dlen, NULL, 0, outlen);
-        return UPDATE_STORED;
-    }
-    case UPDATE_OP_TOUCH:
-        if (!cur->live)
-            return UPDATE_NOT_FOUND;
-        *out = item_build(cur->flags, be32_get(req_val + DBVALUE_HEADER_LEN + 4),
-                          cur->data, cur->len, NULL, 0, outlen);
-        return UPDATE_STORED;
-    default:
-        return UPDATE_NOT_STORED;                  /* not reached: op checked by caller */
-    }
-    /* ADD/REPLACE/CAS store the request's value as given (meta included). */
-    *out = xmalloc(req_len);
-    memcpy(*out, req_val, req_len);
-    *outlen = req_len;
-    return UPDATE_STORED;
-}
 
 void rmwop_update(server *srv, const rpc_request *req)
 {
@@ -220,7 +87,8 @@ void rmwop_update(server *srv, const rpc_request *req)
         && server_arg_u64(req, 4, &arg)
         && op >= UPDATE_OP_ADD && op <= UPDATE_OP_TOUCH
         /* every op but incr/decr reads the request's flags/exptime or data */
-        && (op == UPDATE_OP_INCR || op == UPDATE_OP_DECR || vlen >= ITEM_DATA_OFF);
+        && (op == UPDATE_OP_INCR || op == UPDATE_OP_DECR
+            || vlen >= DBVALUE_HEADER_LEN + ITEM_V1_HEADER_LEN);
     dataop_plan plan;
     if (!dataop_begin_write(srv, req, params_ok, key, &plan))
         return;
@@ -230,13 +98,21 @@ void rmwop_update(server *srv, const rpc_request *req)
     bool have;
     clocktime_t stored;
     uint8_t *old = dataop_read(srv, key, klen, &oldlen, &have, &stored);
-    rmw_item cur;
-    item_read(old, oldlen, (uint32_t)time(NULL), &cur);
-
+    item cur;
+    bool live = item_read(old, oldlen, (uint32_t)time(NULL), &cur);
+    /* the request's item is in the first form (meta 1: flags ‖ exptime ‖ data); incr and
+     * decr carry none */
+    item ask = {0};
+    if (vlen >= DBVALUE_HEADER_LEN + ITEM_V1_HEADER_LEN)
+        item_decode(ITEM_META_V1, (const uint8_t *)cval + DBVALUE_HEADER_LEN,
+                    vlen - DBVALUE_HEADER_LEN, 0, &ask);
+    /* UPDATE_FLAG_RAW: the gateway reads raw records without prefixes, so a result of
+     * flags 0 and no expiry may be stored in the original's form */
+    unsigned layout = (flags & UPDATE_FLAG_RAW) ? 0 : ITEM_RAW_NEVER;
     uint8_t *nv;
     size_t nlen = 0;
-    uint32_t status = apply_op(op, arg, &cur, have, stored, (const uint8_t *)cval, vlen,
-                               &nv, &nlen);
+    uint32_t status = item_apply(op, arg, live ? &cur : NULL, have ? stored : 0, &ask,
+                                 layout, &nv, &nlen);
     free(old);                                     /* cur borrowed it; nv is a copy */
     if (status != UPDATE_STORED) {
         reply_result(req->session, req->msgid, status, 0, NULL, 0);

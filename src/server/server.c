@@ -734,6 +734,7 @@ static void handle_get_status(server *srv, const rpc_request *req)
     case STATUS_CLOCKTIME: msgpack_pack_uint64(pk, kclock_now(&srv->clock)); break;
     case STATUS_RHS:       kwire_pack_seed(pk, &srv->rhs); break;
     case STATUS_WHS:       kwire_pack_seed(pk, &srv->whs); break;
+    case STATUS_EXTENSIONS: msgpack_pack_uint32(pk, STATUS_EXT_V1); break;
     case STATUS_REPLSTAT: {
         uint32_t bits = 0;
         if (!hashspace_is_active(&srv->whs, &srv->cfg.self))

@@ -118,10 +118,12 @@ class Cluster:
         self.common = ["-Ys", "1", "-Yn", "2"] if fast else []
 
     # ---- daemons
-    def start_manager(self, extra=()):
-        port = free_port()
+    def start_manager(self, extra=(), binary=None, port=None):
+        """binary: another kumo-manager (the reference original, test_interop.py);
+        port: restart on the port of an earlier manager."""
+        port = port or free_port()
         d = Daemon("manager%d" % len(self.managers),
-                   [BIN["manager"], "-v", "-l", "127.0.0.1:%d" % port] + self.common + list(extra),
+                   [binary or BIN["manager"], "-v", "-l", "127.0.0.1:%d" % port] + self.common + list(extra),
                    os.path.join(self.dir, "manager%d.log" % len(self.managers))).start()
         d.port = port
         self.daemons.append(d)
@@ -133,7 +135,7 @@ class Cluster:
     def mgr(self):
         return "127.0.0.1:%d" % self.managers[0].port
 
-    def start_server(self, i=None, extra=(), port=None, stream=None, db=None):
+    def start_server(self, i=None, extra=(), port=None, stream=None, db=None, binary=None):
         if i is None:
             i = len(self.servers)
         old = self.servers.get(i)
@@ -144,7 +146,7 @@ class Cluster:
         if len(self.managers) > 1:
             mgrs += ["-p", "127.0.0.1:%d" % self.managers[1].port]
         d = Daemon("server%d" % i,
-                   [BIN["server"], "-v", "-l", "127.0.0.1:%d" % port, "-L", str(stream),
+                   [binary or BIN["server"], "-v", "-l", "127.0.0.1:%d" % port, "-L", str(stream),
                     "-s", db, "-f", self.dir] + mgrs + self.common + list(extra),
                    os.path.join(self.dir, "server%d.log" % i)).start()
         d.port = port
@@ -156,13 +158,13 @@ class Cluster:
     def server_addr(self, i):
         return "127.0.0.1:%d" % self.servers[i]["port"]
 
-    def start_gateway(self, extra=()):
-        port = free_port()
+    def start_gateway(self, extra=(), binary=None, port=None):
+        port = port or free_port()
         mgrs = ["-m", self.mgr]
         if len(self.managers) > 1:
             mgrs += ["-p", "127.0.0.1:%d" % self.managers[1].port]
         d = Daemon("gateway%d" % len(self.gateways),
-                   [BIN["gateway"], "-v", "-t", "127.0.0.1:%d" % port] + mgrs + self.common
+                   [binary or BIN["gateway"], "-v", "-t", "127.0.0.1:%d" % port] + mgrs + self.common
                    + list(extra),
                    os.path.join(self.dir, "gateway%d.log" % len(self.gateways))).start()
         d.port = port

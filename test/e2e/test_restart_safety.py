@@ -32,8 +32,10 @@ def raw_get(port, key):
 
 def stored_data(raw):
     """The memcached data of a stored DBValue: after the 10-byte header, and after the
-    flags/exptime item header when meta is 1 (doc/storage-format.md)."""
+    item header of the tagged form or of meta 1 (doc/storage-format.md)."""
     meta = int.from_bytes(raw[8:10], "big")
+    if raw[10:14] == b"\xc1kcI":       # the tagged form: magic, flags, exptime
+        return raw[22:]
     return raw[18:] if meta == 1 else raw[10:]
 
 

@@ -25,11 +25,21 @@ def item(data=b"", flags=0, exptime=0, meta=1):
     return struct.pack(">QH", 0, meta) + body
 
 
+MAGIC = b"\xc1kcI"        # doc/storage-format.md: the tagged form (meta 2)
+RAW_OK = 0x02             # Update.flags: the result may be stored in the raw form
+
+
 def parse_item(v):
-    """(clocktime, meta, flags, exptime, data) of a stored meta-1 value."""
+    """(clocktime, meta, flags, exptime, data) of a stored value: the tagged form
+    (magic ‖ flags ‖ exptime ‖ data) or the raw form (flags 0, no expiry)."""
     ct, meta = struct.unpack(">QH", v[:10])
-    flags, exptime = struct.unpack(">II", v[10:18])
-    return ct, meta, flags, exptime, v[18:]
+    if v[10:14] == MAGIC:
+        flags, exptime = struct.unpack(">II", v[14:22])
+        return ct, meta, flags, exptime, v[22:]
+    if meta == 1:             # the first form, as item() writes it
+        flags, exptime = struct.unpack(">II", v[10:18])
+        return ct, meta, flags, exptime, v[18:]
+    return ct, meta, 0, 0, v[10:]
 
 
 # ---- fixture ----
@@ -134,11 +144,11 @@ def test_add_replace(c, key):
     st, ct, val = key.update(ADD, item(b"hello", flags=0xdeadbeef))
     assert (st, val) == (STORED, None) and ct > 0
     v = key.get()
-    assert parse_item(v) == (ct, 1, 0xdeadbeef, 0, b"hello")
+    assert parse_item(v) == (ct, 2, 0xdeadbeef, 0, b"hello")
     assert key.update(ADD, item(b"again")) == [NOT_STORED, 0, None]
     st, ct2, _ = key.update(REPLACE, item(b"world", flags=7))
     assert st == STORED and ct2 > ct
-    assert parse_item(key.get()) == (ct2, 1, 7, 0, b"world")
+    assert parse_item(key.get()) == (ct2, 2, 7, 0, b"world")
 
 
 def test_append_prepend_keep_flags_and_exptime(c, key):
@@ -150,7 +160,7 @@ def test_append_prepend_keep_flags_and_exptime(c, key):
     assert st == STORED
     st, ct2, _ = key.update(PREPEND, item(b"<<", flags=9, exptime=1))
     assert st == STORED and ct2 > ct
-    assert parse_item(key.get()) == (ct2, 1, 5, exp, b"<<mid>>")
+    assert parse_item(key.get()) == (ct2, 2, 5, exp, b"<<mid>>")
 
 
 def test_cas(c, key):
@@ -159,7 +169,7 @@ def test_cas(c, key):
     assert key.update(CAS, item(b"v2"), arg=ct + 1) == [EXISTS, 0, None]
     st, ct2, _ = key.update(CAS, item(b"v2", flags=3), arg=ct)
     assert st == STORED and ct2 > ct
-    assert parse_item(key.get()) == (ct2, 1, 3, 0, b"v2")
+    assert parse_item(key.get()) == (ct2, 2, 3, 0, b"v2")
     assert key.update(CAS, item(b"v3"), arg=ct) == [EXISTS, 0, None]
 
 
@@ -169,7 +179,7 @@ def test_incr_decr(c, key):
     key.update(ADD, item(b"10", flags=4))
     st, ct, val = key.update(INCR, arg=5)
     assert (st, val) == (STORED, b"15")
-    assert parse_item(key.get()) == (ct, 1, 4, 0, b"15")
+    assert parse_item(key.get()) == (ct, 2, 4, 0, b"15")
     assert key.update(DECR, arg=6)[2] == b"9"
     assert key.update(DECR, arg=100)[2] == b"0"          # floors at 0
     key.update(REPLACE, item(b"18446744073709551615"))
@@ -186,7 +196,20 @@ def test_incr_on_original_meta0_record(c, key):
     key.set(item(b"41", meta=0))
     st, ct, val = key.update(INCR, arg=1)
     assert (st, val) == (STORED, b"42")
-    assert parse_item(key.get()) == (ct, 1, 0, 0, b"42")
+    assert parse_item(key.get()) == (ct, 2, 0, 0, b"42")
+
+
+def test_raw_ok_results_stay_readable_by_original_gateways(c, key):
+    """With RAW_OK (a gateway without -E/-F) a flags-0, no-expiry result is stored in the
+    original's raw form, so an original gateway reads it as is (issue 10, case 4)."""
+    key.set(item(b"41", meta=0))
+    st, ct, val = key.update(INCR, arg=1, flags=RAW_OK)
+    assert (st, val) == (STORED, b"42")
+    assert key.get() == struct.pack(">QH", ct, 0) + b"42"
+    st, ct, _ = key.update(APPEND, item(b"x", flags=9), flags=RAW_OK)   # keeps flags 0
+    assert key.get() == struct.pack(">QH", ct, 0) + b"42x"
+    st, ct, _ = key.update(REPLACE, item(b"y", flags=9), flags=RAW_OK)  # flags: tagged
+    assert parse_item(key.get()) == (ct, 2, 9, 0, b"y")
 
 
 def test_touch_and_expiry(c, key):
@@ -195,7 +218,7 @@ def test_touch_and_expiry(c, key):
     exp = int(time.time()) + 1000
     st, ct, _ = key.update(TOUCH, item(b"ignored", exptime=exp))
     assert st == STORED
-    assert parse_item(key.get()) == (ct, 1, 2, exp, b"t")
+    assert parse_item(key.get()) == (ct, 2, 2, exp, b"t")
     # expired (exptime in the past) = absent for every op
     assert key.update(TOUCH, item(exptime=1))[0] == STORED
     for op in (TOUCH, INCR, CAS):
