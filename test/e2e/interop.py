@@ -109,7 +109,15 @@ def restart_gateway_as(c, gi, original):
     gw = c.start_gateway(binary=binary("gateway", original), port=old.port)
     c.gateways.pop()
     c.gateways[gi] = gw
-    c.wait_gateway_ready(gw)
+    try:
+        c.wait_gateway_ready(gw)
+    except AssertionError as e:
+        # seen once in a full-suite run: the original gateway on the reused port refused
+        # connections after answering one "No server"; say whether it had exited (and how)
+        raise AssertionError("%s; %s gateway %s, log tail:\n%s" % (
+            e, "original" if original else "kumofs-c",
+            "running" if gw.alive() else "exited with %r" % gw.proc.returncode,
+            gw.log()[-1500:])) from e
     return gw
 
 
