@@ -162,25 +162,17 @@ def run(nservers=12, nkeys=3000, managers=1, report=print, timeout=None, value_s
         step("kill -9 two servers", kill_two,
              lambda n, dt: "servers %s; %d keys readable" % (victims, n))
 
-        def detach():
+        def replace_by(command):
+            """Run a kumoctl command that starts a replace; wait for it; copies per server."""
             done = rc.finished_count(c)
-            assert c.kumoctl("detach").strip() == "nil"
+            assert c.kumoctl(command).strip() == "nil"
             rc.wait_replace_done(c, done, timeout=timeout)
             return items_per_server(c, rc.live_servers(c))
-        counts = step("detach", detach,
-                      lambda cnt, dt: "%d copies on %d servers" % (sum(cnt.values()), len(cnt)))
-        assert sum(counts.values()) == total(), (sum(counts.values()), total())
-        step("read all", lambda: check_all(port, data), lambda n, dt: "%d keys ok" % n)
-
-        def full_replace():
-            done = rc.finished_count(c)
-            assert c.kumoctl("full-replace").strip() == "nil"
-            rc.wait_replace_done(c, done, timeout=timeout)
-            return items_per_server(c, rc.live_servers(c))
-        counts = step("full-replace", full_replace,
-                      lambda cnt, dt: "%d copies on %d servers" % (sum(cnt.values()), len(cnt)))
-        assert sum(counts.values()) == total(), (sum(counts.values()), total())
-        step("read all", lambda: check_all(port, data), lambda n, dt: "%d keys ok" % n)
+        for command in ("detach", "full-replace"):
+            counts = step(command, lambda: replace_by(command),
+                          lambda cnt, dt: "%d copies on %d servers" % (sum(cnt.values()), len(cnt)))
+            assert sum(counts.values()) == total(), (sum(counts.values()), total())
+            step("read all", lambda: check_all(port, data), lambda n, dt: "%d keys ok" % n)
         for d in c.daemons:
             if d.alive():
                 continue
