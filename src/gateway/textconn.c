@@ -499,6 +499,27 @@ static const tc_handler tc_handlers[] = {
 
 /* ------------------------------------------------------------------ protocol */
 
+/* The data block length of an `ms <key> <datalen> [flags]` line (line: up to its
+ * newline), plus its CRLF, in *block.  False when the length is missing, not a number
+ * or over the item size limit: the block cannot be skipped safely. */
+static bool meta_set_block(const char *line, size_t len, size_t limit, size_t *block)
+{
+    size_t i = 3;
+    while (i < len && line[i] == ' ')
+        i++;
+    while (i < len && line[i] != ' ' && line[i] != '\r' && line[i] != '\n')
+        i++;                                   /* the key */
+    while (i < len && line[i] == ' ')
+        i++;
+    size_t n = 0, digits = 0;
+    for (; i < len && line[i] >= '0' && line[i] <= '9' && digits < 10; i++, digits++)
+        n = n * 10 + (size_t)(line[i] - '0');
+    if (digits == 0 || digits == 10 || n > limit)
+        return false;
+    *block = n + 2;
+    return true;
+}
+
 /* frontconn_proto.parse: one request line (and data block) out of buf. */
 static size_t tc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
 {
@@ -517,10 +538,19 @@ static size_t tc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
         (h ? h : cmd_unsupported)(c, &l->req);
         return consumed;
     }
+    /* The meta protocol's ms carries a data block: never run it as commands (an
+     * unsupported `ms x 9` followed by `flush_all` used to flush the cluster). */
+    size_t block = 0;
+    if (len >= 3 && memcmp(buf, "ms ", 3) == 0 && consumed > 0 && memchr(buf, '\n', consumed)
+        && !meta_set_block(buf, consumed, l->cfg.item_size_max, &block)) {
+        conn_reply_lit(c, "CLIENT_ERROR bad data chunk\r\n");
+        frontconn_set_state(c, FRONTCONN_DRAIN);
+        return 0;
+    }
     /* MEMTEXT_ERROR: answer and carry on after the bad input.  As memcached's out_string:
      * once the line was understood as noreply, errors stay silent too (memtext.h;
      * memccapable's "verbosity noreply" expects exactly that). */
-    size_t swallow = *need;
+    size_t swallow = *need + block;
     *need = 0;
     if (!l->req.noreply) {
         frontconn_buf *b = frontconn_reply_buf(c);

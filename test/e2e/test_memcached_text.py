@@ -345,3 +345,34 @@ def test_memccapable_text(c3):
     passed = out.count("[pass]")
     assert passed >= 27, out
     assert "All tests passed" in out and r.returncode == 0, out
+
+
+def test_meta_set_data_block_is_never_run_as_a_command(c3):
+    """`ms x 9` is not served yet (ERROR), but its data block must be dropped, not run:
+    `ms x 9\\r\\nflush_all\\r\\n` used to flush the whole cluster."""
+    import socket as _socket
+    gw = c3.gateways[0].port
+    s = _socket.create_connection(("127.0.0.1", gw), timeout=10)
+    try:
+        s.sendall(b"set keepme 0 0 3\r\nabc\r\n")
+        assert s.recv(100) == b"STORED\r\n"
+        s.sendall(b"ms x 9\r\nflush_all\r\nget keepme\r\n")
+        buf = b""
+        while not buf.endswith(b"END\r\n"):
+            data = s.recv(4096)
+            assert data, buf
+            buf += data
+        assert buf == b"ERROR\r\nVALUE keepme 0 3\r\nabc\r\nEND\r\n", buf
+        # a length that cannot be skipped safely closes the connection
+        s.sendall(b"ms x notanumber\r\nflush_all\r\n")
+        buf = b""
+        while True:
+            data = s.recv(4096)
+            if not data:
+                break
+            buf += data
+        assert buf == b"CLIENT_ERROR bad data chunk\r\n", buf
+    finally:
+        s.close()
+    c = c3.client()
+    assert c.get("keepme") == b"abc"
