@@ -303,6 +303,36 @@ static void expire_calls(rpc_expired *v, size_t k, bool deadline)
     }
 }
 
+/* Record the k-th expired call (session s, msgid) in the node's scratch list. */
+static void note_expired(rpc_node *n, size_t k, rpc_session *s, uint32_t msgid)
+{
+    if (k == n->expired_cap) {
+        n->expired_cap = n->expired_cap ? n->expired_cap * 2 : 64;
+        n->expired = xrealloc(n->expired, n->expired_cap * sizeof *n->expired);
+    }
+    n->expired[k].s = s;
+    n->expired[k].msgid = msgid;
+}
+
+/* Take the k recorded calls out of their tables, then run their callbacks (expire_calls;
+ * by_deadline as it says).  Copied out first: a callback may run a nested step and reuse
+ * the scratch list. */
+static void take_expired(rpc_node *n, size_t k, bool by_deadline)
+{
+    rpc_expired *v = xmemdup(n->expired, k * sizeof *v);
+    for (size_t i = 0; i < k; i++) {
+        pending_call pc;
+        bool found = pending_take(&v[i].s->pending, v[i].msgid, &pc);
+        assert(found && "expired call vanished");
+        (void)found;
+        v[i].cb = pc.cb;
+        v[i].ud = pc.ud;
+        rpc_session_ref(v[i].s);
+    }
+    expire_calls(v, k, by_deadline);
+    free(v);
+}
+
 /* algorithms.md §1: every step decrements each outstanding budget; a call whose budget is
  * already 0 completes with TIMEOUT.  Expired calls are taken out of their tables before any
  * callback runs, so callbacks may freely call, reply or shut sessions down. */
@@ -324,31 +354,12 @@ static void node_step_cb(struct ev_loop *loop, ev_timer *w, int revents)
                 pc->steps--;
                 continue;
             }
-            if (k == n->expired_cap) {
-                n->expired_cap = n->expired_cap ? n->expired_cap * 2 : 64;
-                n->expired = xrealloc(n->expired, n->expired_cap * sizeof *n->expired);
-            }
-            n->expired[k].s = s;
-            n->expired[k].msgid = pc->msgid;
-            k++;
+            note_expired(n, k++, s, pc->msgid);
         }
     }
     if (k == 0)
         return;
-    /* Copy out: a callback may re-enter nothing of this timer, but keep the scratch free
-     * for the next step in case a callback runs a nested loop. */
-    rpc_expired *v = xmemdup(n->expired, k * sizeof *v);
-    for (size_t i = 0; i < k; i++) {
-        pending_call pc;
-        bool found = pending_take(&v[i].s->pending, v[i].msgid, &pc);
-        assert(found && "step: expired call vanished");
-        (void)found;
-        v[i].cb = pc.cb;
-        v[i].ud = pc.ud;
-        rpc_session_ref(v[i].s);
-    }
-    expire_calls(v, k, false);
-    free(v);
+    take_expired(n, k, false);
 }
 
 /* Calls with a deadline in seconds (rpc_call_begin_timed): the same, at a finer grain.
@@ -370,13 +381,7 @@ static void node_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
             timed++;
             if (pc->deadline > now)
                 continue;
-            if (k == n->expired_cap) {
-                n->expired_cap = n->expired_cap ? n->expired_cap * 2 : 64;
-                n->expired = xrealloc(n->expired, n->expired_cap * sizeof *n->expired);
-            }
-            n->expired[k].s = s;
-            n->expired[k].msgid = pc->msgid;
-            k++;
+            note_expired(n, k++, s, pc->msgid);
         }
     }
     if (timed == k) {
@@ -385,18 +390,7 @@ static void node_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
     if (k == 0)
         return;
-    rpc_expired *v = xmemdup(n->expired, k * sizeof *v);
-    for (size_t i = 0; i < k; i++) {
-        pending_call pc;
-        bool found = pending_take(&v[i].s->pending, v[i].msgid, &pc);
-        assert(found && "deadline: expired call vanished");
-        (void)found;
-        v[i].cb = pc.cb;
-        v[i].ud = pc.ud;
-        rpc_session_ref(v[i].s);
-    }
-    expire_calls(v, k, true);
-    free(v);
+    take_expired(n, k, true);
 }
 
 /* ------------------------------------------------------------------ session events */
