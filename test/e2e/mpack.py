@@ -96,29 +96,50 @@ class RpcError(Exception):
 
 
 class Rpc:
-    """A plain (non-cluster) msgpack-RPC client of one server."""
+    """A msgpack-RPC client of one server.  Plain by default; with cluster_port it first
+    makes the cluster handshake (wire.md §4.3) as a server listening on that port, which
+    cluster-only methods (ReplicateSet, ...) need."""
 
-    def __init__(self, port):
+    def __init__(self, port, cluster_port=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
         self.buf = b""
         self.msgid = 0
+        self.cluster = cluster_port is not None
+        if self.cluster:
+            addr = struct.pack(">H", cluster_port) + socket.inet_aton("127.0.0.1")
+            self.sock.sendall(pack([2, addr, 1]))
+            msg = self._read()
+            assert msg[0] == 2, msg
 
-    def call(self, method, params):
-        self.msgid += 1
-        self.sock.sendall(pack([0, self.msgid, method, params]))
+    def _read(self):
         while True:
             try:
                 msg, n = unpack(self.buf)
                 self.buf = self.buf[n:]
+                return msg
             except NeedMore:
                 data = self.sock.recv(65536)
                 assert data, "server closed the connection"
                 self.buf += data
+
+    def call_raw(self, method, params):
+        """(error, result) of one call.  On a cluster connection the server may also send
+        its own requests; they are skipped."""
+        self.msgid += 1
+        self.sock.sendall(pack([0, self.msgid, method, params]))
+        while True:
+            msg = self._read()
+            if self.cluster and not (msg[0] == 1 and msg[1] == self.msgid):
                 continue
             assert msg[0] == 1 and msg[1] == self.msgid, msg
-            if msg[2] is not None:
-                raise RpcError(msg[2])
-            return msg[3]
+            return msg[2], msg[3]
+
+    def call(self, method, params):
+        """The result of one call; an error raises RpcError."""
+        err, result = self.call_raw(method, params)
+        if err is not None:
+            raise RpcError(err)
+        return result
 
     def close(self):
         self.sock.close()

@@ -2,7 +2,6 @@
 just-attached coordinator is in before the replace copy reaches it): DELETED, because a
 live value existed on a replica (ReplicateDelete's reply, doc/protocol-additions.md)."""
 import os
-import socket
 import struct
 import sys
 import time
@@ -11,46 +10,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import kumo  # noqa: E402
-from mpack import NeedMore, Rpc, dbkey, pack, unpack  # noqa: E402
+from mpack import Rpc, dbkey  # noqa: E402
 
 SRV_GET, SRV_REPLICATE_SET = 34, 32
-
-
-class ClusterRpc:
-    """A cluster-handshake msgpack-RPC client (wire.md §4.3): ReplicateSet is a cluster
-    method, refused on plain connections."""
-
-    def __init__(self, port, self_port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.buf = b""
-        self.msgid = 0
-        addr = struct.pack(">H", self_port) + socket.inet_aton("127.0.0.1")
-        self.sock.sendall(pack([2, addr, 1]))
-        msg = self._read()
-        assert msg[0] == 2, msg
-
-    def _read(self):
-        while True:
-            try:
-                msg, n = unpack(self.buf)
-                self.buf = self.buf[n:]
-                return msg
-            except NeedMore:
-                data = self.sock.recv(65536)
-                assert data, "server closed the connection"
-                self.buf += data
-
-    def call(self, method, params):
-        self.msgid += 1
-        self.sock.sendall(pack([0, self.msgid, method, params]))
-        while True:
-            msg = self._read()
-            if msg[0] == 1 and msg[1] == self.msgid:
-                assert msg[2] is None, msg
-                return msg[3]
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +46,7 @@ def test_delete_answers_deleted_when_only_replicas_hold_the_key(c):
     value = struct.pack(">QH", ct, 0) + b"value"
     fake_self = kumo.free_port()
     for p in ports[1:]:
-        rc = ClusterRpc(p, fake_self)
+        rc = Rpc(p, cluster_port=fake_self)
         try:
             assert rc.call(SRV_REPLICATE_SET, [ct & 0xffffffff, 0, dk, value]) is True
         finally:

@@ -2,51 +2,16 @@
 a kumofs-c replica refuses a strictly older write of an original coordinator with an
 error, so the original cannot acknowledge a write its replicas dropped."""
 import os
-import socket
 import struct
 import time
 
 import pytest
 
 import kumo
-from mpack import NeedMore, dbkey, pack, unpack
+from mpack import Rpc, dbkey
 
 SRV_REPLICATE_SET, SRV_REPLICATE_DELETE = 32, 33
 RESTAMP, LIVE_REPLY = 0x04, 0x02
-
-
-class ClusterPeer:
-    """A cluster-handshake RPC client (wire.md §4.3) that returns (error, result)."""
-
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.buf = b""
-        self.msgid = 0
-        addr = struct.pack(">H", kumo.free_port()) + socket.inet_aton("127.0.0.1")
-        self.sock.sendall(pack([2, addr, 1]))
-        assert self._read()[0] == 2
-
-    def _read(self):
-        while True:
-            try:
-                msg, n = unpack(self.buf)
-                self.buf = self.buf[n:]
-                return msg
-            except NeedMore:
-                data = self.sock.recv(65536)
-                assert data, "server closed the connection"
-                self.buf += data
-
-    def call(self, method, params):
-        self.msgid += 1
-        self.sock.sendall(pack([0, self.msgid, method, params]))
-        while True:
-            msg = self._read()
-            if msg[0] == 1 and msg[1] == self.msgid:
-                return msg[2], msg[3]
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -62,21 +27,22 @@ def test_replica_refuses_older_write_of_an_original_coordinator(c):
     key = "refuse-%d" % os.getpid()
     dk = dbkey(key)
     now = int(time.time()) << 32
-    peer = ClusterPeer(c.servers[1]["port"])      # 3 servers: every one is a replica
+    # 3 servers: every one is a replica
+    peer = Rpc(c.servers[1]["port"], cluster_port=kumo.free_port())
     try:
         new = struct.pack(">QH", now + 5, 0) + b"new"
         old = struct.pack(">QH", now + 2, 0) + b"old"
-        assert peer.call(SRV_REPLICATE_SET, [5, RESTAMP, dk, new]) == (None, True)
+        assert peer.call_raw(SRV_REPLICATE_SET, [5, RESTAMP, dk, new]) == (None, True)
         # kumofs-c coordinator (re-stamp bit): the plain refusal
-        assert peer.call(SRV_REPLICATE_SET, [2, RESTAMP, dk, old]) == (None, False)
+        assert peer.call_raw(SRV_REPLICATE_SET, [2, RESTAMP, dk, old]) == (None, False)
         # original coordinator: an error, so it does not count the write as stored
-        assert peer.call(SRV_REPLICATE_SET, [2, 0, dk, old]) == (4, None)
+        assert peer.call_raw(SRV_REPLICATE_SET, [2, 0, dk, old]) == (4, None)
         # the same write sent again is not an error
-        assert peer.call(SRV_REPLICATE_SET, [5, 0, dk, new]) == (None, False)
+        assert peer.call_raw(SRV_REPLICATE_SET, [5, 0, dk, new]) == (None, False)
         # deletes: an original coordinator sends no live-reply bit
-        assert peer.call(SRV_REPLICATE_DELETE, [3, 0, now + 3, dk]) == (4, None)
-        assert peer.call(SRV_REPLICATE_DELETE, [3, LIVE_REPLY, now + 3, dk]) == (None, False)
-        assert peer.call(SRV_REPLICATE_DELETE, [9, 0, now + 9, dk]) == (None, True)
+        assert peer.call_raw(SRV_REPLICATE_DELETE, [3, 0, now + 3, dk]) == (4, None)
+        assert peer.call_raw(SRV_REPLICATE_DELETE, [3, LIVE_REPLY, now + 3, dk]) == (None, False)
+        assert peer.call_raw(SRV_REPLICATE_DELETE, [9, 0, now + 9, dk]) == (None, True)
     finally:
         peer.close()
 
@@ -84,7 +50,6 @@ def test_replica_refuses_older_write_of_an_original_coordinator(c):
 def test_getstatus_48_names_the_extensions(c):
     """Servers and gateways tell kumofs-c from original servers with GetStatus [48]
     (an unknown method would make an original drop the connection)."""
-    from mpack import Rpc
     r = Rpc(c.servers[0]["port"])
     try:
         assert r.call(97, [48]) == 1
