@@ -195,6 +195,20 @@ static bool op_gat(uint8_t op)
     return op == OP_GAT || op == OP_GATQ || op == OP_GATK || op == OP_GATKQ;
 }
 
+/* A found item: flags extras, the key for GETK/GATK, the data; the CAS is the item's. */
+static void put_item(bc_slot *s, frontconn_buf *b, const char *key, size_t klen,
+                     const gateway_item *it)
+{
+    size_t kl = s->withkey ? klen : 0;
+    uint8_t flags[4];
+    put_be32(flags, it->flags);
+    frontconn_buf_reserve(b, BC_HEADER_LEN + 4 + kl + it->len);
+    put_header(b, s->opcode, ST_OK, kl, 4, 4 + kl + it->len, s->opaque, it->cas);
+    frontconn_buf_append(b, flags, 4);
+    frontconn_buf_append(b, key, kl);
+    frontconn_buf_append(b, it->data, it->len);
+}
+
 static void get_done(void *ud, int status, const gateway_value *v, const char *key, size_t klen)
 {
     bc_slot *s = ud;
@@ -209,14 +223,7 @@ static void get_done(void *ud, int status, const gateway_value *v, const char *k
         return;
     frontconn_buf *b = slot_target(s);
     if (hit) {
-        size_t kl = s->withkey ? klen : 0;
-        uint8_t flags[4];
-        put_be32(flags, it.flags);
-        frontconn_buf_reserve(b, BC_HEADER_LEN + 4 + kl + it.len);
-        put_header(b, s->opcode, ST_OK, kl, 4, 4 + kl + it.len, s->opaque, v->ct);
-        frontconn_buf_append(b, flags, 4);
-        frontconn_buf_append(b, key, kl);
-        frontconn_buf_append(b, it.data, it.len);
+        put_item(s, b, key, klen, &it);
     } else if (status == GATEWAY_FAILED) {
         slot_error(s, ST_INTERNAL);          /* errors are reported even when quiet */
     } else if (!s->quiet) {
@@ -387,6 +394,19 @@ static void touch_done(void *ud, int status, clocktime_t ct, const char *value, 
     if (!slot_alive(s))
         return;
     bool gat = s->opcode != OP_TOUCH;
+    gateway_value gv;
+    gateway_item it;
+    if (status == GATEWAY_OK && gat && value) {
+        /* the touched item came with the touch: returned even when the new exptime has
+         * passed already (memcached returns it, then it is gone) */
+        if (gateway_value_parse(value, vlen, &gv) &&
+            gateway_item_decode_any(slot_gateway(s), &gv, &it))
+            put_item(s, slot_target(s), s->key.p, s->key.len, &it);
+        else
+            slot_error(s, ST_NOT_FOUND);
+        slot_complete(s);
+        return;
+    }
     if (status == GATEWAY_OK && gat) {
         /* the touched item's value: a get, still holding this slot */
         gateway_get(slot_gateway(s), s->key.p, s->key.len, get_done, s);
@@ -438,6 +458,29 @@ static void cmd_get(frontconn *c, const bc_req *r)
     gateway_get(conn_listener(c)->gw, r->key, r->keylen, get_done, s);
 }
 
+static void toobig_done(void *ud, int status, clocktime_t ct)
+{
+    bc_slot *s = ud;
+    if (!slot_alive(s))
+        return;
+    slot_error(s, ST_TOO_LARGE);
+    slot_complete(s);
+}
+
+/* A storage request refused as too large.  memcached unlinks the key of a refused set,
+ * so the old value is not read back as if the set had not happened: the error follows
+ * that delete. */
+static void store_too_large(frontconn *c, const bc_req *r)
+{
+    if ((r->opcode == OP_SET || r->opcode == OP_SETQ) && r->keylen > 0 &&
+        r->keylen <= BC_KEY_MAX) {
+        bc_slot *s = pending_slot(c, r);
+        gateway_delete(conn_listener(c)->gw, r->key, r->keylen, false, toobig_done, s);
+        return;
+    }
+    conn_error(c, r, ST_TOO_LARGE);
+}
+
 static void cmd_store(frontconn *c, const bc_req *r)
 {
     gateway *gw = conn_listener(c)->gw;
@@ -447,7 +490,7 @@ static void cmd_store(frontconn *c, const bc_req *r)
         exptime = get_be32(r->extras + 4);
     }
     if (r->valuelen > conn_listener(c)->cfg.item_size_max) {
-        conn_error(c, r, ST_TOO_LARGE);
+        store_too_large(c, r);
         return;
     }
     frontconn_stats(c)->cmd_set++;
@@ -499,8 +542,8 @@ static void cmd_touch(frontconn *c, const bc_req *r)
     gwstats *st = frontconn_stats(c);
     st->cmd_touch++;
     st->cmd_get += op_gat(r->opcode);
-    gateway_update(conn_listener(c)->gw, GATEWAY_TOUCH, r->key, r->keylen, 0, s->exptime,
-                   NULL, 0, 0, false, touch_done, s);
+    gateway_update(conn_listener(c)->gw, op_gat(r->opcode) ? GATEWAY_GAT : GATEWAY_TOUCH,
+                   r->key, r->keylen, 0, s->exptime, NULL, 0, 0, false, touch_done, s);
 }
 
 static void cmd_flush(frontconn *c, const bc_req *r)
@@ -668,9 +711,23 @@ static size_t bc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
     }
     size_t bodylen = get_be32(p + 8);
     if (bodylen > conn_listener(c)->cfg.item_size_max + BC_BODY_OVERHEAD) {
-        /* never buffer it: answer now and drop the body as it arrives */
-        bc_req r = {.opcode = p[1], .opaque = get_be32(p + 12)};
-        conn_error(c, &r, is_store_op(p[1]) ? ST_TOO_LARGE : ST_EINVAL);
+        /* never buffer it: answer now and drop the body as it arrives; a store waits
+         * for its extras and key first (at most 64 KiB + 255) to unlink the key */
+        bc_req r = {.opcode = p[1], .opaque = get_be32(p + 12), .extlen = p[4],
+                    .keylen = get_be16(p + 2)};
+        size_t head = BC_HEADER_LEN + r.extlen + r.keylen;
+        if (!is_store_op(p[1]) || r.extlen + r.keylen > bodylen) {
+            conn_error(c, &r, is_store_op(p[1]) ? ST_TOO_LARGE : ST_EINVAL);
+        } else if (len < head) {
+            *need = head;
+            return 0;
+        } else {
+            r.extras = p + BC_HEADER_LEN;
+            r.key = (const char *)r.extras + r.extlen;
+            store_too_large(c, &r);
+            frontconn_swallow(c, bodylen - r.extlen - r.keylen);
+            return head;
+        }
         frontconn_swallow(c, bodylen);
         return BC_HEADER_LEN;
     }

@@ -97,6 +97,9 @@ void gateway_delete(gateway *gw, const char *key, size_t keylen, bool async,
 enum gateway_update_op {
     GATEWAY_ADD = 1, GATEWAY_REPLACE = 2, GATEWAY_APPEND = 3, GATEWAY_PREPEND = 4,
     GATEWAY_CAS = 5, GATEWAY_INCR = 6, GATEWAY_DECR = 7, GATEWAY_TOUCH = 8,
+    GATEWAY_GAT = 9,   /* TOUCH whose callback value is the touched DBValue (wire.md §7.6:
+                        * header ‖ payload; decode with gateway_value_parse); nil from a
+                        * server that predates it */
 };
 
 /* status: GATEWAY_OK (stored / touched / incremented), GATEWAY_NOT_STORED,
@@ -128,10 +131,13 @@ void gateway_count_items(gateway *gw, gateway_items_cb cb, void *ud);
 #define GATEWAY_META_ORIGINAL 0x0000   /* kumofs 0.4.13: [exptime BE32 if -E][flags BE16 if -F] data */
 #define GATEWAY_META_ITEM 0x0001       /* ours: flags BE32 ‖ exptime BE32 (absolute, 0 never) ‖ data */
 #define GATEWAY_ITEM_HEADER_LEN 8
+#define GATEWAY_META_TOUCHED 0x0002    /* ours, touched: flags BE32 ‖ exptime BE32 ‖ CAS BE64 ‖ data */
+#define GATEWAY_TOUCHED_HEADER_LEN 16
 
 typedef struct gateway_item {
     uint32_t flags;
     uint32_t exptime;        /* absolute unix time, 0 = never */
+    uint64_t cas;            /* CAS unique: the version, or what a touch kept (meta 2) */
     const uint8_t *data;     /* borrowed from the gateway_value */
     size_t len;
 } gateway_item;
@@ -139,6 +145,13 @@ typedef struct gateway_item {
 /* Decode a value into an item.  False if it must be reported as a miss (expired, or too
  * short for its layout). */
 bool gateway_item_decode(const gateway *gw, const gateway_value *v, gateway_item *it);
+
+/* As gateway_item_decode, but an expired item is still decoded (gat with a past exptime
+ * returns the value once, as memcached does). */
+bool gateway_item_decode_any(const gateway *gw, const gateway_value *v, gateway_item *it);
+
+/* Read a whole DBValue (a GATEWAY_GAT result) into v; false if too short. */
+bool gateway_value_parse(const void *dbvalue, size_t len, gateway_value *v);
 
 /* The 8-byte GATEWAY_META_ITEM header for a memcached exptime (0 never, <= 30 days
  * relative, larger absolute, negative already expired). */

@@ -41,6 +41,7 @@ struct gw_op {
     bool noserver_logged;
     bool fail_pending;         /* the delay timer delivers a "no server" attempt failure */
     bool fast_retried;         /* the one fast retry after an error 6 is used up */
+    bool want_value;           /* update GATEWAY_GAT: UPDATE_FLAG_VALUE */
     unsigned retry;            /* retries made so far */
     int last_err;
     ev_timer delay;
@@ -292,7 +293,8 @@ static void op_send(gw_op *op)
         pk = rpc_call_begin(s, SRV_UPDATE, RPC_DEFAULT_TIMEOUT_STEPS, update_done, op);
         msgpack_pack_array(pk, 5);
         msgpack_pack_uint32(pk, op->setop);
-        msgpack_pack_uint32(pk, op->async ? STORE_FLAG_ASYNC : 0);
+        msgpack_pack_uint32(pk, (op->async ? UPDATE_FLAG_ASYNC : 0) |
+                                (op->want_value ? UPDATE_FLAG_VALUE : 0));
         kwire_pack_raw(pk, op->buf, op->keylen);
         kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
         msgpack_pack_uint64(pk, op->arg);
@@ -466,8 +468,10 @@ void gateway_update(gateway *gw, unsigned updop, const char *key, size_t keylen,
     /* the clocktime field is ignored by the server; the meta says "our item form" */
     uint8_t hdr[GATEWAY_ITEM_HEADER_LEN];
     gateway_item_header(gw, flags, exptime, hdr);
-    gw_op *op = op_start_value(gw, OP_UPDATE, key, keylen, updop, 0, GATEWAY_META_ITEM,
-                               hdr, sizeof hdr, data, datalen);
+    bool want_value = updop == GATEWAY_GAT;
+    gw_op *op = op_start_value(gw, OP_UPDATE, key, keylen, want_value ? GATEWAY_TOUCH : updop,
+                               0, GATEWAY_META_ITEM, hdr, sizeof hdr, data, datalen);
+    op->want_value = want_value;
     op->cb.update = cb;
     op->ud = ud;
     op->arg = arg;
@@ -552,22 +556,29 @@ void gateway_flush_all(gateway *gw, uint32_t delay, gateway_store_cb cb, void *u
 
 /* ------------------------------------------------------------------ items */
 
-bool gateway_item_decode(const gateway *gw, const gateway_value *v, gateway_item *it)
+/* now 0: expiry not checked */
+static bool item_decode(const gateway *gw, const gateway_value *v, uint32_t now,
+                        gateway_item *it)
 {
     const uint8_t *p = v->payload;
     size_t len = v->len;
     it->flags = 0;
     it->exptime = 0;
-    if (v->meta == GATEWAY_META_ITEM) {
-        if (len < GATEWAY_ITEM_HEADER_LEN)
+    it->cas = v->ct;
+    if (v->meta == GATEWAY_META_ITEM || v->meta == GATEWAY_META_TOUCHED) {
+        size_t hl = v->meta == GATEWAY_META_ITEM ? GATEWAY_ITEM_HEADER_LEN
+                                                 : GATEWAY_TOUCHED_HEADER_LEN;
+        if (len < hl)
             return false;
         it->flags = be32_get(p);
         it->exptime = be32_get(p + 4);
         /* memcached: an item is gone once its time has come */
-        if (it->exptime != 0 && it->exptime <= gw->now)
+        if (now && it->exptime != 0 && it->exptime <= now)
             return false;
-        p += GATEWAY_ITEM_HEADER_LEN;
-        len -= GATEWAY_ITEM_HEADER_LEN;
+        if (v->meta == GATEWAY_META_TOUCHED)
+            it->cas = be64_get(p + 8);       /* memcached keeps the CAS across touch */
+        p += hl;
+        len -= hl;
     } else {
         /* storage.md §2.4: the original's prefixes, as -E / -F say; unknown meta values
          * are read the same way (storage.md §2.3: meta is opaque to the original) */
@@ -575,7 +586,7 @@ bool gateway_item_decode(const gateway *gw, const gateway_value *v, gateway_item
             if (len < 4)
                 return false;
             it->exptime = be32_get(p);
-            if (it->exptime != 0 && it->exptime < gw->now)
+            if (now && it->exptime != 0 && it->exptime < now)
                 return false;
             p += 4;
             len -= 4;
@@ -590,6 +601,27 @@ bool gateway_item_decode(const gateway *gw, const gateway_value *v, gateway_item
     }
     it->data = p;
     it->len = len;
+    return true;
+}
+
+bool gateway_item_decode(const gateway *gw, const gateway_value *v, gateway_item *it)
+{
+    return item_decode(gw, v, gw->now ? gw->now : 1, it);
+}
+
+bool gateway_item_decode_any(const gateway *gw, const gateway_value *v, gateway_item *it)
+{
+    return item_decode(gw, v, 0, it);
+}
+
+bool gateway_value_parse(const void *dbvalue, size_t len, gateway_value *v)
+{
+    if (!dbvalue_is_live(len))
+        return false;
+    v->ct = dbvalue_clocktime(dbvalue);
+    v->meta = dbvalue_meta(dbvalue);
+    v->payload = (const uint8_t *)dbvalue + DBVALUE_HEADER_LEN;
+    v->len = len - DBVALUE_HEADER_LEN;
     return true;
 }
 

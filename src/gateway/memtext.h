@@ -48,6 +48,8 @@ enum memtext_status {
     MEMTEXT_NEED_MORE = 0,         /* incomplete: call again with more bytes */
     MEMTEXT_OK = 1,                /* *req filled; *consumed bytes belong to it */
     MEMTEXT_ERROR = 2,             /* *consumed bytes are a bad request; answer *errmsg */
+    MEMTEXT_CLOSE = 3,             /* an unknown command whose last word starts "HTTP/":
+                                    * memcached closes the connection without a reply */
 };
 
 /* Parse one request from buf[0..len).

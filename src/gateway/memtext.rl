@@ -423,6 +423,21 @@ static void reset_request(memtext_request *req)
     req->has_delay = false;
 }
 
+/* memcached hangs up on an unknown command whose last space-separated word starts with
+ * "HTTP/" ("GET / HTTP/1.0"): a web client talking to a cache. */
+static bool looks_like_http(const char *line, size_t nl)
+{
+    size_t end = nl;
+    if (end > 0 && line[end - 1] == '\r')
+        end--;
+    while (end > 0 && line[end - 1] == ' ')
+        end--;
+    size_t start = end;
+    while (start > 0 && line[start - 1] != ' ')
+        start--;
+    return end - start >= 5 && memcmp(line + start, "HTTP/", 5) == 0;
+}
+
 static bool is_retrieval(enum memtext_cmd cmd)
 {
     return cmd == MEMTEXT_GET || cmd == MEMTEXT_GETS || cmd == MEMTEXT_GAT
@@ -461,6 +476,10 @@ enum memtext_status memtext_parse(const char *buf, size_t len, size_t max_value,
     }
 
     size_t line_len = ls.nl + 1;
+    if (ls.failed && !ls.have_cmd && looks_like_http(buf, ls.nl)) {
+        *consumed = line_len;
+        return MEMTEXT_CLOSE;
+    }
     if (ls.failed) {
         /* Unknown or empty command word: ERROR.  A known command with a stray "\r"
          * inside an argument: a control byte in the line, CLIENT_ERROR. */

@@ -26,6 +26,7 @@ enum tc_slot_kind {
     SLOT_GAT1,     /* gat/gats: touch first, then get (SLOT_GET1/GETN afterwards) */
     SLOT_GATN,
     SLOT_FLUSH,    /* OK */
+    SLOT_TOOBIG,   /* set refused as too large: its key deleted, then the error */
 };
 
 /* A pending reply (frontconn.h); it is also the ud of its gateway request. */
@@ -135,7 +136,7 @@ static void get_done(void *ud, int status, const gateway_value *v, const char *k
         return;
     frontconn_buf *b = slot_target(s);
     if (hit)
-        put_value(b, key, klen, &it, s->gets, v->ct);
+        put_value(b, key, klen, &it, s->gets, it.cas);
     if (s->kind == SLOT_GET1) {
         /* a multi-key get omits failures; a single key says so (memcached.md §2.3) */
         if (status == GATEWAY_FAILED)
@@ -150,6 +151,13 @@ static void store_done(void *ud, int status, clocktime_t ct)
 {
     tc_slot *s = ud;
     gwstats *st = frontconn_stats(s->base.conn);
+    if (s->kind == SLOT_TOOBIG) {
+        if (!slot_alive(s))
+            return;
+        frontconn_buf_append(slot_target(s), "SERVER_ERROR object too large for cache\r\n", 41);
+        slot_complete(s);
+        return;
+    }
     if (s->kind == SLOT_DELETE) {
         if (status == GATEWAY_OK)
             st->delete_hits++;
@@ -251,9 +259,27 @@ static void update_done(void *ud, int status, clocktime_t ct, const char *value,
             : "SERVER_ERROR touch failed\r\n";
         break;
     case SLOT_GAT1: case SLOT_GATN:
+        if (status == GATEWAY_OK && value) {
+            /* the touched item came back with the touch: printed even when the new
+             * exptime has already passed (memcached returns it, then it is gone) */
+            char key[MEMTEXT_KEY_MAX];
+            size_t klen = s->base.data.len < sizeof key ? s->base.data.len : sizeof key;
+            memcpy(key, s->base.data.p, klen);
+            s->base.data.len = 0;
+            frontconn_buf *b = slot_target(s);
+            gateway_value gv;
+            gateway_item it;
+            if (gateway_value_parse(value, vlen, &gv) && gateway_item_decode_any(l->gw, &gv, &it))
+                put_value(b, key, klen, &it, s->gets, it.cas);
+            if (s->kind == SLOT_GAT1)
+                frontconn_buf_append(b, "END\r\n", 5);
+            slot_complete(s);
+            return;
+        }
         if (status == GATEWAY_OK) {
-            /* touched: now fetch it like get/gets; the key waits in s->data (the get
-             * copies it before returning, and its completion is always later) */
+            /* touched by a server that does not return the value: fetch it like
+             * get/gets; the key waits in s->data (the get copies it before returning,
+             * and its completion is always later) */
             s->kind = s->kind == SLOT_GAT1 ? SLOT_GET1 : SLOT_GETN;
             gateway_get(l->gw, s->base.data.p, s->base.data.len, get_done, s);
             s->base.data.len = 0;
@@ -382,7 +408,7 @@ static void cmd_gat(frontconn *c, const memtext_request *req)
         s->gets = req->cmd == MEMTEXT_GATS;
         s->gat = true;
         frontconn_buf_append(&s->base.data, req->keys[i].ptr, req->keys[i].len);
-        gateway_update(l->gw, GATEWAY_TOUCH, req->keys[i].ptr, req->keys[i].len, 0,
+        gateway_update(l->gw, GATEWAY_GAT, req->keys[i].ptr, req->keys[i].len, 0,
                        req->exptime, NULL, 0, 0, false, update_done, s);
     }
     if (req->nkeys != 1)
@@ -522,7 +548,17 @@ static size_t tc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
      * memccapable's "verbosity noreply" expects exactly that). */
     size_t swallow = *need;
     *need = 0;
-    if (!l->req.noreply) {
+    if (st == MEMTEXT_CLOSE) {        /* looks like HTTP: memcached hangs up */
+        frontconn_set_state(c, FRONTCONN_DRAIN);
+        return 0;
+    }
+    if (swallow > 0 && l->req.cmd == MEMTEXT_SET && l->req.nkeys == 1) {
+        /* memcached unlinks the key of a set it refuses as too large, so the old value
+         * is not read back as if the set had not happened; the error follows the delete */
+        tc_slot *s = l->req.noreply ? NULL : slot_new(c, SLOT_TOOBIG);
+        gateway_delete(l->gw, l->req.keys[0].ptr, l->req.keys[0].len, false,
+                       s ? store_done : NULL, s);
+    } else if (!l->req.noreply) {
         frontconn_buf *b = frontconn_reply_buf(c);
         frontconn_buf_append(b, errmsg, strlen(errmsg));
         frontconn_buf_append(b, "\r\n", 2);

@@ -78,6 +78,7 @@ enum update_status {
 };
 
 #define UPDATE_FLAG_ASYNC 0x01     /* Update.flags: reply before replication completes */
+#define UPDATE_FLAG_VALUE 0x02     /* Update.flags, TOUCH: the reply carries the new DBValue */
 
 #define STORE_FLAG_ASYNC 0x01      /* Delete.flags: reply before replication completes */
 #define REPLICATE_FLAG_BY_RHS 0x01 /* Replicate*.flags: validate against rhs */

@@ -18,6 +18,11 @@
 #define RMW_META_ITEM 0x0001
 #define ITEM_HEADER_LEN 8                          /* flags + exptime */
 #define ITEM_DATA_OFF (DBVALUE_HEADER_LEN + ITEM_HEADER_LEN)
+/* meta 0x0002, a touched item: flags ‖ exptime ‖ CAS BE64 ‖ data.  A touch needs a new
+ * version to replicate, but memcached keeps the CAS unique across touch, so the CAS of
+ * the last real write travels in the item (doc/storage-format.md). */
+#define RMW_META_TOUCHED 0x0002
+#define TOUCHED_DATA_OFF (ITEM_DATA_OFF + 8)
 #define U64_DIGITS_MAX 20                          /* "18446744073709551615" */
 
 /* ---- the memcached item inside a stored value ---- */
@@ -27,6 +32,7 @@ typedef struct rmw_item {
     bool live;                   /* present and not expired */
     uint32_t flags;
     uint32_t exptime;            /* absolute unix seconds, 0 = never */
+    uint64_t cas;                /* meta 2: the CAS it keeps; else 0 (= the version) */
     const uint8_t *data;
     size_t len;
 } rmw_item;
@@ -39,15 +45,19 @@ static void item_read(const uint8_t *v, size_t vlen, uint32_t now, rmw_item *it)
     memset(it, 0, sizeof(*it));
     if (v == NULL || !dbvalue_is_live(vlen))
         return;
-    if (dbvalue_meta(v) == RMW_META_ITEM) {
-        if (vlen < ITEM_DATA_OFF)
+    uint16_t meta = dbvalue_meta(v);
+    if (meta == RMW_META_ITEM || meta == RMW_META_TOUCHED) {
+        size_t off = meta == RMW_META_ITEM ? ITEM_DATA_OFF : TOUCHED_DATA_OFF;
+        if (vlen < off)
             return;
         it->flags = be32_get(v + DBVALUE_HEADER_LEN);
         it->exptime = be32_get(v + DBVALUE_HEADER_LEN + 4);
         if (it->exptime != 0 && it->exptime <= now)
             return;                                /* expired = absent */
-        it->data = v + ITEM_DATA_OFF;
-        it->len = vlen - ITEM_DATA_OFF;
+        if (meta == RMW_META_TOUCHED)
+            it->cas = be64_get(v + ITEM_DATA_OFF);
+        it->data = v + off;
+        it->len = vlen - off;
     } else {
         it->data = v + DBVALUE_HEADER_LEN;
         it->len = vlen - DBVALUE_HEADER_LEN;
@@ -55,21 +65,32 @@ static void item_read(const uint8_t *v, size_t vlen, uint32_t now, rmw_item *it)
     it->live = true;
 }
 
-/* A new meta-1 value: header (clocktime stamped later) ‖ flags ‖ exptime ‖ a ‖ b.
- * Returns a malloc'd buffer the caller frees; *len gets its size. */
-static uint8_t *item_build(uint32_t flags, uint32_t exptime, const void *a, size_t alen,
-                           const void *b, size_t blen, size_t *len)
+bool rmwop_item_live(const void *v, size_t vlen)
 {
-    *len = ITEM_DATA_OFF + alen + blen;
+    rmw_item it;
+    item_read(v, vlen, (uint32_t)time(NULL), &it);
+    return it.live;
+}
+
+/* A new value: header (clocktime stamped later) ‖ flags ‖ exptime [‖ cas] ‖ a ‖ b, meta 1,
+ * or meta 2 when cas is non-zero.  Returns a malloc'd buffer the caller frees; *len gets
+ * its size. */
+static uint8_t *item_build(uint32_t flags, uint32_t exptime, uint64_t cas, const void *a,
+                           size_t alen, const void *b, size_t blen, size_t *len)
+{
+    size_t off = cas ? TOUCHED_DATA_OFF : ITEM_DATA_OFF;
+    *len = off + alen + blen;
     uint8_t *v = xmalloc(*len);
     be64_put(v, 0);
-    be16_put(v + 8, RMW_META_ITEM);
+    be16_put(v + 8, cas ? RMW_META_TOUCHED : RMW_META_ITEM);
     be32_put(v + DBVALUE_HEADER_LEN, flags);
     be32_put(v + DBVALUE_HEADER_LEN + 4, exptime);
+    if (cas)
+        be64_put(v + ITEM_DATA_OFF, cas);
     if (alen > 0)
-        memcpy(v + ITEM_DATA_OFF, a, alen);
+        memcpy(v + off, a, alen);
     if (blen > 0)
-        memcpy(v + ITEM_DATA_OFF + alen, b, blen);
+        memcpy(v + off + alen, b, blen);
     return v;
 }
 
@@ -134,6 +155,16 @@ static void answer_number(rpc_session *client, uint32_t msgid, bool ok, clocktim
                      vlen - ITEM_DATA_OFF);
 }
 
+/* dataop_answer_fn for a touch with UPDATE_FLAG_VALUE (gat): the whole new DBValue. */
+static void answer_value(rpc_session *client, uint32_t msgid, bool ok, clocktime_t ct,
+                         const void *val, size_t vlen)
+{
+    if (!ok)
+        rpc_reply_error(client, msgid, RPC_UNKNOWN_ERROR);
+    else
+        reply_result(client, msgid, UPDATE_STORED, ct, val, vlen);
+}
+
 /* ---- Update ---- */
 
 /* Apply op to the current item.  Returns the status; on UPDATE_STORED *out is the new
@@ -157,7 +188,8 @@ static uint32_t apply_op(uint32_t op, uint64_t arg, const rmw_item *cur, bool ha
     case UPDATE_OP_CAS:
         if (!cur->live)
             return UPDATE_NOT_FOUND;
-        if (!have || stored != arg)                /* exact compare, like Set's CAS */
+        /* exact compare, like Set's CAS; a touched item keeps its earlier CAS */
+        if (!have || (cur->cas ? cur->cas : stored) != arg)
             return UPDATE_EXISTS;
         break;
     case UPDATE_OP_APPEND:
@@ -166,10 +198,10 @@ static uint32_t apply_op(uint32_t op, uint64_t arg, const rmw_item *cur, bool ha
             return UPDATE_NOT_STORED;
         /* memcached: the existing item keeps its flags and exptime */
         if (op == UPDATE_OP_APPEND)
-            *out = item_build(cur->flags, cur->exptime, cur->data, cur->len,
+            *out = item_build(cur->flags, cur->exptime, 0, cur->data, cur->len,
                               req_data, req_dlen, outlen);
         else
-            *out = item_build(cur->flags, cur->exptime, req_data, req_dlen,
+            *out = item_build(cur->flags, cur->exptime, 0, req_data, req_dlen,
                               cur->data, cur->len, outlen);
         return UPDATE_STORED;
     case UPDATE_OP_INCR:
@@ -185,14 +217,15 @@ static uint32_t apply_op(uint32_t op, uint64_t arg, const rmw_item *cur, bool ha
             n = n > arg ? n - arg : 0;             /* decr floors at 0 */
         char digits[U64_DIGITS_MAX + 1];
         int dlen = snprintf(digits, sizeof(digits), "%llu", (unsigned long long)n);
-        *out = item_build(cur->flags, cur->exptime, digits, (size_t)dlen, NULL, 0, outlen);
+        *out = item_build(cur->flags, cur->exptime, 0, digits, (size_t)dlen, NULL, 0, outlen);
         return UPDATE_STORED;
     }
     case UPDATE_OP_TOUCH:
         if (!cur->live)
             return UPDATE_NOT_FOUND;
+        /* memcached keeps the CAS unique across touch */
         *out = item_build(cur->flags, be32_get(req_val + DBVALUE_HEADER_LEN + 4),
-                          cur->data, cur->len, NULL, 0, outlen);
+                          cur->cas ? cur->cas : stored, cur->data, cur->len, NULL, 0, outlen);
         return UPDATE_STORED;
     default:
         return UPDATE_NOT_STORED;                  /* not reached: op checked by caller */
@@ -251,9 +284,10 @@ void rmwop_update(server *srv, const rpc_request *req)
     }
     srv->cmd_set++;
     bool number = op == UPDATE_OP_INCR || op == UPDATE_OP_DECR;
+    bool value = op == UPDATE_OP_TOUCH && (flags & UPDATE_FLAG_VALUE);
     dataop_replicate_value(srv, req, ct, &plan, key, klen, nv, nlen,
                            (flags & UPDATE_FLAG_ASYNC) != 0,
-                           number ? answer_number : answer_stored);
+                           number ? answer_number : value ? answer_value : answer_stored);
     free(nv);
 }
 

@@ -14,6 +14,10 @@
  * 5 (bad params) / 6 (not the coordinator, not ready, W replication failed). */
 void rmwop_update(server *srv, const rpc_request *req);
 
+/* True if the stored record v is a live memcached item: not a tombstone, not expired
+ * (meta 1 and 2 carry an exptime; doc/storage-format.md). */
+bool rmwop_item_live(const void *v, size_t vlen);
+
 /* Flush [delay]: at now + delay seconds, every live record not newer than the flush
  * moment becomes a tombstone of that moment.  Answers true once scheduled (delay > 0)
  * or done (delay 0). */
