@@ -336,9 +336,20 @@ static void incr_reply(bc_slot *s, uint64_t n, clocktime_t ct)
 
 static void incr_done(void *ud, int status, clocktime_t ct, const char *value, size_t vlen);
 
+/* A creating incr/decr makes a missing item with the initial value in the same server
+ * step, so a request pipelined behind it sees it (a server that cannot answers NOT_FOUND
+ * and incr_done creates it with a second request). */
 static void incr_send(bc_slot *s)
 {
     bool decr = s->opcode == OP_DECR || s->opcode == OP_DECRQ;
+    if (s->step == 0 && s->exptime != BC_NO_CREATE) {
+        char num[24];
+        int n = snprintf(num, sizeof num, "%llu", (unsigned long long)s->initial);
+        gateway_update(slot_gateway(s), decr ? GATEWAY_DECR_CREATE : GATEWAY_INCR_CREATE,
+                       s->key.p, s->key.len, 0, s->exptime, num, (size_t)n, s->delta, false,
+                       incr_done, s);
+        return;
+    }
     gateway_update(slot_gateway(s), decr ? GATEWAY_DECR : GATEWAY_INCR, s->key.p, s->key.len,
                    0, 0, NULL, 0, s->delta, false, incr_done, s);
 }
@@ -346,6 +357,8 @@ static void incr_send(bc_slot *s)
 static void incr_done(void *ud, int status, clocktime_t ct, const char *value, size_t vlen)
 {
     bc_slot *s = ud;
+    if (status == GATEWAY_CREATED)
+        status = GATEWAY_OK;
     if (s->step == 0) {               /* the client's own incr/decr, not our retries */
         gwstats *st = slot_stats(s);
         bool decr = s->opcode == OP_DECR || s->opcode == OP_DECRQ;
@@ -396,6 +409,16 @@ static void touch_done(void *ud, int status, clocktime_t ct, const char *value, 
     bool gat = s->opcode != OP_TOUCH;
     gateway_value gv;
     gateway_item it;
+    if (status == GATEWAY_OK && !gat && value && gateway_value_parse(value, vlen, &gv) &&
+        gateway_item_decode_any(slot_gateway(s), &gv, &it)) {
+        /* memcached answers a touch with the item's flags and its unchanged CAS */
+        uint8_t flags[4];
+        put_be32(flags, it.flags);
+        put_header(slot_target(s), s->opcode, ST_OK, 0, 4, 4, s->opaque, it.cas);
+        frontconn_buf_append(slot_target(s), flags, 4);
+        slot_complete(s);
+        return;
+    }
     if (status == GATEWAY_OK && gat && value) {
         /* the touched item came with the touch: returned even when the new exptime has
          * passed already (memcached returns it, then it is gone) */
@@ -542,8 +565,9 @@ static void cmd_touch(frontconn *c, const bc_req *r)
     gwstats *st = frontconn_stats(c);
     st->cmd_touch++;
     st->cmd_get += op_gat(r->opcode);
-    gateway_update(conn_listener(c)->gw, op_gat(r->opcode) ? GATEWAY_GAT : GATEWAY_TOUCH,
-                   r->key, r->keylen, 0, s->exptime, NULL, 0, 0, false, touch_done, s);
+    /* touch too asks for the item back: its reply carries the flags and the CAS */
+    gateway_update(conn_listener(c)->gw, GATEWAY_GAT, r->key, r->keylen, 0, s->exptime,
+                   NULL, 0, 0, false, touch_done, s);
 }
 
 static void cmd_flush(frontconn *c, const bc_req *r)

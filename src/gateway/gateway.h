@@ -62,6 +62,7 @@ enum gateway_status {
     GATEWAY_FAILED,        /* every retry failed */
     GATEWAY_NOT_STORED,    /* update: add on a live item, replace/append/prepend on none */
     GATEWAY_NON_NUMERIC,   /* update: incr/decr on a value that is not a decimal number */
+    GATEWAY_CREATED,       /* update GATEWAY_INCR_CREATE/DECR_CREATE: the item was made */
 };
 
 /* A stored value as the server returned it (wire.md §7.6), borrowed until the callback
@@ -100,6 +101,10 @@ enum gateway_update_op {
     GATEWAY_GAT = 9,   /* TOUCH whose callback value is the touched DBValue (wire.md §7.6:
                         * header ‖ payload; decode with gateway_value_parse); nil from a
                         * server that predates it */
+    GATEWAY_INCR_CREATE = 10, GATEWAY_DECR_CREATE = 11,
+                       /* INCR/DECR that create a missing item with data (the initial
+                        * number), flags and exptime in the same step; a server that
+                        * predates it answers GATEWAY_NOT_FOUND */
 };
 
 /* status: GATEWAY_OK (stored / touched / incremented), GATEWAY_NOT_STORED,

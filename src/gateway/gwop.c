@@ -41,7 +41,7 @@ struct gw_op {
     bool noserver_logged;
     bool fail_pending;         /* the delay timer delivers a "no server" attempt failure */
     bool fast_retried;         /* the one fast retry after an error 6 is used up */
-    bool want_value;           /* update GATEWAY_GAT: UPDATE_FLAG_VALUE */
+    uint8_t uflags;            /* update: UPDATE_FLAG_VALUE / UPDATE_FLAG_CREATE */
     unsigned retry;            /* retries made so far */
     int last_err;
     ev_timer delay;
@@ -293,8 +293,7 @@ static void op_send(gw_op *op)
         pk = rpc_call_begin(s, SRV_UPDATE, RPC_DEFAULT_TIMEOUT_STEPS, update_done, op);
         msgpack_pack_array(pk, 5);
         msgpack_pack_uint32(pk, op->setop);
-        msgpack_pack_uint32(pk, (op->async ? UPDATE_FLAG_ASYNC : 0) |
-                                (op->want_value ? UPDATE_FLAG_VALUE : 0));
+        msgpack_pack_uint32(pk, (op->async ? UPDATE_FLAG_ASYNC : 0) | op->uflags);
         kwire_pack_raw(pk, op->buf, op->keylen);
         kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
         msgpack_pack_uint64(pk, op->arg);
@@ -379,6 +378,7 @@ static void update_done(rpc_session *s, const rpc_result *r, void *ud)
         return;
     static const int status_map[] = {
         GATEWAY_OK, GATEWAY_NOT_STORED, GATEWAY_EXISTS, GATEWAY_NOT_FOUND, GATEWAY_NON_NUMERIC,
+        GATEWAY_CREATED,
     };
     const msgpack_object *o = r->result;
     uint32_t st;
@@ -468,10 +468,17 @@ void gateway_update(gateway *gw, unsigned updop, const char *key, size_t keylen,
     /* the clocktime field is ignored by the server; the meta says "our item form" */
     uint8_t hdr[GATEWAY_ITEM_HEADER_LEN];
     gateway_item_header(gw, flags, exptime, hdr);
-    bool want_value = updop == GATEWAY_GAT;
-    gw_op *op = op_start_value(gw, OP_UPDATE, key, keylen, want_value ? GATEWAY_TOUCH : updop,
-                               0, GATEWAY_META_ITEM, hdr, sizeof hdr, data, datalen);
-    op->want_value = want_value;
+    uint8_t uflags = 0;
+    if (updop == GATEWAY_GAT) {
+        updop = GATEWAY_TOUCH;
+        uflags = UPDATE_FLAG_VALUE;
+    } else if (updop == GATEWAY_INCR_CREATE || updop == GATEWAY_DECR_CREATE) {
+        updop = updop == GATEWAY_INCR_CREATE ? GATEWAY_INCR : GATEWAY_DECR;
+        uflags = UPDATE_FLAG_CREATE;
+    }
+    gw_op *op = op_start_value(gw, OP_UPDATE, key, keylen, updop, 0, GATEWAY_META_ITEM, hdr,
+                               sizeof hdr, data, datalen);
+    op->uflags = uflags;
     op->cb.update = cb;
     op->ud = ud;
     op->arg = arg;

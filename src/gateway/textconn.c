@@ -8,6 +8,7 @@
 
 #include "gateway/frontconn.h"
 #include "gateway/memtext.h"
+#include "gateway/metaconn.h"
 #include "logic/proto.h"
 #include "logic/xmalloc.h"
 
@@ -38,6 +39,7 @@ typedef struct tc_slot {
 } tc_slot;
 
 struct textconn_listener {
+    metaconn_env env;          /* first: the meta commands read it from the ud */
     frontconn_listener *fl;
     gateway *gw;
     textconn_config cfg;
@@ -531,6 +533,8 @@ static size_t tc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
     textconn_listener *l = conn_listener(c);
     size_t consumed = 0;
     const char *errmsg = NULL;
+    if (metaconn_is_meta(buf, len))
+        return metaconn_parse(c, &l->env, buf, len, need);
     enum memtext_status st = memtext_parse(buf, len, l->cfg.item_size_max, &l->req,
                                            &consumed, need, &errmsg);
     if (st == MEMTEXT_NEED_MORE)
@@ -574,9 +578,9 @@ static size_t tc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
     return consumed;
 }
 
-static const frontconn_proto tc_proto = {
+static frontconn_proto tc_proto = {
     .name = "text",
-    .slot_size = sizeof(tc_slot),
+    .slot_size = sizeof(tc_slot),    /* or the meta commands' slot, if larger */
     .parse = tc_parse,
 };
 
@@ -586,6 +590,10 @@ textconn_listener *textconn_listen(struct ev_loop *loop, int fd, gateway *gw, gw
     textconn_listener *l = xcalloc(1, sizeof *l);
     l->gw = gw;
     l->cfg = *cfg;
+    l->env.gw = gw;
+    l->env.item_size_max = cfg->item_size_max;
+    if (metaconn_slot_size() > tc_proto.slot_size)
+        tc_proto.slot_size = metaconn_slot_size();
     l->fl = frontconn_listen(loop, fd, &tc_proto, stats, l);
     return l;
 }

@@ -75,10 +75,13 @@ enum update_status {
     UPDATE_EXISTS = 2,
     UPDATE_NOT_FOUND = 3,
     UPDATE_NON_NUMERIC = 4,
+    UPDATE_CREATED = 5,          /* INCR/DECR with UPDATE_FLAG_CREATE made the item */
 };
 
 #define UPDATE_FLAG_ASYNC 0x01     /* Update.flags: reply before replication completes */
 #define UPDATE_FLAG_VALUE 0x02     /* Update.flags, TOUCH: the reply carries the new DBValue */
+#define UPDATE_FLAG_CREATE 0x04    /* Update.flags, INCR/DECR: a missing item is created with
+                                    * the request's value (the initial number), in one step */
 
 #define STORE_FLAG_ASYNC 0x01      /* Delete.flags: reply before replication completes */
 #define REPLICATE_FLAG_BY_RHS 0x01 /* Replicate*.flags: validate against rhs */

@@ -155,6 +155,17 @@ static void answer_number(rpc_session *client, uint32_t msgid, bool ok, clocktim
                      vlen - ITEM_DATA_OFF);
 }
 
+/* dataop_answer_fn for an incr/decr that created the item. */
+static void answer_created(rpc_session *client, uint32_t msgid, bool ok, clocktime_t ct,
+                           const void *val, size_t vlen)
+{
+    if (!ok)
+        rpc_reply_error(client, msgid, RPC_UNKNOWN_ERROR);
+    else
+        reply_result(client, msgid, UPDATE_CREATED, ct, (const uint8_t *)val + ITEM_DATA_OFF,
+                     vlen - ITEM_DATA_OFF);
+}
+
 /* dataop_answer_fn for a touch with UPDATE_FLAG_VALUE (gat): the whole new DBValue. */
 static void answer_value(rpc_session *client, uint32_t msgid, bool ok, clocktime_t ct,
                          const void *val, size_t vlen)
@@ -169,9 +180,9 @@ static void answer_value(rpc_session *client, uint32_t msgid, bool ok, clocktime
 
 /* Apply op to the current item.  Returns the status; on UPDATE_STORED *out is the new
  * value (malloc'd, clocktime not yet stamped).  req_val is the request's DBValue. */
-static uint32_t apply_op(uint32_t op, uint64_t arg, const rmw_item *cur, bool have,
-                         clocktime_t stored, const uint8_t *req_val, size_t req_len,
-                         uint8_t **out, size_t *outlen)
+static uint32_t apply_op(uint32_t op, uint32_t flags, uint64_t arg, const rmw_item *cur,
+                         bool have, clocktime_t stored, const uint8_t *req_val,
+                         size_t req_len, uint8_t **out, size_t *outlen)
 {
     const uint8_t *req_data = req_val + ITEM_DATA_OFF;
     size_t req_dlen = req_len >= ITEM_DATA_OFF ? req_len - ITEM_DATA_OFF : 0;
@@ -206,6 +217,12 @@ static uint32_t apply_op(uint32_t op, uint64_t arg, const rmw_item *cur, bool ha
         return UPDATE_STORED;
     case UPDATE_OP_INCR:
     case UPDATE_OP_DECR: {
+        if (!cur->live && (flags & UPDATE_FLAG_CREATE) && req_len >= ITEM_DATA_OFF) {
+            *out = xmalloc(req_len);               /* created with the initial number */
+            memcpy(*out, req_val, req_len);
+            *outlen = req_len;
+            return UPDATE_CREATED;
+        }
         if (!cur->live)
             return UPDATE_NOT_FOUND;
         uint64_t n;
@@ -230,7 +247,8 @@ static uint32_t apply_op(uint32_t op, uint64_t arg, const rmw_item *cur, bool ha
     default:
         return UPDATE_NOT_STORED;                  /* not reached: op checked by caller */
     }
-    /* ADD/REPLACE/CAS store the request's value as given (meta included). */
+    /* ADD/REPLACE/CAS, and INCR/DECR creating, store the request's value as given (meta
+     * included). */
     *out = xmalloc(req_len);
     memcpy(*out, req_val, req_len);
     *outlen = req_len;
@@ -267,10 +285,10 @@ void rmwop_update(server *srv, const rpc_request *req)
 
     uint8_t *nv;
     size_t nlen = 0;
-    uint32_t status = apply_op(op, arg, &cur, have, stored, (const uint8_t *)cval, vlen,
-                               &nv, &nlen);
+    uint32_t status = apply_op(op, flags, arg, &cur, have, stored, (const uint8_t *)cval,
+                               vlen, &nv, &nlen);
     free(old);                                     /* cur borrowed it; nv is a copy */
-    if (status != UPDATE_STORED) {
+    if (status != UPDATE_STORED && status != UPDATE_CREATED) {
         reply_result(req->session, req->msgid, status, 0, NULL, 0);
         return;
     }
@@ -287,7 +305,8 @@ void rmwop_update(server *srv, const rpc_request *req)
     bool value = op == UPDATE_OP_TOUCH && (flags & UPDATE_FLAG_VALUE);
     dataop_replicate_value(srv, req, ct, &plan, key, klen, nv, nlen,
                            (flags & UPDATE_FLAG_ASYNC) != 0,
-                           number ? answer_number : value ? answer_value : answer_stored);
+                           status == UPDATE_CREATED ? answer_created
+                           : number ? answer_number : value ? answer_value : answer_stored);
     free(nv);
 }
 

@@ -26,10 +26,16 @@ def item(data=b"", flags=0, exptime=0, meta=1):
 
 
 def parse_item(v):
-    """(clocktime, meta, flags, exptime, data) of a stored meta-1 value."""
+    """(clocktime, meta, flags, exptime, data) of a stored meta-1 or meta-2 value."""
     ct, meta = struct.unpack(">QH", v[:10])
     flags, exptime = struct.unpack(">II", v[10:18])
-    return ct, meta, flags, exptime, v[18:]
+    return ct, meta, flags, exptime, v[26:] if meta == 2 else v[18:]
+
+
+def item_cas(v):
+    """The CAS unique of a stored item: what a touch kept (meta 2), else the version."""
+    ct, meta = struct.unpack(">QH", v[:10])
+    return struct.unpack(">Q", v[18:26])[0] if meta == 2 else ct
 
 
 # ---- fixture ----
@@ -191,15 +197,23 @@ def test_incr_on_original_meta0_record(c, key):
 
 def test_touch_and_expiry(c, key):
     assert key.update(TOUCH, item(exptime=1)) == [NOT_FOUND, 0, None]
-    key.update(ADD, item(b"t", flags=2))
+    _, ct0, _ = key.update(ADD, item(b"t", flags=2))
     exp = int(time.time()) + 1000
     st, ct, _ = key.update(TOUCH, item(b"ignored", exptime=exp))
     assert st == STORED
-    assert parse_item(key.get()) == (ct, 1, 2, exp, b"t")
+    # a new version (to replicate), the CAS of the add kept (memcached keeps it)
+    assert parse_item(key.get()) == (ct, 2, 2, exp, b"t") and ct > ct0
+    assert item_cas(key.get()) == ct0
+    st, ct2, _ = key.update(TOUCH, item(exptime=exp + 1))
+    assert item_cas(key.get()) == ct0 and ct2 > ct
+    assert key.update(CAS, item(b"u"), arg=ct)[0] == EXISTS    # the version is not the CAS
+    st, ct3, _ = key.update(CAS, item(b"u", exptime=exp), arg=ct0)
+    assert st == STORED and parse_item(key.get()) == (ct3, 1, 0, exp, b"u")
+    key.update(TOUCH, item(exptime=exp))
     # expired (exptime in the past) = absent for every op
     assert key.update(TOUCH, item(exptime=1))[0] == STORED
     for op in (TOUCH, INCR, CAS):
-        assert key.update(op, item(exptime=1), arg=ct)[0] == NOT_FOUND
+        assert key.update(op, item(exptime=1), arg=ct3)[0] == NOT_FOUND
     for op in (REPLACE, APPEND, PREPEND):
         assert key.update(op, item(b"z"))[0] == NOT_STORED
     assert key.update(ADD, item(b"new"))[0] == STORED
