@@ -39,6 +39,7 @@ struct frontconn {
     frontconn_buf out;         /* replies ready to write */
     size_t outpos;
     frontconn_slot *head, *tail;  /* reply FIFO */
+    void *pstate;              /* proto->conn_size bytes, allocated with the connection */
 };
 
 struct frontconn_listener {
@@ -397,9 +398,17 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     }
 }
 
+void *frontconn_pstate(frontconn *c)
+{
+    return c->pstate;
+}
+
 static void conn_open(frontconn_listener *l, int fd)
 {
-    frontconn *c = xcalloc(1, sizeof *c);
+    /* the protocol state follows the struct, aligned for any type */
+    size_t head = (sizeof(frontconn) + 15) & ~(size_t)15;
+    frontconn *c = xcalloc(1, head + l->proto->conn_size);
+    c->pstate = l->proto->conn_size ? (char *)c + head : NULL;
     c->l = l;
     c->fd = fd;
     c->state = FRONTCONN_READ;

@@ -71,6 +71,7 @@ typedef struct frontconn_proto {
     /* Optional: free the protocol's own allocations in a slot that is being freed (slots
      * are pooled; this runs only when one really goes). */
     void (*slot_destroy)(frontconn_slot *s);
+    size_t conn_size;          /* bytes of per-connection protocol state (zeroed), or 0 */
 } frontconn_proto;
 
 /* Serve proto on an already listening non-blocking socket (takes ownership of fd).
@@ -85,6 +86,8 @@ void frontconn_listener_free(frontconn_listener *l);
 
 /* The ud given to frontconn_listen. */
 void *frontconn_ud(const frontconn *c);
+/* The connection's protocol state (frontconn_proto.conn_size bytes, zeroed at accept). */
+void *frontconn_pstate(frontconn *c);
 /* The stats given to frontconn_listen. */
 gwstats *frontconn_stats(const frontconn *c);
 

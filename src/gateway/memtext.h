@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #define MEMTEXT_KEY_MAX 250        /* memcached's key length limit */
-#define MEMTEXT_MAX_KEYS 256       /* keys in one get/gets/gat line; more is CLIENT_ERROR */
+#define MEMTEXT_MAX_KEYS 256       /* keys in one parsed get/gets/gat line; more: STREAM */
 #define MEMTEXT_LINE_MAX 8192      /* a command line longer than this without "\n" is an error */
 
 enum memtext_cmd {
@@ -50,6 +50,10 @@ enum memtext_status {
     MEMTEXT_ERROR = 2,             /* *consumed bytes are a bad request; answer *errmsg */
     MEMTEXT_CLOSE = 3,             /* an unknown command whose last word starts "HTTP/":
                                     * memcached closes the connection without a reply */
+    MEMTEXT_STREAM = 4,            /* get/gets/gat/gats with more than MEMTEXT_MAX_KEYS keys
+                                    * or a line not ended within MEMTEXT_LINE_MAX bytes: the
+                                    * caller reads the keys itself from *consumed on (req
+                                    * has cmd and, for gat/gats, exptime), see textconn.c */
 };
 
 /* Parse one request from buf[0..len).

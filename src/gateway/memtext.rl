@@ -462,6 +462,32 @@ enum memtext_status memtext_parse(const char *buf, size_t len, size_t max_value,
     scan_line(buf, scan_len, &ls);
     req->cmd = ls.have_cmd ? ls.cmd : MEMTEXT_GET;
 
+    /* Retrieval lines have no length or key-count limit: past MEMTEXT_LINE_MAX without
+     * a newline, or with more keys than req can hold, the caller streams the keys. */
+    if (ls.have_cmd && is_retrieval(ls.cmd) &&
+        ((!ls.have_nl && !ls.failed && len > MEMTEXT_LINE_MAX) ||
+         (ls.have_nl && !ls.failed && ls.ntoks > MEMTEXT_MAX_KEYS))) {
+        size_t at = 0;
+        while (at < len && buf[at] == ' ')
+            at++;
+        while (at < len && buf[at] != ' ')
+            at++;                                  /* past the command word */
+        if (ls.cmd == MEMTEXT_GAT || ls.cmd == MEMTEXT_GATS) {
+            /* the exptime must be whole: a token followed by a space */
+            const char *end = ls.ntoks > 0 ? ls.toks[0].ptr + ls.toks[0].len : NULL;
+            if (!end || (size_t)(end - buf) >= len || *end != ' ' ||
+                !parse_int32(&ls.toks[0], &req->exptime)) {
+                *errmsg = ls.ntoks > 0 && end && (size_t)(end - buf) < len && *end == ' '
+                          ? MSG_BAD_EXPTIME : MSG_LINE_TOO_LONG;
+                *consumed = ls.have_nl ? ls.nl + 1 : len;
+                return MEMTEXT_ERROR;
+            }
+            at = (size_t)(end - buf);
+        }
+        *consumed = at;
+        return MEMTEXT_STREAM;
+    }
+
     size_t limit = ls.have_cmd && is_retrieval(ls.cmd) ? GET_LINE_MAX : MEMTEXT_LINE_MAX;
     if (!ls.have_nl || ls.nl > limit) {
         if (ls.have_nl) {          /* the whole over-long line is here: drop just it */

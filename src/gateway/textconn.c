@@ -38,6 +38,16 @@ typedef struct tc_slot {
     bool gat;                  /* a gat/gats key: counted as a touch, not as a get */
 } tc_slot;
 
+/* A get/gets/gat/gats line whose keys are read as they arrive (memtext MEMTEXT_STREAM):
+ * no key count or line length limit, memory bounded by the replies in flight. */
+typedef struct tc_conn {
+    bool streaming;
+    uint8_t cmd;               /* enum memtext_cmd */
+    int64_t exptime;           /* gat/gats */
+} tc_conn;
+
+#define TC_STREAM_BUDGET 64    /* keys per parse call: back-pressure is checked between */
+
 struct textconn_listener {
     metaconn_env env;          /* first: the meta commands read it from the ud */
     frontconn_listener *fl;
@@ -311,6 +321,26 @@ static void flush_done(void *ud, int status, clocktime_t ct)
 
 typedef void (*tc_handler)(frontconn *c, const memtext_request *req);
 
+/* One key of a multi-key get/gets: its VALUE block, or nothing on a miss. */
+static void get_one(frontconn *c, bool gets, const char *key, size_t klen)
+{
+    tc_slot *s = slot_new(c, SLOT_GETN);
+    s->gets = gets;
+    gateway_get(conn_listener(c)->gw, key, klen, get_done, s);
+}
+
+/* One key of gat/gats: touch it, the touched item comes back with the touch. */
+static void gat_one(frontconn *c, bool gats, bool single, int64_t exptime, const char *key,
+                    size_t klen)
+{
+    tc_slot *s = slot_new(c, single ? SLOT_GAT1 : SLOT_GATN);
+    s->gets = gats;
+    s->gat = true;
+    frontconn_buf_append(&s->base.data, key, klen);
+    gateway_update(conn_listener(c)->gw, GATEWAY_GAT, key, klen, 0, exptime, NULL, 0, 0,
+                   false, update_done, s);
+}
+
 static void cmd_get(frontconn *c, const memtext_request *req)
 {
     gateway *gw = conn_listener(c)->gw;
@@ -324,11 +354,8 @@ static void cmd_get(frontconn *c, const memtext_request *req)
     }
     /* one slot per key keeps the VALUE blocks in request order whatever order the
      * servers answer in; END follows them */
-    for (unsigned i = 0; i < req->nkeys; i++) {
-        tc_slot *s = slot_new(c, SLOT_GETN);
-        s->gets = gets;
-        gateway_get(gw, req->keys[i].ptr, req->keys[i].len, get_done, s);
-    }
+    for (unsigned i = 0; i < req->nkeys; i++)
+        get_one(c, gets, req->keys[i].ptr, req->keys[i].len);
     conn_reply_lit(c, "END\r\n");
 }
 
@@ -401,18 +428,12 @@ static void cmd_update(frontconn *c, const memtext_request *req)
  * finds nothing is a miss). */
 static void cmd_gat(frontconn *c, const memtext_request *req)
 {
-    textconn_listener *l = conn_listener(c);
     gwstats *st = frontconn_stats(c);
     st->cmd_get += req->nkeys;
     st->cmd_touch += req->nkeys;
-    for (unsigned i = 0; i < req->nkeys; i++) {
-        tc_slot *s = slot_new(c, req->nkeys == 1 ? SLOT_GAT1 : SLOT_GATN);
-        s->gets = req->cmd == MEMTEXT_GATS;
-        s->gat = true;
-        frontconn_buf_append(&s->base.data, req->keys[i].ptr, req->keys[i].len);
-        gateway_update(l->gw, GATEWAY_GAT, req->keys[i].ptr, req->keys[i].len, 0,
-                       req->exptime, NULL, 0, 0, false, update_done, s);
-    }
+    for (unsigned i = 0; i < req->nkeys; i++)
+        gat_one(c, req->cmd == MEMTEXT_GATS, req->nkeys == 1, req->exptime, req->keys[i].ptr,
+                req->keys[i].len);
     if (req->nkeys != 1)
         conn_reply_lit(c, "END\r\n");
 }
@@ -527,18 +548,94 @@ static const tc_handler tc_handlers[] = {
 
 /* ------------------------------------------------------------------ protocol */
 
+/* memcached's key rule, as memtext checks it: 1..250 bytes, no control bytes. */
+static bool stream_key_ok(const char *k, size_t n)
+{
+    if (n == 0 || n > MEMTEXT_KEY_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)k[i];
+        if (ch < 0x20 || ch == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+/* The keys of a streamed retrieval line, as many as have arrived (at most
+ * TC_STREAM_BUDGET per call), then END at the line end.  A bad key answers CLIENT_ERROR
+ * and drops the rest of the line; the values of the keys before it have been sent by
+ * then (memcached, which buffers the whole line, sends none of them). */
+static size_t tc_stream(frontconn *c, tc_conn *cs, const char *buf, size_t len)
+{
+    gwstats *st = frontconn_stats(c);
+    bool gat = cs->cmd == MEMTEXT_GAT || cs->cmd == MEMTEXT_GATS;
+    bool gets = cs->cmd == MEMTEXT_GETS || cs->cmd == MEMTEXT_GATS;
+    size_t pos = 0;
+    for (unsigned n = 0; n < TC_STREAM_BUDGET && pos < len;) {
+        if (buf[pos] == ' ') {
+            pos++;
+            continue;
+        }
+        if (buf[pos] == '\n' || (buf[pos] == '\r' && pos + 1 < len && buf[pos + 1] == '\n')) {
+            cs->streaming = false;
+            conn_reply_lit(c, "END\r\n");
+            return pos + (buf[pos] == '\n' ? 1 : 2);
+        }
+        size_t end = pos;
+        while (end < len && buf[end] != ' ' && buf[end] != '\n')
+            end++;
+        if (end == len && end - pos <= MEMTEXT_KEY_MAX + 1)
+            return pos;                        /* the key is not whole yet */
+        size_t klen = end - pos;
+        if (end < len && buf[end] == '\n' && klen > 0 && buf[end - 1] == '\r')
+            klen--;                            /* the key before "\r\n" */
+        if (klen == 0) {                       /* a lone "\r" before the newline */
+            pos = end;
+            continue;
+        }
+        if (!stream_key_ok(buf + pos, klen)) {
+            cs->streaming = false;
+            conn_reply_lit(c, "CLIENT_ERROR bad command line format\r\n");
+            const char *nl = memchr(buf + pos, '\n', len - pos);
+            if (nl)
+                return (size_t)(nl - buf) + 1;
+            frontconn_set_state(c, FRONTCONN_SKIPLINE);
+            return len;
+        }
+        st->cmd_get++;
+        if (gat) {
+            st->cmd_touch++;
+            gat_one(c, gets, false, cs->exptime, buf + pos, klen);
+        } else {
+            get_one(c, gets, buf + pos, klen);
+        }
+        pos = end;
+        n++;
+    }
+    return pos;
+}
+
 /* frontconn_proto.parse: one request line (and data block) out of buf. */
 static size_t tc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
 {
     textconn_listener *l = conn_listener(c);
     size_t consumed = 0;
     const char *errmsg = NULL;
+    tc_conn *cs = frontconn_pstate(c);
+    if (cs->streaming)
+        return tc_stream(c, cs, buf, len);
     if (metaconn_is_meta(buf, len))
         return metaconn_parse(c, &l->env, buf, len, need);
     enum memtext_status st = memtext_parse(buf, len, l->cfg.item_size_max, &l->req,
                                            &consumed, need, &errmsg);
     if (st == MEMTEXT_NEED_MORE)
         return 0;
+    if (st == MEMTEXT_STREAM) {
+        cs->streaming = true;
+        cs->cmd = (uint8_t)l->req.cmd;
+        cs->exptime = l->req.exptime;
+        return consumed;
+    }
     if (st == MEMTEXT_OK) {
         *need = 0;
         enum memtext_cmd cmd = l->req.cmd;
@@ -582,6 +679,7 @@ static frontconn_proto tc_proto = {
     .name = "text",
     .slot_size = sizeof(tc_slot),    /* or the meta commands' slot, if larger */
     .parse = tc_parse,
+    .conn_size = sizeof(tc_conn),
 };
 
 textconn_listener *textconn_listen(struct ev_loop *loop, int fd, gateway *gw, gwstats *stats,

@@ -23,6 +23,9 @@ DIFFERENCES = {
                         "little under 1 MiB; the gateway's -x is the value size itself",
     "ms with a bad key": "memcached runs the data block of an ms whose key is too long as "
                          "commands; the gateway always drops the block with its line",
+    "bad key in a streamed multi-get": "a get line of more than 256 keys or 8 KiB is read "
+        "key by key, so the values before a bad key are sent before the CLIENT_ERROR; "
+        "memcached buffers the whole line and sends only the error",
     "long lines": "memcached closes the connection on a non-get line over 2 KiB without "
                   "a newline; the gateway answers CLIENT_ERROR line too long and goes on",
 }
@@ -110,6 +113,26 @@ def test_storage_data_block_never_runs_as_a_command(pair):
     a, b = pair.both(b"ms " + b"k" * 300 + b" 12\r\nget d_safe\r\n\r\nmn\r\n")
     assert a.startswith(b"CLIENT_ERROR bad command line format\r\nVALUE d_safe ")
     assert b == b"CLIENT_ERROR bad command line format\r\nMN\r\n"
+
+
+def test_multiget_over_256_keys_and_long_lines(pair):
+    # the gateway used to refuse > 256 keys and lines over 72,448 bytes
+    keys = [b"d_mg%04d" % i for i in range(1000)]
+    pair.text(b"".join(b"set %s 0 0 4 noreply\r\n%s\r\n" % (k, k[-4:]) for k in keys[::7]))
+    pair.text(b"get " + b" ".join(keys) + b"\r\n")
+    pair.text(b"gets " + b" ".join(keys) + b" \r\n")
+    long_keys = [b"d_l%03d" % i + b"y" * 240 for i in range(400)]     # a 100 KB line
+    pair.text(b"set " + long_keys[399] + b" 1 0 1\r\nz\r\n")
+    pair.text(b"get " + b" ".join(long_keys) + b"\r\nget d_mg0000\r\n")
+    pair.text(b"gat 0 " + b" ".join(keys[:300]) + b"\r\n")
+    # a bad key within the first 256 keys of a short line: memcached's exact error
+    pair.text(b"get d_mg0000 " + b"k" * 251 + b" d_mg0007\r\n")
+    # ... but in a streamed line (DIFFERENCES) the values before it are already sent
+    a, b = pair.both(b"get d_mg0000 " + b" ".join(keys[1:300]) + b" " + b"k" * 251 +
+                     b" d_mg0007\r\nget d_mg0007\r\n")
+    assert a == b"CLIENT_ERROR bad command line format\r\nVALUE d_mg0007 0 4\r\n0007\r\nEND\r\n"
+    assert b.startswith(b"VALUE d_mg0000 0 4\r\n0000\r\nVALUE d_mg0007 ") and \
+        b.endswith(b"CLIENT_ERROR bad command line format\r\nVALUE d_mg0007 0 4\r\n0007\r\nEND\r\n")
 
 
 # ------------------------------------------------------------------ meta protocol
