@@ -716,11 +716,144 @@ static void conn_dispatch(frontconn *c, const uint8_t *p, size_t bodylen)
     op->h(c, &r);
 }
 
+/* ------------------------------------------------------------------ cloudy (-c) */
+
+/* kumofs 0.4.13's "cloudy" port (memcached.md §4): a binary subset whose replies go out
+ * as operations complete, values stored and returned raw (meta 0, no flags or exptime,
+ * whatever -F/-E say), CAS 0, and any request outside the subset closes the connection
+ * without a reply. */
+#define CL_ST_FAILED 0x0004
+#define CL_ST_NOT_STORED 0x0082
+
+static void cloudy_get_done(void *ud, int status, const gateway_value *v, const char *key,
+                            size_t klen)
+{
+    bc_slot *s = ud;
+    gwstats *st = slot_stats(s);
+    st->get_hits += status == GATEWAY_OK;
+    st->get_misses += status != GATEWAY_OK;
+    if (!slot_alive(s))
+        return;
+    frontconn_buf *b = slot_target(s);
+    if (status == GATEWAY_OK) {
+        static const uint8_t zero_flags[4];
+        size_t kl = s->withkey ? klen : 0;
+        frontconn_buf_reserve(b, BC_HEADER_LEN + 4 + kl + v->len);
+        put_header(b, s->opcode, ST_OK, kl, 4, 4 + kl + v->len, s->opaque, 0);
+        frontconn_buf_append(b, zero_flags, 4);
+        frontconn_buf_append(b, key, kl);
+        frontconn_buf_append(b, v->payload, v->len);
+    } else if (!s->quiet) {
+        put_header(b, s->opcode, status == GATEWAY_FAILED ? CL_ST_FAILED : ST_NOT_FOUND, 0, 0,
+                   0, s->opaque, 0);
+    }
+    slot_complete(s);
+}
+
+static void cloudy_store_done(void *ud, int status, clocktime_t ct)
+{
+    bc_slot *s = ud;
+    if (s->opcode == OP_DELETE) {
+        slot_stats(s)->delete_hits += status == GATEWAY_OK;
+        slot_stats(s)->delete_misses += status != GATEWAY_OK;
+    } else {
+        slot_stats(s)->total_items += status == GATEWAY_OK;
+    }
+    if (!slot_alive(s))
+        return;
+    uint16_t st;
+    if (s->opcode == OP_DELETE)   /* the original: deleting a missing key succeeds */
+        st = status == GATEWAY_OK || status == GATEWAY_NOT_FOUND ? ST_OK : CL_ST_FAILED;
+    else
+        st = status == GATEWAY_OK ? ST_OK : CL_ST_NOT_STORED;
+    put_header(slot_target(s), s->opcode, st, 0, 0, 0, s->opaque, 0);
+    slot_complete(s);
+}
+
+/* Validate one cloudy request and run it; false: protocol error, close. */
+static bool cloudy_dispatch(frontconn *c, const uint8_t *p, size_t bodylen)
+{
+    uint8_t op = p[1];
+    size_t extlen = p[4], keylen = get_be16(p + 2);
+    if (keylen == 0 || extlen + keylen > bodylen)
+        return false;
+    const uint8_t *extras = p + BC_HEADER_LEN;
+    const char *key = (const char *)extras + extlen;
+    const uint8_t *value = (const uint8_t *)key + keylen;
+    size_t valuelen = bodylen - extlen - keylen;
+    gateway *gw = conn_listener(c)->gw;
+    bc_slot *s;
+    switch (op) {
+    case OP_GET: case OP_GETQ: case OP_GETK: case OP_GETKQ:
+        if (extlen != 0 || valuelen != 0)
+            return false;
+        s = (bc_slot *)frontconn_slot_new_unordered(c);
+        s->opcode = op;
+        s->opaque = get_be32(p + 12);
+        s->quiet = op == OP_GETQ || op == OP_GETKQ;
+        s->withkey = op == OP_GETK || op == OP_GETKQ;
+        frontconn_stats(c)->cmd_get++;
+        gateway_get(gw, key, keylen, cloudy_get_done, s);
+        return true;
+    case OP_SET:
+        /* only plain sets: flags, expiration and CAS must be 0 */
+        if (extlen != 8 || get_be32(extras) != 0 || get_be32(extras + 4) != 0 ||
+            get_be64(p + 16) != 0 || valuelen > conn_listener(c)->cfg.item_size_max)
+            return false;
+        s = (bc_slot *)frontconn_slot_new_unordered(c);
+        s->opcode = op;
+        s->opaque = get_be32(p + 12);
+        frontconn_stats(c)->cmd_set++;
+        gateway_set(gw, key, keylen, SET_OP_SET, 0, GATEWAY_META_ORIGINAL, NULL, 0, value,
+                    valuelen, cloudy_store_done, s);
+        return true;
+    case OP_DELETE:
+        if ((extlen != 0 && extlen != 4) || (extlen == 4 && get_be32(extras) != 0) ||
+            valuelen != 0)
+            return false;
+        s = (bc_slot *)frontconn_slot_new_unordered(c);
+        s->opcode = op;
+        s->opaque = get_be32(p + 12);
+        gateway_delete(gw, key, keylen, false, cloudy_store_done, s);
+        return true;
+    default:
+        return false;
+    }
+}
+
+static size_t cloudy_parse(frontconn *c, const char *buf, size_t len, size_t *need)
+{
+    const uint8_t *p = (const uint8_t *)buf;
+    if (len < BC_HEADER_LEN) {
+        *need = BC_HEADER_LEN;
+        return 0;
+    }
+    size_t bodylen = get_be32(p + 8);
+    if (p[0] != BC_MAGIC_REQ ||
+        bodylen > conn_listener(c)->cfg.item_size_max + BC_HEADER_LEN + 65535 + 255) {
+        log_debug("cloudy: bad request, closing");
+        frontconn_abort(c);
+        return 0;
+    }
+    if (len < BC_HEADER_LEN + bodylen) {
+        *need = BC_HEADER_LEN + bodylen;
+        return 0;
+    }
+    if (!cloudy_dispatch(c, p, bodylen)) {
+        log_debug("cloudy: unsupported or malformed request (opcode 0x%02x), closing", p[1]);
+        frontconn_abort(c);
+        return 0;
+    }
+    return BC_HEADER_LEN + bodylen;
+}
+
 /* ------------------------------------------------------------------ protocol */
 
 /* frontconn_proto.parse: frame one request (24-byte header + body) out of buf. */
 static size_t bc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
 {
+    if (conn_listener(c)->cfg.cloudy)
+        return cloudy_parse(c, buf, len, need);
     const uint8_t *p = (const uint8_t *)buf;
     if (len < BC_HEADER_LEN) {
         *need = BC_HEADER_LEN;

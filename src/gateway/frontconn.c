@@ -110,6 +110,7 @@ static frontconn_slot *slot_push(frontconn *c, bool pending)
     s->next = NULL;
     s->conn = c;
     s->done = !pending;
+    s->unordered = false;
     s->data.len = 0;
     if (c->tail)
         c->tail->next = s;
@@ -127,6 +128,25 @@ frontconn_slot *frontconn_slot_new(frontconn *c)
     return slot_push(c, true);
 }
 
+frontconn_slot *frontconn_slot_new_unordered(frontconn *c)
+{
+    frontconn_listener *l = c->l;
+    frontconn_slot *s = l->pool;
+    if (s) {
+        l->pool = s->next;
+        l->npool--;
+    } else {
+        s = xcalloc(1, l->proto->slot_size);
+    }
+    s->next = NULL;
+    s->conn = c;
+    s->done = false;
+    s->unordered = true;
+    s->data.len = 0;
+    c->refs++;
+    return s;
+}
+
 static void conn_mark_dirty(frontconn *c)
 {
     if (!c->in_dirty) {
@@ -138,7 +158,7 @@ static void conn_mark_dirty(frontconn *c)
 
 frontconn_buf *frontconn_slot_target(frontconn_slot *s)
 {
-    return s == s->conn->head ? &s->conn->out : &s->data;
+    return s->unordered || s == s->conn->head ? &s->conn->out : &s->data;
 }
 
 /* Move every completed slot at the head of the FIFO into the output. */
@@ -178,8 +198,12 @@ void frontconn_slot_complete(frontconn_slot *s)
     frontconn *c = s->conn;
     s->done = true;
     c->refs--;
-    if (s == c->head)
+    if (s->unordered) {                /* its reply is in the output already */
+        conn_mark_dirty(c);
+        slot_release(c->l, s);
+    } else if (s == c->head) {
         conn_advance(c);
+    }
 }
 
 frontconn_buf *frontconn_reply_buf(frontconn *c)
@@ -230,6 +254,13 @@ static void conn_close(frontconn *c)
     c->in = (frontconn_buf){0};
     c->out = (frontconn_buf){0};
     conn_maybe_free(c);
+}
+
+void frontconn_abort(frontconn *c)
+{
+    conn_mark_dirty(c);       /* keeps c allocated until the flush list lets it go, as
+                               * the caller (a parse inside conn_process) still uses it */
+    conn_close(c);
 }
 
 void frontconn_set_state(frontconn *c, enum frontconn_state st)

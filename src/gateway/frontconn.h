@@ -57,6 +57,7 @@ typedef struct frontconn_slot {
     struct frontconn_slot *next;
     frontconn *conn;
     bool done;
+    bool unordered;            /* frontconn_slot_new_unordered: not in the FIFO */
     frontconn_buf data;        /* the reply, when completed before its turn */
 } frontconn_slot;
 
@@ -105,6 +106,14 @@ frontconn_buf *frontconn_reply_buf(frontconn *c);
  * protocol part keeps what the previous user left).  Complete it exactly once with
  * frontconn_slot_complete, or drop it with frontconn_slot_alive == false. */
 frontconn_slot *frontconn_slot_new(frontconn *c);
+
+/* A pending reply that does not wait for the ones before it (kumofs's "cloudy"
+ * protocol answers as operations complete): its reply goes out when it completes. */
+frontconn_slot *frontconn_slot_new_unordered(frontconn *c);
+
+/* Close c now, dropping replies not written yet (a protocol error where the original
+ * closes without a word); pending requests complete into the void. */
+void frontconn_abort(frontconn *c);
 
 /* Call first in a gateway callback: false (and the slot released) when the client has
  * gone, in which case s must not be touched again. */

@@ -28,6 +28,7 @@ typedef struct gateway_config {
     double connect_timeout;        /* -Ys */
     unsigned connect_retry_limit;  /* -Yn */
     double clock_interval;         /* -Ci */
+    struct gwcache *cache;         /* -lc: the local read cache (borrowed), or NULL */
 } gateway_config;
 
 /* Create the gateway on loop (cfg copied; key_prefix borrowed).  Nothing is sent until

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "gateway/gwcache.h"
 #include "logic/binlog.h"
 #include "logic/hashspace.h"
 #include "logic/kwire.h"
@@ -52,6 +53,8 @@ struct gw_op {
     size_t bufcap;
     size_t keylen;             /* DBKey length (8 + prefix + key) */
     size_t vallen;             /* DBValue length (set only) */
+    uint8_t *cached;           /* get with -lc: the cached DBValue (malloc'd), or NULL */
+    size_t cachedlen;
 };
 
 /* ------------------------------------------------------------------ ops */
@@ -88,6 +91,8 @@ static void op_free(gw_op *op)
 {
     gateway *gw = op->gw;
     ev_timer_stop(gw->loop, &op->delay);
+    free(op->cached);
+    op->cached = NULL;
     if (op->prev)
         op->prev->next = op->next;
     else
@@ -278,6 +283,16 @@ static void op_send(gw_op *op)
     msgpack_packer *pk;
     switch (op->kind) {
     case OP_GET:   /* wire.md §8.2 Get [dbkey] */
+        if (gw->cfg.cache && !op->cached)     /* memcached.md §5: the cached version */
+            op->cached = gwcache_get(gw->cfg.cache, op->buf + DBKEY_HASH_LEN,
+                                     op->keylen - DBKEY_HASH_LEN, &op->cachedlen);
+        if (op->cached) {   /* GetIfModified [dbkey, if_time] */
+            pk = rpc_call_begin(s, SRV_GET_IF_MODIFIED, RPC_DEFAULT_TIMEOUT_STEPS, get_done, op);
+            msgpack_pack_array(pk, 2);
+            kwire_pack_raw(pk, op->buf, op->keylen);
+            msgpack_pack_uint64(pk, dbvalue_clocktime(op->cached));
+            break;
+        }
         pk = rpc_call_begin(s, SRV_GET, RPC_DEFAULT_TIMEOUT_STEPS, get_done, op);
         msgpack_pack_array(pk, 1);
         kwire_pack_raw(pk, op->buf, op->keylen);
@@ -330,13 +345,27 @@ static void get_done(rpc_session *s, const rpc_result *r, void *ud)
         return;
     const char *p;
     size_t len;
-    if (kwire_is_nil(r->result)) {
+    bool unmodified;
+    if (op->cached && kwire_get_bool(r->result, &unmodified) && unmodified) {
+        p = (const char *)op->cached;          /* GetIfModified: the cached copy holds */
+        len = op->cachedlen;
+        gateway_value v = {
+            .ct = dbvalue_clocktime(p),
+            .meta = dbvalue_meta(p),
+            .payload = (const uint8_t *)p + DBVALUE_HEADER_LEN,
+            .len = len - DBVALUE_HEADER_LEN,
+        };
+        op_finish(op, GATEWAY_OK, &v, v.ct);
+    } else if (kwire_is_nil(r->result)) {
         op_finish(op, GATEWAY_MISS, NULL, 0);   /* final: other replicas not consulted */
     } else if (kwire_get_raw(r->result, &p, &len)) {
         if (!dbvalue_is_live(len)) {
             op_finish(op, GATEWAY_MISS, NULL, 0);
             return;
         }
+        if (op->gw->cfg.cache)
+            gwcache_put_if_newer(op->gw->cfg.cache, op->buf + DBKEY_HASH_LEN,
+                                 op->keylen - DBKEY_HASH_LEN, p, len);
         gateway_value v = {
             .ct = dbvalue_clocktime(p),
             .meta = dbvalue_meta(p),
