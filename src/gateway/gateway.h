@@ -63,7 +63,7 @@ enum gateway_status {
     GATEWAY_FAILED,        /* every retry failed */
     GATEWAY_NOT_STORED,    /* update: add on a live item, replace/append/prepend on none */
     GATEWAY_NON_NUMERIC,   /* update: incr/decr on a value that is not a decimal number */
-    GATEWAY_CREATED,       /* update GATEWAY_INCR_CREATE/DECR_CREATE: the item was made */
+    GATEWAY_CREATED,       /* update with GATEWAY_UPD_CREATE: the item was made */
 };
 
 /* A stored value as the server returned it (wire.md §7.6), borrowed until the callback
@@ -99,14 +99,22 @@ void gateway_delete(gateway *gw, const char *key, size_t keylen, bool async,
 enum gateway_update_op {
     GATEWAY_ADD = 1, GATEWAY_REPLACE = 2, GATEWAY_APPEND = 3, GATEWAY_PREPEND = 4,
     GATEWAY_CAS = 5, GATEWAY_INCR = 6, GATEWAY_DECR = 7, GATEWAY_TOUCH = 8,
-    GATEWAY_GAT = 9,   /* TOUCH whose callback value is the touched DBValue (wire.md §7.6:
-                        * header ‖ payload; decode with gateway_value_parse); nil from a
-                        * server that predates it */
-    GATEWAY_INCR_CREATE = 10, GATEWAY_DECR_CREATE = 11,
-                       /* INCR/DECR that create a missing item with data (the initial
-                        * number), flags and exptime in the same step; a server that
-                        * predates it answers GATEWAY_NOT_FOUND */
 };
+
+/* Modifiers or'ed into the op (server Update flags, doc/protocol-additions.md §1.1):
+ * VALUE (touch, incr/decr): the callback's value is the whole new DBValue (wire.md §7.6:
+ *   header ‖ payload; decode with gateway_value_parse) -- nil, or the bare number, from a
+ *   server that predates it;
+ * CREATE (incr/decr): a missing item is created from data (the initial number), flags
+ *   and exptime in the same step, status GATEWAY_CREATED (a server that predates it
+ *   answers GATEWAY_NOT_FOUND);
+ * TTL (incr/decr): exptime replaces the item's. */
+#define GATEWAY_UPD_VALUE 0x100
+#define GATEWAY_UPD_CREATE 0x200
+#define GATEWAY_UPD_TTL 0x400
+#define GATEWAY_GAT (GATEWAY_TOUCH | GATEWAY_UPD_VALUE)
+#define GATEWAY_INCR_CREATE (GATEWAY_INCR | GATEWAY_UPD_CREATE)
+#define GATEWAY_DECR_CREATE (GATEWAY_DECR | GATEWAY_UPD_CREATE)
 
 /* status: GATEWAY_OK (stored / touched / incremented), GATEWAY_NOT_STORED,
  * GATEWAY_EXISTS, GATEWAY_NOT_FOUND, GATEWAY_NON_NUMERIC, GATEWAY_FAILED.  ct: the new

@@ -497,14 +497,10 @@ void gateway_update(gateway *gw, unsigned updop, const char *key, size_t keylen,
     /* the clocktime field is ignored by the server; the meta says "our item form" */
     uint8_t hdr[GATEWAY_ITEM_HEADER_LEN];
     gateway_item_header(gw, flags, exptime, hdr);
-    uint8_t uflags = 0;
-    if (updop == GATEWAY_GAT) {
-        updop = GATEWAY_TOUCH;
-        uflags = UPDATE_FLAG_VALUE;
-    } else if (updop == GATEWAY_INCR_CREATE || updop == GATEWAY_DECR_CREATE) {
-        updop = updop == GATEWAY_INCR_CREATE ? GATEWAY_INCR : GATEWAY_DECR;
-        uflags = UPDATE_FLAG_CREATE;
-    }
+    uint8_t uflags = (updop & GATEWAY_UPD_VALUE ? UPDATE_FLAG_VALUE : 0) |
+                     (updop & GATEWAY_UPD_CREATE ? UPDATE_FLAG_CREATE : 0) |
+                     (updop & GATEWAY_UPD_TTL ? UPDATE_FLAG_TTL : 0);
+    updop &= 0xff;
     gw_op *op = op_start_value(gw, OP_UPDATE, key, keylen, updop, 0, GATEWAY_META_ITEM, hdr,
                                sizeof hdr, data, datalen);
     op->uflags = uflags;

@@ -382,26 +382,40 @@ static void too_large_done(void *ud, int status, clocktime_t ct)
 
 static void arith_done(void *ud, int status, clocktime_t ct, const char *value, size_t vlen);
 
+static bool wants_ret(const meta_req *m, char f)
+{
+    return memchr(m->ret, f, m->nret) != NULL;
+}
+
 /* With N, a missing item is created with J in the same server step, so a request
  * pipelined behind this one sees it (a server that cannot answers NOT_FOUND, and then
- * arith_done creates it with a second request). */
+ * arith_done creates it with a second request).  t asks for the whole item back (its
+ * exptime); T replaces the exptime. */
 static void arith_send(meta_slot *s)
 {
     meta_req *m = s->m;
-    bool decr = m->mode == 'D';
+    unsigned op = m->mode == 'D' ? GATEWAY_DECR : GATEWAY_INCR;
+    char num[24];
+    int n = 0;
+    int64_t exptime = 0;
     if (m->has_n && m->step == 0) {
-        char num[24];
-        int n = snprintf(num, sizeof num, "%llu", (unsigned long long)m->initial);
-        gateway_update((gateway *)slot_gw(s), decr ? GATEWAY_DECR_CREATE : GATEWAY_INCR_CREATE,
-                       m->key, m->klen, 0, m->n_ttl, num, (size_t)n, m->delta, false,
-                       arith_done, s);
-        return;
+        n = snprintf(num, sizeof num, "%llu", (unsigned long long)m->initial);
+        op |= GATEWAY_UPD_CREATE;
+        exptime = m->n_ttl;
     }
-    gateway_update((gateway *)slot_gw(s), decr ? GATEWAY_DECR : GATEWAY_INCR,
-                   m->key, m->klen, 0, 0, NULL, 0, m->delta, false, arith_done, s);
+    if (m->has_ttl) {
+        op |= GATEWAY_UPD_TTL;
+        exptime = m->ttl;
+    }
+    if (wants_ret(m, 't'))
+        op |= GATEWAY_UPD_VALUE;
+    gateway_update((gateway *)slot_gw(s), op, m->key, m->klen, 0, exptime, n ? num : NULL,
+                   (size_t)n, m->delta, false, arith_done, s);
 }
 
-static void arith_value(meta_slot *s, const char *num, size_t n, clocktime_t ct)
+/* The success reply: the number (it: the whole item when t asked for it, else NULL). */
+static void arith_value(meta_slot *s, const char *num, size_t n, clocktime_t ct,
+                        const gateway_item *it)
 {
     meta_req *m = s->m;
     frontconn_buf *b = frontconn_slot_target(&s->base);
@@ -411,13 +425,13 @@ static void arith_value(meta_slot *s, const char *num, size_t n, clocktime_t ct)
         char tmp[32];
         int k = snprintf(tmp, sizeof tmp, "VA %zu", n);
         frontconn_buf_append(b, tmp, (size_t)k);
-        put_ret(b, m, slot_gw(s), NULL, ct);
+        put_ret(b, m, slot_gw(s), it, ct);
         frontconn_buf_append(b, "\r\n", 2);
         frontconn_buf_append(b, num, n);
         frontconn_buf_append(b, "\r\n", 2);
     } else {
         put_str(b, "HD");
-        put_ret(b, m, slot_gw(s), NULL, ct);
+        put_ret(b, m, slot_gw(s), it, ct);
         frontconn_buf_append(b, "\r\n", 2);
     }
     slot_done(s);
@@ -444,7 +458,9 @@ static void arith_done(void *ud, int status, clocktime_t ct, const char *value, 
             char num[24];
             int n = snprintf(num, sizeof num, "%llu", (unsigned long long)m->initial);
             m->quiet = false;
-            arith_value(s, num, (size_t)n, ct);
+            gateway_item it = {.exptime = 0, .cas = ct};
+            it.exptime = m->n_ttl > 0 ? (uint32_t)(time(NULL) + m->n_ttl) : 0;
+            arith_value(s, num, (size_t)n, ct, &it);
             return;
         }
         if (status == GATEWAY_NOT_STORED) {   /* created meanwhile: count on it */
@@ -455,7 +471,14 @@ static void arith_done(void *ud, int status, clocktime_t ct, const char *value, 
     } else if (status == GATEWAY_OK) {
         if (created)
             m->quiet = false;              /* memcached reports a created item even with q */
-        arith_value(s, value, vlen, ct);
+        gateway_value gv;
+        gateway_item it;
+        if (wants_ret(m, 't') && gateway_value_parse(value, vlen, &gv) &&
+            gateway_item_decode_any(slot_gw(s), &gv, &it)) {
+            arith_value(s, (const char *)it.data, it.len, ct, &it);
+            return;
+        }
+        arith_value(s, value, vlen, ct, NULL);
         return;
     } else if (status == GATEWAY_NOT_FOUND && m->step == 0 && m->has_n) {
         char num[24];
@@ -490,7 +513,7 @@ static const char *allowed_flags(char cmd)
     case 'g': return "bcfkOqstvT";
     case 's': return "bcCFkOqTM";
     case 'd': return "bkOq";
-    case 'a': return "bcDJkMNOqv";
+    case 'a': return "bcDJkMNOqtTv";
     default: return "b";             /* me */
     }
 }
@@ -575,7 +598,7 @@ static const char *parse_flags(meta_req *m, const tok *t, size_t nt)
             break;
         default: break;
         }
-        if (strchr("cfkOst", f) && m->nret < MC_RET_MAX)
+        if (strchr("cfkOst", f) && m->nret < MC_RET_MAX && !(m->cmd == 'a' && f == 's'))
             m->ret[m->nret++] = (char)f;
     }
     return NULL;

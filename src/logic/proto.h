@@ -79,9 +79,12 @@ enum update_status {
 };
 
 #define UPDATE_FLAG_ASYNC 0x01     /* Update.flags: reply before replication completes */
-#define UPDATE_FLAG_VALUE 0x02     /* Update.flags, TOUCH: the reply carries the new DBValue */
+#define UPDATE_FLAG_VALUE 0x02     /* Update.flags, TOUCH/INCR/DECR: the reply carries the
+                                    * whole new DBValue */
 #define UPDATE_FLAG_CREATE 0x04    /* Update.flags, INCR/DECR: a missing item is created with
                                     * the request's value (the initial number), in one step */
+#define UPDATE_FLAG_TTL 0x08       /* Update.flags, INCR/DECR: the request's exptime replaces
+                                    * the item's */
 
 #define STORE_FLAG_ASYNC 0x01      /* Delete.flags: reply before replication completes */
 #define REPLICATE_FLAG_BY_RHS 0x01 /* Replicate*.flags: validate against rhs */

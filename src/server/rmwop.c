@@ -166,6 +166,16 @@ static void answer_created(rpc_session *client, uint32_t msgid, bool ok, clockti
                      vlen - ITEM_DATA_OFF);
 }
 
+/* dataop_answer_fn for an incr/decr with UPDATE_FLAG_VALUE that created the item. */
+static void answer_created_value(rpc_session *client, uint32_t msgid, bool ok, clocktime_t ct,
+                                 const void *val, size_t vlen)
+{
+    if (!ok)
+        rpc_reply_error(client, msgid, RPC_UNKNOWN_ERROR);
+    else
+        reply_result(client, msgid, UPDATE_CREATED, ct, val, vlen);
+}
+
 /* dataop_answer_fn for a touch with UPDATE_FLAG_VALUE (gat): the whole new DBValue. */
 static void answer_value(rpc_session *client, uint32_t msgid, bool ok, clocktime_t ct,
                          const void *val, size_t vlen)
@@ -234,7 +244,9 @@ static uint32_t apply_op(uint32_t op, uint32_t flags, uint64_t arg, const rmw_it
             n = n > arg ? n - arg : 0;             /* decr floors at 0 */
         char digits[U64_DIGITS_MAX + 1];
         int dlen = snprintf(digits, sizeof(digits), "%llu", (unsigned long long)n);
-        *out = item_build(cur->flags, cur->exptime, 0, digits, (size_t)dlen, NULL, 0, outlen);
+        uint32_t exptime = (flags & UPDATE_FLAG_TTL) && req_len >= ITEM_DATA_OFF
+                           ? be32_get(req_val + DBVALUE_HEADER_LEN + 4) : cur->exptime;
+        *out = item_build(cur->flags, exptime, 0, digits, (size_t)dlen, NULL, 0, outlen);
         return UPDATE_STORED;
     }
     case UPDATE_OP_TOUCH:
@@ -302,11 +314,12 @@ void rmwop_update(server *srv, const rpc_request *req)
     }
     srv->cmd_set++;
     bool number = op == UPDATE_OP_INCR || op == UPDATE_OP_DECR;
-    bool value = op == UPDATE_OP_TOUCH && (flags & UPDATE_FLAG_VALUE);
+    bool value = (op == UPDATE_OP_TOUCH || number) && (flags & UPDATE_FLAG_VALUE);
     dataop_replicate_value(srv, req, ct, &plan, key, klen, nv, nlen,
                            (flags & UPDATE_FLAG_ASYNC) != 0,
-                           status == UPDATE_CREATED ? answer_created
-                           : number ? answer_number : value ? answer_value : answer_stored);
+                           status == UPDATE_CREATED ? (value ? answer_created_value
+                                                             : answer_created)
+                           : value ? answer_value : number ? answer_number : answer_stored);
     free(nv);
 }
 

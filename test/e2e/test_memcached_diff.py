@@ -14,7 +14,7 @@ from mcdiff import bin_req
 
 # Deliberate differences (doc/protocol-additions.md, "Differences from memcached"):
 DIFFERENCES = {
-    "mg flags h l u R N E I, ms I E, md C I T x, ma C t T":
+    "mg flags h l u R N E I, ms I E, md C I T x, ma C":
         "need per-item access history, stale marks or a client-chosen CAS that a "
         "replicated store does not keep; answered 'CLIENT_ERROR invalid flag', as "
         "memcached answers a flag it does not know",
@@ -172,6 +172,9 @@ def test_meta_arithmetic(pair):
               b"ms m_a3 20\r\n18446744073709551615\r\nma m_a3 v\r\n")
     pair.text(b"ma w1 N0 q\r\nma w1 q\r\nma w1 v q\r\nma w1 v\r\nma w2 N0 q v\r\nma w3 N0 v\r\n"
               b"ma w4 N0 J5 MD D9 v\r\nma w4 v MD\r\n")
+    # t returns the remaining TTL, T replaces it
+    pair.text(b"ms m_a5 1 T100\r\n5\r\nma m_a5 t v\r\nma m_a5 T500 t v\r\nmg m_a5 t\r\n"
+              b"ma m_a6 N50 t v\r\nma m_a6 t c\r\nma m_a7 t\r\nma m_a8 N0 t\r\n")
 
 
 def test_meta_base64_keys(pair):
