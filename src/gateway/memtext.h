@@ -69,8 +69,10 @@ enum memtext_status {
  *   req->cmd and req->noreply are set as far as the line was understood (memcached sends
  *   no error reply to a noreply request).  A line longer than MEMTEXT_LINE_MAX without
  *   "\n" is an ERROR ("CLIENT_ERROR line too long") with *consumed = len (caller should
- *   then keep discarding until the next "\n"; see memtext_skip_line); get/gets/gat/gats
- *   lines may be as long as MEMTEXT_MAX_KEYS keys of MEMTEXT_KEY_MAX bytes need.
+ *   then keep discarding until the next "\n"; see memtext_skip_line -- or, for a storage
+ *   command (req->cmd), close: its data block could not be told from commands);
+ *   get/gets/gat/gats lines stream instead (MEMTEXT_STREAM).  A storage line that is
+ *   whole in buf is taken at any length.
  * max_value: largest accepted data block; a larger one gives ERROR with
  *   "SERVER_ERROR object too large for cache", *consumed = the command line, and *need =
  *   the bytes of the data block (+2) the caller must still discard as they arrive. For all

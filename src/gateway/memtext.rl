@@ -438,6 +438,12 @@ static bool looks_like_http(const char *line, size_t nl)
     return end - start >= 5 && memcmp(line + start, "HTTP/", 5) == 0;
 }
 
+static bool is_storage(enum memtext_cmd cmd)
+{
+    return cmd == MEMTEXT_SET || cmd == MEMTEXT_ADD || cmd == MEMTEXT_REPLACE ||
+           cmd == MEMTEXT_APPEND || cmd == MEMTEXT_PREPEND || cmd == MEMTEXT_CAS;
+}
+
 static bool is_retrieval(enum memtext_cmd cmd)
 {
     return cmd == MEMTEXT_GET || cmd == MEMTEXT_GETS || cmd == MEMTEXT_GAT
@@ -489,7 +495,10 @@ enum memtext_status memtext_parse(const char *buf, size_t len, size_t max_value,
     }
 
     size_t limit = ls.have_cmd && is_retrieval(ls.cmd) ? GET_LINE_MAX : MEMTEXT_LINE_MAX;
-    if (!ls.have_nl || ls.nl > limit) {
+    /* A whole storage line is taken however long (as memcached): refusing it would leave
+     * its data block to be read as commands. */
+    bool storage = ls.have_cmd && is_storage(ls.cmd);
+    if (!ls.have_nl || (ls.nl > limit && !storage)) {
         if (ls.have_nl) {          /* the whole over-long line is here: drop just it */
             *consumed = ls.nl + 1;
         } else if (len > limit) {  /* caller drops the rest with memtext_skip_line */

@@ -694,8 +694,9 @@ size_t metaconn_parse(frontconn *c, const metaconn_env *env, const char *buf, si
         if (len <= MEMTEXT_LINE_MAX)
             return 0;
         put_line(c, E_LINE);
-        frontconn_set_state(c, FRONTCONN_SKIPLINE);
-        return len;
+        /* an unended ms line: where its data block starts is unknown, so close */
+        frontconn_set_state(c, buf[1] == 's' ? FRONTCONN_DRAIN : FRONTCONN_SKIPLINE);
+        return buf[1] == 's' ? 0 : len;
     }
     size_t line_len = (size_t)(nl - buf) + 1;
     size_t end = line_len - 1;

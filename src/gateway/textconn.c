@@ -668,6 +668,15 @@ static size_t tc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
         frontconn_set_state(c, FRONTCONN_DRAIN);
         return 0;
     }
+    bool storage = l->req.cmd == MEMTEXT_SET || l->req.cmd == MEMTEXT_ADD ||
+                   l->req.cmd == MEMTEXT_REPLACE || l->req.cmd == MEMTEXT_APPEND ||
+                   l->req.cmd == MEMTEXT_PREPEND || l->req.cmd == MEMTEXT_CAS;
+    if (storage && !memchr(buf, '\n', consumed)) {
+        /* an unended storage line: where its data block starts is unknown, so nothing
+         * after it can be trusted not to be data (memcached closes too) */
+        frontconn_set_state(c, FRONTCONN_DRAIN);
+        return 0;
+    }
     if (swallow > 0)
         frontconn_swallow(c, swallow);   /* oversize value: drop its block as it comes */
     else if (!memchr(buf, '\n', consumed))

@@ -135,6 +135,23 @@ def test_multiget_over_256_keys_and_long_lines(pair):
         b.endswith(b"CLIENT_ERROR bad command line format\r\nVALUE d_mg0007 0 4\r\n0007\r\nEND\r\n")
 
 
+def test_long_storage_line_never_runs_its_block(pair):
+    # a whole long storage line is taken, as memcached takes it
+    pair.text(b"set d_ll 0 0 5" + b" " * 9000 + b"\r\nhello\r\nget d_ll\r\n")
+    pair.text(b"ms d_ll2 5" + b" " * 3000 + b"\r\nhello\r\nmg d_ll2 v\r\n")
+    # an unended one (past 8 KiB without a newline) closes: its block cannot be told
+    # from commands, and must not run (memcached closes too)
+    for line in (b"set d_ll3 0 0 11", b"ms d_ll3 11"):
+        with pair.gw.connect() as s:
+            try:
+                s.sendall(line + b" " * 20000 + b"\r\nflush_all\r\n")
+                reply = mcdiff.read_until(s, lambda b: False)
+            except ConnectionResetError:   # closed with our bytes unread: a reset
+                reply = b"CLIENT_ERROR line too long\r\n<EOF>"
+        assert reply == b"CLIENT_ERROR line too long\r\n<EOF>"
+        pair.text(b"get d_ll\r\n", expect=b"VALUE d_ll 0 5\r\nhello\r\nEND\r\n")
+
+
 # ------------------------------------------------------------------ meta protocol
 
 def test_meta_get(pair):

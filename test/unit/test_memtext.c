@@ -593,8 +593,15 @@ static void test_long_lines(void **state)
     /* exactly at the limit it still waits for the "\n" */
     assert_int_equal(memtext_parse(buf, MEMTEXT_LINE_MAX, MIB, &req, &consumed, &need, &err),
                      MEMTEXT_NEED_MORE);
-    /* the whole over-long line present: only that line goes */
+    assert_int_equal(req.cmd, MEMTEXT_SET);   /* textconn closes after an unended set */
+    /* a whole over-long storage line is parsed like any other (here: too few tokens) */
     memcpy(buf + MEMTEXT_LINE_MAX + 10, "\r\nversion\r\n", 11);
+    assert_int_equal(memtext_parse(buf, MEMTEXT_LINE_MAX + 21, MIB, &req, &consumed, &need,
+                                   &err), MEMTEXT_ERROR);
+    assert_int_equal(consumed, MEMTEXT_LINE_MAX + 12);
+    assert_string_equal(err, "ERROR");
+    /* the whole over-long line of another command: only that line goes */
+    memcpy(buf, "incr", 4);
     assert_int_equal(memtext_parse(buf, MEMTEXT_LINE_MAX + 21, MIB, &req, &consumed, &need,
                                    &err), MEMTEXT_ERROR);
     assert_int_equal(consumed, MEMTEXT_LINE_MAX + 12);
