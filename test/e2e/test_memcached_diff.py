@@ -18,6 +18,7 @@ DIFFERENCES = {
         "need per-item access history, stale marks or a client-chosen CAS that a "
         "replicated store does not keep; answered 'CLIENT_ERROR invalid flag', as "
         "memcached answers a flag it does not know",
+    "control bytes in keys": "refused (DECISIONS.md 3); memcached accepts them",
     "me": "the ME line's la/fetch/cls fields are memcached's internals: la=0 fetch=no cls=1",
     "value size limit": "memcached's -I counts its item header, so its largest value is a "
                         "little under 1 MiB; the gateway's -x is the value size itself",
