@@ -2,8 +2,6 @@
 binary protocol) and Perl's Cache::Memcached::Fast.  Multi-get of 10,000 keys (far past
 the old 256-key / 72 KiB line limit), 1 MiB values, binary-safe values, flags, expiry,
 cas, incr/decr, touch, noreply."""
-import os
-import shutil
 import subprocess
 import time
 
@@ -12,6 +10,22 @@ import pytest
 import kumo
 
 N_MULTI = 10000
+
+
+def _eventually(cond, limit=10.0):
+    """True once cond() holds: polls (bounded) instead of sleeping a fixed time, so a
+    slow machine cannot make it fail."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _gone_within(get):
+    """True once get() misses: an item set with a 1-second expiry."""
+    return _eventually(lambda: get() is None)
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +88,12 @@ def test_pymemcache_features(gw):
     c.set("pm_exp", b"x", expire=-1, noreply=False)
     assert c.get("pm_exp") is None
     assert c.delete("pm_exp", noreply=False) is False  # expired: NOT_FOUND
+    c.set("pm_exp1", b"x", expire=1, noreply=False)
+    assert c.get("pm_exp1") == b"x"
+    assert _gone_within(lambda: c.get("pm_exp1"))
+    # a key is text, a value is any bytes: NUL, CR LF, "END\r\n" inside a value
+    tricky = b"\0\r\nEND\r\nVALUE x 0 1\r\n\xff"
+    assert c.set("pm_tricky", tricky, noreply=False) and c.get("pm_tricky") == tricky
     c.close()
 
 
@@ -108,6 +128,24 @@ def test_pylibmc(gw, binary):
     assert not c.cas("pl_cas" + tag, "c", cas)
     c.set("pl_exp" + tag, "x", time=1)
     assert c.get("pl_exp" + tag) == "x"
+    assert _gone_within(lambda: c.get("pl_exp" + tag))
+    assert not c.delete("pl_exp" + tag)          # expired: NOT_FOUND
+    c.set("pl_pick" + tag, {"a": [1, 2]})        # pylibmc's flags say "pickle"
+    assert c.get("pl_pick" + tag) == {"a": [1, 2]}
+    tricky = b"\0\r\nEND\r\n\xff"
+    c.set("pl_tricky" + tag, tricky)
+    assert c.get("pl_tricky" + tag) == tricky
+    # noreply: libmemcached's NOREPLY behaviour (quiet opcodes on the binary port)
+    nr = _pylibmc(port, binary)
+    nr.behaviors = {"_noreply": True}
+    for i in range(100):
+        nr.set("pl_nr%s%d" % (tag, i), "v%d" % i)
+    nr.delete("pl_nr%s0" % tag)
+    nr.disconnect_all()
+    nrkeys = ["pl_nr%s%d" % (tag, i) for i in range(100)]
+    # no reply means no ordering point: another connection sees them once they are done
+    want = {k: "v%d" % i for i, k in enumerate(nrkeys) if i}
+    assert _eventually(lambda: c.get_multi(nrkeys) == want)
     c.disconnect_all()
 
 
@@ -133,9 +171,29 @@ $m->touch("cmf_c", 100) or die "touch";
 $m->cas("cmf_c", @$g[0], "b") or die "cas after touch";
 !$m->cas("cmf_c", @$g[0], "c") or die "stale cas";
 $m->set("cmf_e", "x", -1); defined($m->get("cmf_e")) and die "expired";
+$m->set("cmf_e1", "x", 1); $m->get("cmf_e1") eq "x" or die "expiry 1 s early";
+my $gone = 0;
+for (1 .. 50) { if (!defined($m->get("cmf_e1"))) { $gone = 1; last } select(undef, undef, undef, 0.2) }
+$gone or die "expiry 1 s: still there after 10 s";
+$m->set("cmf_h", {a => [1, 2]}) or die "set ref";       # Storable, flagged by the client
+$m->get("cmf_h")->{a}[1] == 2 or die "flags (serialized ref)";
 $m->set("cmf_q", "y"); $m->delete("cmf_q") or die "delete";
-$m->set_multi(["cmf_nr", "z"]);
-$m->get("cmf_nr") eq "z" or die "noreply";
+my $nr = Cache::Memcached::Fast->new({servers => [{address => "127.0.0.1:$ARGV[0]",
+                                                   noreply => 1}]});
+$nr->set("cmf_nr$_", "z$_") for 0 .. 99;           # void context: "noreply" on the wire
+$nr->delete("cmf_nr0");
+$nr->incr("cmf_n", 7);
+$nr->disconnect_all;
+# no reply means no ordering point: this connection sees them once they are done
+my $seen = 0;
+for (1 .. 50) {
+    my $r = $m->get_multi(map { "cmf_nr$_" } 0 .. 99);
+    if (scalar(keys %$r) == 99 && $r->{cmf_nr99} eq "z99" && $m->get("cmf_n") == 7) {
+        $seen = 1; last
+    }
+    select(undef, undef, undef, 0.2);
+}
+$seen or die "noreply: not all applied after 10 s";
 print "ok\n";
 '''
 
