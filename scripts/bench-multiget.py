@@ -1,13 +1,23 @@
 #!/usr/bin/python3
-"""Throughput of 100-key multi-gets: kumo-gateway (3 servers + 1 gateway on this host)
-against memcached 1.6, side by side.  A benchmark, not a test: it prints figures.
+"""Throughput of 100-key multi-gets: kumo-gateway (3 kumo-servers + 1 gateway on this
+host, text port) against memcached 1.6 (Debian's, -t 2), side by side.  A benchmark, not a
+test: it prints figures.
 
-memcaslap cannot be used: its keys start with control bytes, which the gateway refuses
-(DECISIONS.md 3).  The load here: P client processes, each keeping D requests of
-"get k1 ... k100" (16-byte keys, 100-byte values, all present) in flight on one
-connection, for S seconds.  Usage: scripts/bench-multiget.py [S] [rounds] [P] [D]"""
+    scripts/bench-multiget.py [seconds] [rounds] [processes] [connections] [depth]
+
+The load is generated here, not with memcaslap: memcaslap's keys start with bytes
+0x10-0x1f, which the gateway refuses (doc/protocol-additions.md 4.2), and kvload has no
+multi-get.  Each of `processes` client processes keeps `connections` connections busy
+with `depth` pipelined `get` lines of 100 keys each, drawn from 10,000 preloaded keys
+with 100-byte values.  A reply is checked byte for byte the first time its request line
+is used and by its exact length and "END" after that.  Both targets get the same request
+lines and run interleaved (memcached, gateway, memcached, ...); the median per target
+is printed.  On a shared 2-core host the client, the cluster and memcached compete for
+CPU: compare the two lines with each other, not with published figures."""
 import multiprocessing
 import os
+import random
+import selectors
 import socket
 import sys
 import time
@@ -18,75 +28,137 @@ os.environ.setdefault("KUMO_BUILD_DIR", os.path.join(top, "build"))
 import kumo    # noqa: E402
 import mcdiff  # noqa: E402
 
-SECS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
-ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 2
-PROCS = int(sys.argv[3]) if len(sys.argv) > 3 else 4
-DEPTH = int(sys.argv[4]) if len(sys.argv) > 4 else 8
-NKEYS = 10000
+KEYS = 10000
+PER_GET = 100
+VALUE = 100
+LINES = 256         # distinct request lines, reused round robin
 
 
 def key(i):
-    return b"bench-key-%06d" % i          # 16 bytes
+    return b"bm%06d" % i
+
+
+def value(i):
+    return (b"%06d" % i) * (VALUE // 6) + b"v" * (VALUE % 6)
+
+
+def request_lines():
+    rnd = random.Random(1)
+    out = []
+    for _ in range(LINES):
+        ids = rnd.sample(range(KEYS), PER_GET)
+        line = b"get " + b" ".join(key(i) for i in ids) + b"\r\n"
+        reply = b"".join(b"VALUE %s 0 %d\r\n%s\r\n" % (key(i), VALUE, value(i))
+                         for i in ids) + b"END\r\n"
+        out.append((line, reply))
+    return out
 
 
 def preload(port):
+    """Set every key, pipelined, and wait for all the STOREDs."""
     with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
-        for i in range(0, NKEYS, 500):
-            s.sendall(b"".join(b"set %s 0 0 100\r\n%s\r\n" % (key(j), b"v" * 100)
-                               for j in range(i, i + 500)))
-            mcdiff.read_until(s, lambda b: b.count(b"STORED\r\n") >= 500)
+        for base in range(0, KEYS, 1000):
+            s.sendall(b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (key(i), VALUE, value(i))
+                               for i in range(base, base + 1000)))
+            want = b"STORED\r\n" * 1000
+            got = mcdiff.read_until(s, lambda b: len(b) >= len(want))
+            if got != want:
+                raise SystemExit("preload of port %d failed: %r" % (port, got[:200]))
 
 
-def client(port, seed, out):
-    lines = [b"get " + b" ".join(key((seed * 7919 + n * 100 + j) % NKEYS) for j in range(100))
-             + b"\r\n" for n in range(64)]
-    s = socket.create_connection(("127.0.0.1", port), timeout=60)
-    done = sent = 0
-    buf = b""
-    end = time.time() + SECS
-    while sent < DEPTH:
-        s.sendall(lines[sent % 64])
-        sent += 1
-    while time.time() < end:
-        chunk = s.recv(1 << 20)
-        buf += chunk
-        n = buf.count(b"END\r\n")
-        if n:
-            buf = buf[buf.rfind(b"END\r\n") + 5:]
-            done += n
-            s.sendall(b"".join(lines[(sent + i) % 64] for i in range(n)))
-            sent += n
-    s.close()
-    out.put(done)
+def client(port, secs, conns, depth, seed, result):
+    """One process: conns connections, depth requests in flight on each, for secs."""
+    lines = request_lines()
+    checked = [False] * LINES
+    sel = selectors.DefaultSelector()
+    state = []
+    nxt = seed % LINES
+    for _ in range(conns):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.setblocking(False)
+        st = {"sock": s, "buf": bytearray(), "fifo": []}
+        for _ in range(depth):
+            s.sendall(lines[nxt][0])
+            st["fifo"].append(nxt)
+            nxt = (nxt + 1) % LINES
+        sel.register(s, selectors.EVENT_READ, st)
+        state.append(st)
+    done = errors = 0
+    end = time.monotonic() + secs
+    start = time.monotonic()
+    while time.monotonic() < end:
+        for k, _ in sel.select(timeout=1.0):
+            st = k.data
+            chunk = st["sock"].recv(1 << 20)
+            if not chunk:
+                raise SystemExit("port %d closed the connection" % port)
+            st["buf"] += chunk
+            while st["fifo"]:
+                idx = st["fifo"][0]
+                want = lines[idx][1]
+                if len(st["buf"]) < len(want):
+                    break
+                got = bytes(st["buf"][:len(want)])
+                del st["buf"][:len(want)]
+                if not checked[idx]:
+                    checked[idx] = got == want
+                    errors += got != want
+                elif not got.endswith(b"END\r\n"):
+                    errors += 1
+                st["fifo"].pop(0)
+                done += 1
+                st["sock"].sendall(lines[nxt][0])
+                st["fifo"].append(nxt)
+                nxt = (nxt + 1) % LINES
+    elapsed = time.monotonic() - start
+    for st in state:
+        st["sock"].close()
+    result.put((done, elapsed, errors))
 
 
-def run(port):
+def run(port, secs, procs, conns, depth):
     q = multiprocessing.Queue()
-    ps = [multiprocessing.Process(target=client, args=(port, i, q)) for i in range(PROCS)]
-    t0 = time.time()
+    ps = [multiprocessing.Process(target=client, args=(port, secs, conns, depth, i * 37, q))
+          for i in range(procs)]
     for p in ps:
         p.start()
-    total = sum(q.get() for _ in ps)
+    res = [q.get(timeout=secs + 120) for _ in ps]
     for p in ps:
-        p.join()
-    return total / max(time.time() - t0, SECS)
+        p.join(30)
+    rate = sum(d / e for d, e, _ in res)
+    return rate, sum(x[2] for x in res)
 
 
-mc = mcdiff.Memcached(["-t", "2"])
-c = kumo.standard_cluster(3)
-try:
-    targets = (("memcached", mc.port), ("kumo-gateway", c.gateways[0].port))
-    for _, port in targets:
-        preload(port)
-    res = {name: [] for name, _ in targets}
-    for _ in range(ROUNDS):
-        for name, port in targets:
-            res[name].append(run(port))
-    print("100-key multi-gets, %d clients x %d in flight, %d s x %d rounds, median:"
-          % (PROCS, DEPTH, SECS, ROUNDS))
-    for name, v in res.items():
-        m = sorted(v)[len(v) // 2]
-        print("  %-13s %7.0f multi-gets/s = %8.0f keys/s" % (name, m, m * 100))
-finally:
-    mc.close()
-    c.close()
+def main():
+    a = [int(x) for x in sys.argv[1:]]
+    secs, rounds, procs, conns, depth = (a + [10, 3, 2, 16, 2][len(a):])[:5]
+    mc = mcdiff.Memcached(["-t", "2"])
+    c = kumo.standard_cluster(3)
+    try:
+        targets = (("memcached", mc.port), ("kumo-gateway", c.gateways[0].port))
+        for _, port in targets:
+            preload(port)
+        res = {name: [] for name, _ in targets}
+        for _ in range(rounds):
+            for name, port in targets:
+                res[name].append(run(port, secs, procs, conns, depth))
+                time.sleep(1)
+        print("100-key multi-gets of 100-byte values (get line of 100 keys out of %d), "
+              "%d client processes x %d connections x %d in flight, %d s x %d rounds:"
+              % (KEYS, procs, conns, depth, secs, rounds))
+        med = {}
+        for name, v in res.items():
+            rates = sorted(x[0] for x in v)
+            med[name] = rates[len(rates) // 2]
+            print("  %-13s median %8.0f multi-gets/s = %9.0f keys/s   rounds %s   errors %d"
+                  % (name, med[name], med[name] * PER_GET,
+                     " ".join("%.0f" % r for r in rates), sum(x[1] for x in v)))
+        print("  kumo-gateway / memcached: %.2f" % (med["kumo-gateway"] / med["memcached"]))
+    finally:
+        mc.close()
+        c.close()
+
+
+if __name__ == "__main__":
+    main()
