@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,8 +75,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
                             .sin_port = htons((uint16_t)ports[data[0] % 3])};
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        perror("fuzz_frontend: socket/connect");
         abort();
+    }
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     size_t off = 1;
     bool closed = false, wr_done = false;
@@ -106,6 +109,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 break;
         }
     }
+    /* an abortive close (RST): an orderly one leaves a TIME_WAIT per input, and some
+     * 28,000 of them within a minute use up the loopback's ephemeral ports */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     close(fd);
     /* let the gateway see the close and free the connection */
     for (int i = 0; i < 100; i++)
