@@ -22,13 +22,23 @@ DIFFERENCES = {
     "me": "the ME line's la/fetch/cls fields are memcached's internals: la=0 fetch=no cls=1",
     "value size limit": "memcached's -I counts its item header, so its largest value is a "
                         "little under 1 MiB; the gateway's -x is the value size itself",
-    "ms with a bad key": "memcached runs the data block of an ms whose key is too long as "
-                         "commands; the gateway always drops the block with its line",
+    "refused storage line": "memcached runs the data block of a refused ms/set/cas line "
+                            "(key too long, bad CAS token, negative flags) as commands; "
+                            "the gateway always drops the block with its line",
+    "flags over 32 bits": "memcached 1.6.18 cuts them to 32 bits; the gateway refuses",
+    "incr on ' 12', '+12'": "memcached's strtoull takes them; the server takes digits only",
+    "gat without a key": "memcached: END; the gateway: ERROR",
+    "version": "1.6.21-kumofs-0.4.13: a memcached with meta commands, and the kumofs release",
+    "stats, admin commands": "the gateway's own counters; memcached's memory administration "
+                             "(stats detail, slabs, lru_crawler, cache_memlimit) is ERROR",
+    "binary Invalid arguments": "memcached closes the connection after it, the gateway not",
+    "binary verbosity": "memcached 1.6.18: Unknown command; the gateway: success",
     "bad key in a streamed multi-get": "a get line of more than 256 keys or 8 KiB is read "
         "key by key, so the values before a bad key are sent before the CLIENT_ERROR; "
         "memcached buffers the whole line and sends only the error",
     "long lines": "memcached closes the connection on a non-get line over 2 KiB without "
-                  "a newline; the gateway answers CLIENT_ERROR line too long and goes on",
+                  "a newline; the gateway answers CLIENT_ERROR line too long and goes on, "
+                  "except after a storage line (closes too: its block must not run)",
 }
 
 
@@ -254,3 +264,42 @@ def test_binary_commands(pair):
                  bin_req(0x1c, b"bt2", struct.pack(">I", 10)),
                  bin_req(0x1c, b"bt_missing", struct.pack(">I", 10)),
                  bin_req(0x11, b"bt3", ext, b"q"), bin_req(0x00, b"bt3")])
+
+
+# ------------------------------------------------------------------ admin, and the rest of DIFFERENCES
+
+def test_admin_and_error_cases(pair):
+    # identical in both (flush_all last: the module's other tests set their own keys)
+    pair.text(b"verbosity 1\r\nverbosity\r\nverbosity 1 noreply\r\ngat\r\ngats x k\r\n"
+              b"touch k\r\ndelete k 0\r\ndelete k 5\r\nget\r\ngets\r\nSET k 0 0 1\r\n")
+    pair.text(b"cas a_f2 0 0 1\r\nx\r\nset a_n 0 0 2\r\nab\r\nincr a_n 1\r\n"
+              b"set a_n2 0 0 20\r\n18446744073709551615\r\nincr a_n2 1\r\n"
+              b"incr a_n2 18446744073709551616\r\n")
+    pair.binary([bin_req(0x0a), bin_req(0x09, b"a_zz"), bin_req(0x50),
+                 bin_req(0x0e, b"a_missing", b"", b"x"), bin_req(0x20),
+                 bin_req(0x1d, b"a_zz", struct.pack(">I", 1))])
+    pair.text(b"set a_f1 0 0 1\r\nx\r\nflush_all\r\nget a_f1\r\nflush_all 0\r\n"
+              b"flush_all noreply\r\nflush_all x\r\nflush_all -1\r\n")
+
+
+def test_documented_differences(pair):
+    """Each entry of DIFFERENCES that a short exchange shows, as it is documented."""
+    a, b = pair.both(b"cas a_c 0 0 1 abc\r\nx\r\nset a_c -1 0 1\r\nx\r\n")
+    assert a == b"CLIENT_ERROR bad command line format\r\nERROR\r\n" * 2
+    assert b == b"CLIENT_ERROR bad command line format\r\n" * 2
+    a, b = pair.both(b"set a_fl 4294967296 0 1\r\nx\r\nget a_fl\r\n")
+    assert a == b"STORED\r\nVALUE a_fl 0 1\r\nx\r\nEND\r\n"
+    assert b == b"CLIENT_ERROR bad command line format\r\nEND\r\n"
+    a, b = pair.both(b"set a_i 0 0 3\r\n+12\r\nincr a_i 1\r\n")
+    assert a == b"STORED\r\n13\r\n"
+    assert b == b"STORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+    a, b = pair.both(b"gat 10\r\n")
+    assert (a, b) == (b"END\r\n", b"ERROR\r\n")
+    a, b = pair.both(b"version\r\n")
+    assert a.startswith(b"VERSION 1.6.") and b == b"VERSION 1.6.21-kumofs-0.4.13\r\n"
+    a, b = pair.both(b"stats detail on\r\ncache_memlimit 100\r\nslabs automove 1\r\n")
+    assert a == b"OK\r\n" * 3 and b == b"ERROR\r\n" * 3
+    with pytest.raises(AssertionError) as e:     # memcached closes, the gateway goes on
+        pair.binary([bin_req(0x00, b"a_k", b"abcd")])
+    assert "'EOF'" in str(e.value).split("gateway:")[0]
+    assert "'EOF'" not in str(e.value).split("gateway:")[1]
