@@ -2,7 +2,6 @@
 free loopback port) and to kumo-gateway; the replies must be identical after renaming
 CAS uniques (mcdiff.py).  Every deliberate difference is listed in DIFFERENCES below
 with its reason, and in doc/protocol-additions.md."""
-import os
 import shutil
 import struct
 
