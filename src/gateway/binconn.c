@@ -195,6 +195,20 @@ static bool op_gat(uint8_t op)
     return op == OP_GAT || op == OP_GATQ || op == OP_GATK || op == OP_GATKQ;
 }
 
+/* A found item: flags extras, the key for GETK/GATK, the data; the CAS is the item's. */
+static void put_item(bc_slot *s, frontconn_buf *b, const char *key, size_t klen,
+                     const gateway_item *it)
+{
+    size_t kl = s->withkey ? klen : 0;
+    uint8_t flags[4];
+    put_be32(flags, it->flags);
+    frontconn_buf_reserve(b, BC_HEADER_LEN + 4 + kl + it->len);
+    put_header(b, s->opcode, ST_OK, kl, 4, 4 + kl + it->len, s->opaque, it->cas);
+    frontconn_buf_append(b, flags, 4);
+    frontconn_buf_append(b, key, kl);
+    frontconn_buf_append(b, it->data, it->len);
+}
+
 static void get_done(void *ud, int status, const gateway_value *v, const char *key, size_t klen)
 {
     bc_slot *s = ud;
@@ -209,14 +223,7 @@ static void get_done(void *ud, int status, const gateway_value *v, const char *k
         return;
     frontconn_buf *b = slot_target(s);
     if (hit) {
-        size_t kl = s->withkey ? klen : 0;
-        uint8_t flags[4];
-        put_be32(flags, it.flags);
-        frontconn_buf_reserve(b, BC_HEADER_LEN + 4 + kl + it.len);
-        put_header(b, s->opcode, ST_OK, kl, 4, 4 + kl + it.len, s->opaque, v->ct);
-        frontconn_buf_append(b, flags, 4);
-        frontconn_buf_append(b, key, kl);
-        frontconn_buf_append(b, it.data, it.len);
+        put_item(s, b, key, klen, &it);
     } else if (status == GATEWAY_FAILED) {
         slot_error(s, ST_INTERNAL);          /* errors are reported even when quiet */
     } else if (!s->quiet) {
@@ -329,9 +336,20 @@ static void incr_reply(bc_slot *s, uint64_t n, clocktime_t ct)
 
 static void incr_done(void *ud, int status, clocktime_t ct, const char *value, size_t vlen);
 
+/* A creating incr/decr makes a missing item with the initial value in the same server
+ * step, so a request pipelined behind it sees it (a server that cannot answers NOT_FOUND
+ * and incr_done creates it with a second request). */
 static void incr_send(bc_slot *s)
 {
     bool decr = s->opcode == OP_DECR || s->opcode == OP_DECRQ;
+    if (s->step == 0 && s->exptime != BC_NO_CREATE) {
+        char num[24];
+        int n = snprintf(num, sizeof num, "%llu", (unsigned long long)s->initial);
+        gateway_update(slot_gateway(s), decr ? GATEWAY_DECR_CREATE : GATEWAY_INCR_CREATE,
+                       s->key.p, s->key.len, 0, s->exptime, num, (size_t)n, s->delta, false,
+                       incr_done, s);
+        return;
+    }
     gateway_update(slot_gateway(s), decr ? GATEWAY_DECR : GATEWAY_INCR, s->key.p, s->key.len,
                    0, 0, NULL, 0, s->delta, false, incr_done, s);
 }
@@ -339,6 +357,8 @@ static void incr_send(bc_slot *s)
 static void incr_done(void *ud, int status, clocktime_t ct, const char *value, size_t vlen)
 {
     bc_slot *s = ud;
+    if (status == GATEWAY_CREATED)
+        status = GATEWAY_OK;
     if (s->step == 0) {               /* the client's own incr/decr, not our retries */
         gwstats *st = slot_stats(s);
         bool decr = s->opcode == OP_DECR || s->opcode == OP_DECRQ;
@@ -387,6 +407,29 @@ static void touch_done(void *ud, int status, clocktime_t ct, const char *value, 
     if (!slot_alive(s))
         return;
     bool gat = s->opcode != OP_TOUCH;
+    gateway_value gv;
+    gateway_item it;
+    if (status == GATEWAY_OK && !gat && value && gateway_value_parse(value, vlen, &gv) &&
+        gateway_item_decode_any(slot_gateway(s), &gv, &it)) {
+        /* memcached answers a touch with the item's flags and its unchanged CAS */
+        uint8_t flags[4];
+        put_be32(flags, it.flags);
+        put_header(slot_target(s), s->opcode, ST_OK, 0, 4, 4, s->opaque, it.cas);
+        frontconn_buf_append(slot_target(s), flags, 4);
+        slot_complete(s);
+        return;
+    }
+    if (status == GATEWAY_OK && gat && value) {
+        /* the touched item came with the touch: returned even when the new exptime has
+         * passed already (memcached returns it, then it is gone) */
+        if (gateway_value_parse(value, vlen, &gv) &&
+            gateway_item_decode_any(slot_gateway(s), &gv, &it))
+            put_item(s, slot_target(s), s->key.p, s->key.len, &it);
+        else
+            slot_error(s, ST_NOT_FOUND);
+        slot_complete(s);
+        return;
+    }
     if (status == GATEWAY_OK && gat) {
         /* the touched item's value: a get, still holding this slot */
         gateway_get(slot_gateway(s), s->key.p, s->key.len, get_done, s);
@@ -438,6 +481,29 @@ static void cmd_get(frontconn *c, const bc_req *r)
     gateway_get(conn_listener(c)->gw, r->key, r->keylen, get_done, s);
 }
 
+static void toobig_done(void *ud, int status, clocktime_t ct)
+{
+    bc_slot *s = ud;
+    if (!slot_alive(s))
+        return;
+    slot_error(s, ST_TOO_LARGE);
+    slot_complete(s);
+}
+
+/* A storage request refused as too large.  memcached unlinks the key of a refused set,
+ * so the old value is not read back as if the set had not happened: the error follows
+ * that delete. */
+static void store_too_large(frontconn *c, const bc_req *r)
+{
+    if ((r->opcode == OP_SET || r->opcode == OP_SETQ) && r->keylen > 0 &&
+        r->keylen <= BC_KEY_MAX) {
+        bc_slot *s = pending_slot(c, r);
+        gateway_delete(conn_listener(c)->gw, r->key, r->keylen, false, toobig_done, s);
+        return;
+    }
+    conn_error(c, r, ST_TOO_LARGE);
+}
+
 static void cmd_store(frontconn *c, const bc_req *r)
 {
     gateway *gw = conn_listener(c)->gw;
@@ -447,7 +513,7 @@ static void cmd_store(frontconn *c, const bc_req *r)
         exptime = get_be32(r->extras + 4);
     }
     if (r->valuelen > conn_listener(c)->cfg.item_size_max) {
-        conn_error(c, r, ST_TOO_LARGE);
+        store_too_large(c, r);
         return;
     }
     frontconn_stats(c)->cmd_set++;
@@ -499,7 +565,8 @@ static void cmd_touch(frontconn *c, const bc_req *r)
     gwstats *st = frontconn_stats(c);
     st->cmd_touch++;
     st->cmd_get += op_gat(r->opcode);
-    gateway_update(conn_listener(c)->gw, GATEWAY_TOUCH, r->key, r->keylen, 0, s->exptime,
+    /* touch too asks for the item back: its reply carries the flags and the CAS */
+    gateway_update(conn_listener(c)->gw, GATEWAY_GAT, r->key, r->keylen, 0, s->exptime,
                    NULL, 0, 0, false, touch_done, s);
 }
 
@@ -649,11 +716,144 @@ static void conn_dispatch(frontconn *c, const uint8_t *p, size_t bodylen)
     op->h(c, &r);
 }
 
+/* ------------------------------------------------------------------ cloudy (-c) */
+
+/* kumofs 0.4.13's "cloudy" port (memcached.md §4): a binary subset whose replies go out
+ * as operations complete, values stored and returned raw (meta 0, no flags or exptime,
+ * whatever -F/-E say), CAS 0, and any request outside the subset closes the connection
+ * without a reply. */
+#define CL_ST_FAILED 0x0004
+#define CL_ST_NOT_STORED 0x0082
+
+static void cloudy_get_done(void *ud, int status, const gateway_value *v, const char *key,
+                            size_t klen)
+{
+    bc_slot *s = ud;
+    gwstats *st = slot_stats(s);
+    st->get_hits += status == GATEWAY_OK;
+    st->get_misses += status != GATEWAY_OK;
+    if (!slot_alive(s))
+        return;
+    frontconn_buf *b = slot_target(s);
+    if (status == GATEWAY_OK) {
+        static const uint8_t zero_flags[4];
+        size_t kl = s->withkey ? klen : 0;
+        frontconn_buf_reserve(b, BC_HEADER_LEN + 4 + kl + v->len);
+        put_header(b, s->opcode, ST_OK, kl, 4, 4 + kl + v->len, s->opaque, 0);
+        frontconn_buf_append(b, zero_flags, 4);
+        frontconn_buf_append(b, key, kl);
+        frontconn_buf_append(b, v->payload, v->len);
+    } else if (!s->quiet) {
+        put_header(b, s->opcode, status == GATEWAY_FAILED ? CL_ST_FAILED : ST_NOT_FOUND, 0, 0,
+                   0, s->opaque, 0);
+    }
+    slot_complete(s);
+}
+
+static void cloudy_store_done(void *ud, int status, clocktime_t ct)
+{
+    bc_slot *s = ud;
+    if (s->opcode == OP_DELETE) {
+        slot_stats(s)->delete_hits += status == GATEWAY_OK;
+        slot_stats(s)->delete_misses += status != GATEWAY_OK;
+    } else {
+        slot_stats(s)->total_items += status == GATEWAY_OK;
+    }
+    if (!slot_alive(s))
+        return;
+    uint16_t st;
+    if (s->opcode == OP_DELETE)   /* the original: deleting a missing key succeeds */
+        st = status == GATEWAY_OK || status == GATEWAY_NOT_FOUND ? ST_OK : CL_ST_FAILED;
+    else
+        st = status == GATEWAY_OK ? ST_OK : CL_ST_NOT_STORED;
+    put_header(slot_target(s), s->opcode, st, 0, 0, 0, s->opaque, 0);
+    slot_complete(s);
+}
+
+/* Validate one cloudy request and run it; false: protocol error, close. */
+static bool cloudy_dispatch(frontconn *c, const uint8_t *p, size_t bodylen)
+{
+    uint8_t op = p[1];
+    size_t extlen = p[4], keylen = get_be16(p + 2);
+    if (keylen == 0 || extlen + keylen > bodylen)
+        return false;
+    const uint8_t *extras = p + BC_HEADER_LEN;
+    const char *key = (const char *)extras + extlen;
+    const uint8_t *value = (const uint8_t *)key + keylen;
+    size_t valuelen = bodylen - extlen - keylen;
+    gateway *gw = conn_listener(c)->gw;
+    bc_slot *s;
+    switch (op) {
+    case OP_GET: case OP_GETQ: case OP_GETK: case OP_GETKQ:
+        if (extlen != 0 || valuelen != 0)
+            return false;
+        s = (bc_slot *)frontconn_slot_new_unordered(c);
+        s->opcode = op;
+        s->opaque = get_be32(p + 12);
+        s->quiet = op == OP_GETQ || op == OP_GETKQ;
+        s->withkey = op == OP_GETK || op == OP_GETKQ;
+        frontconn_stats(c)->cmd_get++;
+        gateway_get(gw, key, keylen, cloudy_get_done, s);
+        return true;
+    case OP_SET:
+        /* only plain sets: flags, expiration and CAS must be 0 */
+        if (extlen != 8 || get_be32(extras) != 0 || get_be32(extras + 4) != 0 ||
+            get_be64(p + 16) != 0 || valuelen > conn_listener(c)->cfg.item_size_max)
+            return false;
+        s = (bc_slot *)frontconn_slot_new_unordered(c);
+        s->opcode = op;
+        s->opaque = get_be32(p + 12);
+        frontconn_stats(c)->cmd_set++;
+        gateway_set(gw, key, keylen, SET_OP_SET, 0, GATEWAY_META_ORIGINAL, NULL, 0, value,
+                    valuelen, cloudy_store_done, s);
+        return true;
+    case OP_DELETE:
+        if ((extlen != 0 && extlen != 4) || (extlen == 4 && get_be32(extras) != 0) ||
+            valuelen != 0)
+            return false;
+        s = (bc_slot *)frontconn_slot_new_unordered(c);
+        s->opcode = op;
+        s->opaque = get_be32(p + 12);
+        gateway_delete(gw, key, keylen, false, cloudy_store_done, s);
+        return true;
+    default:
+        return false;
+    }
+}
+
+static size_t cloudy_parse(frontconn *c, const char *buf, size_t len, size_t *need)
+{
+    const uint8_t *p = (const uint8_t *)buf;
+    if (len < BC_HEADER_LEN) {
+        *need = BC_HEADER_LEN;
+        return 0;
+    }
+    size_t bodylen = get_be32(p + 8);
+    if (p[0] != BC_MAGIC_REQ ||
+        bodylen > conn_listener(c)->cfg.item_size_max + BC_HEADER_LEN + 65535 + 255) {
+        log_debug("cloudy: bad request, closing");
+        frontconn_abort(c);
+        return 0;
+    }
+    if (len < BC_HEADER_LEN + bodylen) {
+        *need = BC_HEADER_LEN + bodylen;
+        return 0;
+    }
+    if (!cloudy_dispatch(c, p, bodylen)) {
+        log_debug("cloudy: unsupported or malformed request (opcode 0x%02x), closing", p[1]);
+        frontconn_abort(c);
+        return 0;
+    }
+    return BC_HEADER_LEN + bodylen;
+}
+
 /* ------------------------------------------------------------------ protocol */
 
 /* frontconn_proto.parse: frame one request (24-byte header + body) out of buf. */
 static size_t bc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
 {
+    if (conn_listener(c)->cfg.cloudy)
+        return cloudy_parse(c, buf, len, need);
     const uint8_t *p = (const uint8_t *)buf;
     if (len < BC_HEADER_LEN) {
         *need = BC_HEADER_LEN;
@@ -668,9 +868,23 @@ static size_t bc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
     }
     size_t bodylen = get_be32(p + 8);
     if (bodylen > conn_listener(c)->cfg.item_size_max + BC_BODY_OVERHEAD) {
-        /* never buffer it: answer now and drop the body as it arrives */
-        bc_req r = {.opcode = p[1], .opaque = get_be32(p + 12)};
-        conn_error(c, &r, is_store_op(p[1]) ? ST_TOO_LARGE : ST_EINVAL);
+        /* never buffer it: answer now and drop the body as it arrives; a store waits
+         * for its extras and key first (at most 64 KiB + 255) to unlink the key */
+        bc_req r = {.opcode = p[1], .opaque = get_be32(p + 12), .extlen = p[4],
+                    .keylen = get_be16(p + 2)};
+        size_t head = BC_HEADER_LEN + r.extlen + r.keylen;
+        if (!is_store_op(p[1]) || r.extlen + r.keylen > bodylen) {
+            conn_error(c, &r, is_store_op(p[1]) ? ST_TOO_LARGE : ST_EINVAL);
+        } else if (len < head) {
+            *need = head;
+            return 0;
+        } else {
+            r.extras = p + BC_HEADER_LEN;
+            r.key = (const char *)r.extras + r.extlen;
+            store_too_large(c, &r);
+            frontconn_swallow(c, bodylen - r.extlen - r.keylen);
+            return head;
+        }
         frontconn_swallow(c, bodylen);
         return BC_HEADER_LEN;
     }

@@ -12,6 +12,9 @@
 
 typedef struct binconn_config {
     size_t item_size_max;     /* largest value accepted by the storage opcodes (-x) */
+    bool cloudy;              /* -c: kumofs's "cloudy" subset (memcached.md §4): get/getq/
+                               * getk/getkq, set and delete only, raw values, replies as
+                               * operations complete, anything else closes */
 } binconn_config;
 
 typedef struct binconn_listener binconn_listener;

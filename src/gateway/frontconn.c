@@ -39,6 +39,7 @@ struct frontconn {
     frontconn_buf out;         /* replies ready to write */
     size_t outpos;
     frontconn_slot *head, *tail;  /* reply FIFO */
+    void *pstate;              /* proto->conn_size bytes, allocated with the connection */
 };
 
 struct frontconn_listener {
@@ -109,6 +110,7 @@ static frontconn_slot *slot_push(frontconn *c, bool pending)
     s->next = NULL;
     s->conn = c;
     s->done = !pending;
+    s->unordered = false;
     s->data.len = 0;
     if (c->tail)
         c->tail->next = s;
@@ -126,6 +128,25 @@ frontconn_slot *frontconn_slot_new(frontconn *c)
     return slot_push(c, true);
 }
 
+frontconn_slot *frontconn_slot_new_unordered(frontconn *c)
+{
+    frontconn_listener *l = c->l;
+    frontconn_slot *s = l->pool;
+    if (s) {
+        l->pool = s->next;
+        l->npool--;
+    } else {
+        s = xcalloc(1, l->proto->slot_size);
+    }
+    s->next = NULL;
+    s->conn = c;
+    s->done = false;
+    s->unordered = true;
+    s->data.len = 0;
+    c->refs++;
+    return s;
+}
+
 static void conn_mark_dirty(frontconn *c)
 {
     if (!c->in_dirty) {
@@ -137,7 +158,7 @@ static void conn_mark_dirty(frontconn *c)
 
 frontconn_buf *frontconn_slot_target(frontconn_slot *s)
 {
-    return s == s->conn->head ? &s->conn->out : &s->data;
+    return s->unordered || s == s->conn->head ? &s->conn->out : &s->data;
 }
 
 /* Move every completed slot at the head of the FIFO into the output. */
@@ -177,8 +198,12 @@ void frontconn_slot_complete(frontconn_slot *s)
     frontconn *c = s->conn;
     s->done = true;
     c->refs--;
-    if (s == c->head)
+    if (s->unordered) {                /* its reply is in the output already */
+        conn_mark_dirty(c);
+        slot_release(c->l, s);
+    } else if (s == c->head) {
         conn_advance(c);
+    }
 }
 
 frontconn_buf *frontconn_reply_buf(frontconn *c)
@@ -229,6 +254,13 @@ static void conn_close(frontconn *c)
     c->in = (frontconn_buf){0};
     c->out = (frontconn_buf){0};
     conn_maybe_free(c);
+}
+
+void frontconn_abort(frontconn *c)
+{
+    conn_mark_dirty(c);       /* keeps c allocated until the flush list lets it go, as
+                               * the caller (a parse inside conn_process) still uses it */
+    conn_close(c);
 }
 
 void frontconn_set_state(frontconn *c, enum frontconn_state st)
@@ -397,9 +429,17 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     }
 }
 
+void *frontconn_pstate(frontconn *c)
+{
+    return c->pstate;
+}
+
 static void conn_open(frontconn_listener *l, int fd)
 {
-    frontconn *c = xcalloc(1, sizeof *c);
+    /* the protocol state follows the struct, aligned for any type */
+    size_t head = (sizeof(frontconn) + 15) & ~(size_t)15;
+    frontconn *c = xcalloc(1, head + l->proto->conn_size);
+    c->pstate = l->proto->conn_size ? (char *)c + head : NULL;
     c->l = l;
     c->fd = fd;
     c->state = FRONTCONN_READ;

@@ -57,6 +57,7 @@ typedef struct frontconn_slot {
     struct frontconn_slot *next;
     frontconn *conn;
     bool done;
+    bool unordered;            /* frontconn_slot_new_unordered: not in the FIFO */
     frontconn_buf data;        /* the reply, when completed before its turn */
 } frontconn_slot;
 
@@ -71,6 +72,7 @@ typedef struct frontconn_proto {
     /* Optional: free the protocol's own allocations in a slot that is being freed (slots
      * are pooled; this runs only when one really goes). */
     void (*slot_destroy)(frontconn_slot *s);
+    size_t conn_size;          /* bytes of per-connection protocol state (zeroed), or 0 */
 } frontconn_proto;
 
 /* Serve proto on an already listening non-blocking socket (takes ownership of fd).
@@ -85,6 +87,8 @@ void frontconn_listener_free(frontconn_listener *l);
 
 /* The ud given to frontconn_listen. */
 void *frontconn_ud(const frontconn *c);
+/* The connection's protocol state (frontconn_proto.conn_size bytes, zeroed at accept). */
+void *frontconn_pstate(frontconn *c);
 /* The stats given to frontconn_listen. */
 gwstats *frontconn_stats(const frontconn *c);
 
@@ -102,6 +106,14 @@ frontconn_buf *frontconn_reply_buf(frontconn *c);
  * protocol part keeps what the previous user left).  Complete it exactly once with
  * frontconn_slot_complete, or drop it with frontconn_slot_alive == false. */
 frontconn_slot *frontconn_slot_new(frontconn *c);
+
+/* A pending reply that does not wait for the ones before it (kumofs's "cloudy"
+ * protocol answers as operations complete): its reply goes out when it completes. */
+frontconn_slot *frontconn_slot_new_unordered(frontconn *c);
+
+/* Close c now, dropping replies not written yet (a protocol error where the original
+ * closes without a word); pending requests complete into the void. */
+void frontconn_abort(frontconn *c);
 
 /* Call first in a gateway callback: false (and the slot released) when the client has
  * gone, in which case s must not be touched again. */

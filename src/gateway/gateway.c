@@ -65,6 +65,8 @@ rpc_session *gw_space_session(gateway *gw, gw_space *sp, size_t idx)
         s = rpc_node_session(gw->node, &sp->hs.nodes[idx].addr, false);
         rpc_session_ref(s);
         sp->sess[idx] = s;
+        if (sp == &gw->whs)
+            gw_peer_refresh(gw, s);   /* learn its kind before the first Update needs it */
     }
     return s;
 }

@@ -28,6 +28,7 @@ typedef struct gateway_config {
     double connect_timeout;        /* -Ys */
     unsigned connect_retry_limit;  /* -Yn */
     double clock_interval;         /* -Ci */
+    struct gwcache *cache;         /* -lc: the local read cache (borrowed), or NULL */
 } gateway_config;
 
 /* Create the gateway on loop (cfg copied; key_prefix borrowed).  Nothing is sent until
@@ -62,6 +63,7 @@ enum gateway_status {
     GATEWAY_FAILED,        /* every retry failed */
     GATEWAY_NOT_STORED,    /* update: add on a live item, replace/append/prepend on none */
     GATEWAY_NON_NUMERIC,   /* update: incr/decr on a value that is not a decimal number */
+    GATEWAY_CREATED,       /* update with GATEWAY_UPD_CREATE: the item was made */
 };
 
 /* A stored value as the server returned it (wire.md §7.6), borrowed until the callback
@@ -99,6 +101,21 @@ enum gateway_update_op {
     GATEWAY_CAS = 5, GATEWAY_INCR = 6, GATEWAY_DECR = 7, GATEWAY_TOUCH = 8,
 };
 
+/* Modifiers or'ed into the op (server Update flags, doc/protocol-additions.md §1.1):
+ * VALUE (touch, incr/decr): the callback's value is the whole new DBValue (wire.md §7.6:
+ *   header ‖ payload; decode with gateway_value_parse) -- nil, or the bare number, from a
+ *   server that predates it;
+ * CREATE (incr/decr): a missing item is created from data (the initial number), flags
+ *   and exptime in the same step, status GATEWAY_CREATED (a server that predates it
+ *   answers GATEWAY_NOT_FOUND);
+ * TTL (incr/decr): exptime replaces the item's. */
+#define GATEWAY_UPD_VALUE 0x100
+#define GATEWAY_UPD_CREATE 0x200
+#define GATEWAY_UPD_TTL 0x400
+#define GATEWAY_GAT (GATEWAY_TOUCH | GATEWAY_UPD_VALUE)
+#define GATEWAY_INCR_CREATE (GATEWAY_INCR | GATEWAY_UPD_CREATE)
+#define GATEWAY_DECR_CREATE (GATEWAY_DECR | GATEWAY_UPD_CREATE)
+
 /* status: GATEWAY_OK (stored / touched / incremented), GATEWAY_NOT_STORED,
  * GATEWAY_EXISTS, GATEWAY_NOT_FOUND, GATEWAY_NON_NUMERIC, GATEWAY_FAILED.  ct: the new
  * version.  value: INCR/DECR only, the new number in ASCII (borrowed until return). */
@@ -132,6 +149,7 @@ void gateway_count_items(gateway *gw, gateway_items_cb cb, void *ud);
 typedef struct gateway_item {
     uint32_t flags;
     uint32_t exptime;        /* absolute unix time, 0 = never */
+    uint64_t cas;            /* CAS unique: the version, or what a touch kept */
     const uint8_t *data;     /* borrowed from the gateway_value */
     size_t len;
 } gateway_item;
@@ -139,6 +157,13 @@ typedef struct gateway_item {
 /* Decode a value into an item.  False if it must be reported as a miss (expired, or too
  * short for its layout). */
 bool gateway_item_decode(const gateway *gw, const gateway_value *v, gateway_item *it);
+
+/* As gateway_item_decode, but an expired item is still decoded (gat with a past exptime
+ * returns the value once, as memcached does). */
+bool gateway_item_decode_any(const gateway *gw, const gateway_value *v, gateway_item *it);
+
+/* Read a whole DBValue (a GATEWAY_GAT result) into v; false if too short. */
+bool gateway_value_parse(const void *dbvalue, size_t len, gateway_value *v);
 
 /* The 8-byte GATEWAY_META_ITEM header for a memcached exptime (0 never, <= 30 days
  * relative, larger absolute, negative already expired). */

@@ -29,12 +29,13 @@ typedef struct gw_op gw_op;
 /* What a server speaks, learnt before the first Update to it (gwrmw.c): an original
  * kumofs 0.4.13 answers Update with "unknown method" and then drops the connection,
  * failing everything else in flight on it, so it is asked with GetStatus first. */
-#define GW_PEERS_MAX 64
+#define GW_PEERS_MAX 256            /* the largest clusters tested have 100 servers */
 enum gw_peer_kind { GW_PEER_UNKNOWN = 0, GW_PEER_ORIGINAL, GW_PEER_MODERN };
 typedef struct gw_peer {
     kaddr addr;
     int kind;                  /* enum gw_peer_kind */
-    ev_tstamp until;           /* the answer is trusted until then */
+    ev_tstamp until;           /* the answer is fresh until then; later asked again */
+    bool probing;              /* a background GetStatus is out */
 } gw_peer;
 
 struct gateway {
@@ -82,15 +83,22 @@ void gw_set_once(gateway *gw, const char *key, size_t keylen, unsigned setop,
 
 /* ---- gwrmw.c */
 /* Run a read-modify-write whose coordinator does not know Update (an original kumofs
- * 0.4.13 server answered error 5) as a loop of Get and compare-and-swap Sets.  req is the
- * request's item (copied); cb and ud as gateway_update's. */
+ * 0.4.13 server answered error 5) as a loop of Get and compare-and-swap Sets.  uflags:
+ * the Update flags VALUE / CREATE / TTL; req is the request's item (copied); cb and ud as
+ * gateway_update's. */
 struct item;
-void gw_rmw_fallback(gateway *gw, unsigned op, const char *key, size_t keylen,
-                     const struct item *req, uint64_t arg, gateway_update_cb cb, void *ud);
+void gw_rmw_fallback(gateway *gw, unsigned op, unsigned uflags, const char *key,
+                     size_t keylen, const struct item *req, uint64_t arg,
+                     gateway_update_cb cb, void *ud);
 
-/* Remember what addr speaks (for a while), and ask (GW_PEER_UNKNOWN when not known). */
+/* Remember what addr speaks (for a while), and ask (GW_PEER_UNKNOWN when never learnt).
+ * gw_peer_kind answers a stale kind too, and asks s's server again in the background;
+ * gw_peer_refresh only asks, when the kind is unknown or stale.  Asking early, when a
+ * session is first used, keeps an Update from waiting for the probe while a request
+ * pipelined behind it (a get of the same key) overtakes it. */
 void gw_peer_set(gateway *gw, const kaddr *addr, int kind);
-int gw_peer_kind(const gateway *gw, const kaddr *addr);
+int gw_peer_kind(gateway *gw, rpc_session *s);
+void gw_peer_refresh(gateway *gw, rpc_session *s);
 
 /* Ask s's server what it speaks (GetStatus of STATUS_EXTENSIONS), record the answer,
  * then call cb(ud) from the loop. */

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "gateway/gwcache.h"
 #include "logic/binlog.h"
 #include "logic/hashspace.h"
 #include "logic/item.h"
@@ -45,6 +46,7 @@ struct gw_op {
     bool raw_ok;               /* update: UPDATE_FLAG_RAW (this gateway has no -E/-F) */
     bool once;                 /* set: Update's retry rules (gw_set_once) */
     bool probed;               /* update: the coordinator's kind was asked (gw_peer_probe) */
+    uint8_t uflags;            /* update: UPDATE_FLAG_VALUE / _CREATE / _TTL */
     unsigned retry;            /* retries made so far */
     int last_err;
     ev_timer delay;
@@ -55,6 +57,8 @@ struct gw_op {
     size_t bufcap;
     size_t keylen;             /* DBKey length (8 + prefix + key) */
     size_t vallen;             /* DBValue length (set only) */
+    uint8_t *cached;           /* get with -lc: the cached DBValue (malloc'd), or NULL */
+    size_t cachedlen;
 };
 
 /* ------------------------------------------------------------------ ops */
@@ -91,6 +95,8 @@ static void op_free(gw_op *op)
 {
     gateway *gw = op->gw;
     ev_timer_stop(gw->loop, &op->delay);
+    free(op->cached);
+    op->cached = NULL;
     if (op->prev)
         op->prev->next = op->next;
     else
@@ -283,7 +289,8 @@ static void op_update_fallback(gw_op *op)
                 &req);
     size_t klen;
     const char *k = op_user_key(op, &klen);
-    gw_rmw_fallback(op->gw, op->setop, k, klen, &req, op->arg, op->cb.update, op->ud);
+    gw_rmw_fallback(op->gw, op->setop, op->uflags, k, klen, &req, op->arg, op->cb.update,
+                    op->ud);
     op_free(op);
 }
 
@@ -314,6 +321,16 @@ static void op_send(gw_op *op)
     msgpack_packer *pk;
     switch (op->kind) {
     case OP_GET:   /* wire.md §8.2 Get [dbkey] */
+        if (gw->cfg.cache && !op->cached)     /* memcached.md §5: the cached version */
+            op->cached = gwcache_get(gw->cfg.cache, op->buf + DBKEY_HASH_LEN,
+                                     op->keylen - DBKEY_HASH_LEN, &op->cachedlen);
+        if (op->cached) {   /* GetIfModified [dbkey, if_time] */
+            pk = rpc_call_begin(s, SRV_GET_IF_MODIFIED, RPC_DEFAULT_TIMEOUT_STEPS, get_done, op);
+            msgpack_pack_array(pk, 2);
+            kwire_pack_raw(pk, op->buf, op->keylen);
+            msgpack_pack_uint64(pk, dbvalue_clocktime(op->cached));
+            break;
+        }
         pk = rpc_call_begin(s, SRV_GET, RPC_DEFAULT_TIMEOUT_STEPS, get_done, op);
         msgpack_pack_array(pk, 1);
         kwire_pack_raw(pk, op->buf, op->keylen);
@@ -326,7 +343,7 @@ static void op_send(gw_op *op)
         kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
         break;
     case OP_UPDATE: /* Update [op, flags, dbkey, dbvalue, arg] (doc/protocol-additions.md) */
-        switch (gw_peer_kind(gw, &n->addr)) {
+        switch (gw_peer_kind(gw, s)) {
         case GW_PEER_ORIGINAL:
             op_update_fallback(op);
             return;
@@ -345,7 +362,7 @@ static void op_send(gw_op *op)
         msgpack_pack_array(pk, 5);
         msgpack_pack_uint32(pk, op->setop);
         msgpack_pack_uint32(pk, (op->async ? UPDATE_FLAG_ASYNC : 0) |
-                                (op->raw_ok ? UPDATE_FLAG_RAW : 0));
+                                (op->raw_ok ? UPDATE_FLAG_RAW : 0) | op->uflags);
         kwire_pack_raw(pk, op->buf, op->keylen);
         kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
         msgpack_pack_uint64(pk, op->arg);
@@ -382,13 +399,27 @@ static void get_done(rpc_session *s, const rpc_result *r, void *ud)
         return;
     const char *p;
     size_t len;
-    if (kwire_is_nil(r->result)) {
+    bool unmodified;
+    if (op->cached && kwire_get_bool(r->result, &unmodified) && unmodified) {
+        p = (const char *)op->cached;          /* GetIfModified: the cached copy holds */
+        len = op->cachedlen;
+        gateway_value v = {
+            .ct = dbvalue_clocktime(p),
+            .meta = dbvalue_meta(p),
+            .payload = (const uint8_t *)p + DBVALUE_HEADER_LEN,
+            .len = len - DBVALUE_HEADER_LEN,
+        };
+        op_finish(op, GATEWAY_OK, &v, v.ct);
+    } else if (kwire_is_nil(r->result)) {
         op_finish(op, GATEWAY_MISS, NULL, 0);   /* final: other replicas not consulted */
     } else if (kwire_get_raw(r->result, &p, &len)) {
         if (!dbvalue_is_live(len)) {
             op_finish(op, GATEWAY_MISS, NULL, 0);
             return;
         }
+        if (op->gw->cfg.cache)
+            gwcache_put_if_newer(op->gw->cfg.cache, op->buf + DBKEY_HASH_LEN,
+                                 op->keylen - DBKEY_HASH_LEN, p, len);
         gateway_value v = {
             .ct = dbvalue_clocktime(p),
             .meta = dbvalue_meta(p),
@@ -438,6 +469,7 @@ static void update_done(rpc_session *s, const rpc_result *r, void *ud)
         return;
     static const int status_map[] = {
         GATEWAY_OK, GATEWAY_NOT_STORED, GATEWAY_EXISTS, GATEWAY_NOT_FOUND, GATEWAY_NON_NUMERIC,
+        GATEWAY_CREATED,
     };
     const msgpack_object *o = r->result;
     uint32_t st;
@@ -525,7 +557,7 @@ void gateway_set(gateway *gw, const char *key, size_t keylen, unsigned setop, ui
     uint8_t enc[ITEM_HEADER_MAX];
     if (meta == GATEWAY_META_ITEM && hdrlen == GATEWAY_ITEM_HEADER_LEN) {
         const uint8_t *h = hdr;
-        hdrlen = item_encode_header(be32_get(h), be32_get(h + 4), data,
+        hdrlen = item_encode_header(be32_get(h), be32_get(h + 4), 0, data,
                                     datalen < ITEM_MAGIC_LEN ? datalen : ITEM_MAGIC_LEN,
                                     gw_item_layout(gw), &meta, enc);
         hdr = enc;
@@ -556,8 +588,13 @@ void gateway_update(gateway *gw, unsigned updop, const char *key, size_t keylen,
     /* the clocktime field is ignored by the server; the meta says "our item form" */
     uint8_t hdr[GATEWAY_ITEM_HEADER_LEN];
     gateway_item_header(gw, flags, exptime, hdr);
-    gw_op *op = op_start_value(gw, OP_UPDATE, key, keylen, updop, 0, GATEWAY_META_ITEM,
-                               hdr, sizeof hdr, data, datalen);
+    uint8_t uflags = (updop & GATEWAY_UPD_VALUE ? UPDATE_FLAG_VALUE : 0) |
+                     (updop & GATEWAY_UPD_CREATE ? UPDATE_FLAG_CREATE : 0) |
+                     (updop & GATEWAY_UPD_TTL ? UPDATE_FLAG_TTL : 0);
+    updop &= 0xff;
+    gw_op *op = op_start_value(gw, OP_UPDATE, key, keylen, updop, 0, GATEWAY_META_ITEM, hdr,
+                               sizeof hdr, data, datalen);
+    op->uflags = uflags;
     op->cb.update = cb;
     op->ud = ud;
     op->arg = arg;
@@ -643,16 +680,40 @@ void gateway_flush_all(gateway *gw, uint32_t delay, gateway_store_cb cb, void *u
 
 /* ------------------------------------------------------------------ items */
 
-bool gateway_item_decode(const gateway *gw, const gateway_value *v, gateway_item *it)
+/* A stored value's item; now 0: expiry not checked. */
+static bool gw_item_read(const gateway *gw, const gateway_value *v, uint32_t now,
+                         gateway_item *it)
 {
     item d;
     if (!item_decode(v->meta, v->payload, v->len, gw_item_layout(gw), &d) ||
-        item_expired(&d, gw->now))
+        (now != 0 && item_expired(&d, now)))
         return false;
     it->flags = d.flags;
     it->exptime = d.exptime;
+    it->cas = item_cas(&d, v->ct);       /* memcached keeps the CAS across touch */
     it->data = d.data;
     it->len = d.len;
+    return true;
+}
+
+bool gateway_item_decode(const gateway *gw, const gateway_value *v, gateway_item *it)
+{
+    return gw_item_read(gw, v, gw->now ? gw->now : 1, it);
+}
+
+bool gateway_item_decode_any(const gateway *gw, const gateway_value *v, gateway_item *it)
+{
+    return gw_item_read(gw, v, 0, it);
+}
+
+bool gateway_value_parse(const void *dbvalue, size_t len, gateway_value *v)
+{
+    if (!dbvalue_is_live(len))
+        return false;
+    v->ct = dbvalue_clocktime(dbvalue);
+    v->meta = dbvalue_meta(dbvalue);
+    v->payload = (const uint8_t *)dbvalue + DBVALUE_HEADER_LEN;
+    v->len = len - DBVALUE_HEADER_LEN;
     return true;
 }
 

@@ -18,34 +18,39 @@
  * on the same address during a migration; after this time it is asked again. */
 #define GW_PEER_TTL 30.0
 
-void gw_peer_set(gateway *gw, const kaddr *addr, int kind)
+/* The table entry of addr, or the slot to take for it: the oldest (or an unused) one. */
+static gw_peer *peer_slot(gateway *gw, const kaddr *addr, bool *found)
 {
-    ev_tstamp now = ev_now(gw->loop);
     size_t slot = 0;
     for (size_t i = 0; i < GW_PEERS_MAX; i++) {
-        if (kaddr_eq(&gw->peers[i].addr, addr)) {
-            slot = i;
-            break;
+        if (gw->peers[i].kind != GW_PEER_UNKNOWN || gw->peers[i].probing) {
+            if (kaddr_eq(&gw->peers[i].addr, addr)) {
+                *found = true;
+                return &gw->peers[i];
+            }
         }
-        if (gw->peers[i].until < gw->peers[slot].until)
-            slot = i;                              /* the oldest (or unused) entry */
+        if (!gw->peers[i].probing
+            && (gw->peers[slot].probing || gw->peers[i].until < gw->peers[slot].until))
+            slot = i;
     }
-    gw->peers[slot].addr = *addr;
-    gw->peers[slot].kind = kind;
-    gw->peers[slot].until = now + GW_PEER_TTL;
+    *found = false;
+    return &gw->peers[slot];
 }
 
-int gw_peer_kind(const gateway *gw, const kaddr *addr)
+void gw_peer_set(gateway *gw, const kaddr *addr, int kind)
 {
-    ev_tstamp now = ev_now(gw->loop);
-    for (size_t i = 0; i < GW_PEERS_MAX; i++)
-        if (gw->peers[i].until > now && kaddr_eq(&gw->peers[i].addr, addr))
-            return gw->peers[i].kind;
-    return GW_PEER_UNKNOWN;
+    bool found;
+    gw_peer *p = peer_slot(gw, addr, &found);
+    if (!found)
+        p->probing = false;
+    p->addr = *addr;
+    p->kind = kind;
+    p->until = ev_now(gw->loop) + GW_PEER_TTL;
 }
 
 typedef struct peer_probe {
     gateway *gw;
+    kaddr addr;
     void (*cb)(void *);
     void *ud;
 } peer_probe;
@@ -54,13 +59,21 @@ static void peer_probed(rpc_session *s, const rpc_result *r, void *ud)
 {
     peer_probe *p = ud;
     uint32_t ext = 0;
-    /* a kumofs-c server answers its extension bits, an original nil; no answer (lost,
-     * timeout) leaves the kind unknown and the Update goes out as before */
-    if (r->err == RPC_OK && !p->gw->closing)
-        gw_peer_set(p->gw, rpc_session_addr(s),
-                    kwire_get_u32(r->result, &ext) && (ext & STATUS_EXT_V1)
-                        ? GW_PEER_MODERN : GW_PEER_ORIGINAL);
-    p->cb(p->ud);
+    if (!p->gw->closing) {
+        bool found;
+        gw_peer *e = peer_slot(p->gw, &p->addr, &found);
+        if (found)
+            e->probing = false;
+        /* a kumofs-c server answers its extension bits, an original nil; no answer (lost,
+         * timeout) leaves the kind as it was and the Update goes out as before */
+        if (r->err == RPC_OK)
+            gw_peer_set(p->gw, &p->addr,
+                        kwire_get_u32(r->result, &ext) && (ext & STATUS_EXT_V1)
+                            ? GW_PEER_MODERN : GW_PEER_ORIGINAL);
+    }
+    (void)s;
+    if (p->cb)
+        p->cb(p->ud);
     free(p);
 }
 
@@ -68,6 +81,7 @@ void gw_peer_probe(gateway *gw, rpc_session *s, void (*cb)(void *ud), void *ud)
 {
     peer_probe *p = xmalloc(sizeof(*p));
     p->gw = gw;
+    p->addr = *rpc_session_addr(s);
     p->cb = cb;
     p->ud = ud;
     msgpack_packer *pk = rpc_call_begin(s, SRV_GET_STATUS, RPC_DEFAULT_TIMEOUT_STEPS,
@@ -77,12 +91,40 @@ void gw_peer_probe(gateway *gw, rpc_session *s, void (*cb)(void *ud), void *ud)
     rpc_call_end(s);
 }
 
+void gw_peer_refresh(gateway *gw, rpc_session *s)
+{
+    bool found;
+    gw_peer *p = peer_slot(gw, rpc_session_addr(s), &found);
+    if (found && (p->probing || p->until > ev_now(gw->loop)))
+        return;
+    if (!found) {
+        p->addr = *rpc_session_addr(s);
+        p->kind = GW_PEER_UNKNOWN;
+        p->until = 0;
+    }
+    p->probing = true;
+    gw_peer_probe(gw, s, NULL, NULL);
+}
+
+int gw_peer_kind(gateway *gw, rpc_session *s)
+{
+    bool found;
+    gw_peer *p = peer_slot(gw, rpc_session_addr(s), &found);
+    if (!found)
+        return GW_PEER_UNKNOWN;
+    if (p->until <= ev_now(gw->loop))
+        gw_peer_refresh(gw, s);                    /* stale: used, and asked again */
+    return p->kind;
+}
+
 /* One fallback op.  The rules are item_apply's, the same code the server runs for
  * Update; the atomicity comes from the coordinator's compare of Set's OP_CAS: a Set
  * whose compare version is no longer the stored one fails, and the op reads again. */
 typedef struct gw_rmw {
     gateway *gw;
     unsigned op;                 /* UPDATE_OP_* */
+    unsigned uflags;             /* UPDATE_FLAG_VALUE / _CREATE / _TTL */
+    uint32_t status;             /* item_apply's: UPDATE_STORED or UPDATE_CREATED */
     uint64_t arg;
     gateway_update_cb cb;
     void *ud;
@@ -111,6 +153,7 @@ static int gateway_status_of(uint32_t st)
 {
     switch (st) {
     case UPDATE_STORED:      return GATEWAY_OK;
+    case UPDATE_CREATED:     return GATEWAY_CREATED;
     case UPDATE_NOT_STORED:  return GATEWAY_NOT_STORED;
     case UPDATE_EXISTS:      return GATEWAY_EXISTS;
     case UPDATE_NOT_FOUND:   return GATEWAY_NOT_FOUND;
@@ -126,13 +169,18 @@ static void rmw_stored(void *ud, int status, clocktime_t ct)
         const char *val = NULL;
         size_t vlen = 0;
         item it;
-        if ((r->op == UPDATE_OP_INCR || r->op == UPDATE_OP_DECR) &&
-            item_decode(dbvalue_meta(r->out), r->out + DBVALUE_HEADER_LEN,
-                        r->outlen - DBVALUE_HEADER_LEN, gw_item_layout(r->gw), &it)) {
+        bool number = r->op == UPDATE_OP_INCR || r->op == UPDATE_OP_DECR;
+        if ((number || r->op == UPDATE_OP_TOUCH) && (r->uflags & UPDATE_FLAG_VALUE)) {
+            dbvalue_set_clocktime(r->out, ct);     /* the whole new DBValue, as Update's */
+            val = (const char *)r->out;
+            vlen = r->outlen;
+        } else if (number &&
+                   item_decode(dbvalue_meta(r->out), r->out + DBVALUE_HEADER_LEN,
+                               r->outlen - DBVALUE_HEADER_LEN, gw_item_layout(r->gw), &it)) {
             val = (const char *)it.data;
             vlen = it.len;
         }
-        rmw_finish(r, GATEWAY_OK, ct, val, vlen);
+        rmw_finish(r, gateway_status_of(r->status), ct, val, vlen);
         return;
     }
     if (status != GATEWAY_EXISTS) {
@@ -166,13 +214,15 @@ static void rmw_got(void *ud, int status, const gateway_value *v, const char *ke
     }
     gateway_item gi = {0};
     bool live = status == GATEWAY_OK && gateway_item_decode(r->gw, v, &gi);
-    item cur = { .flags = gi.flags, .exptime = gi.exptime, .data = gi.data, .len = gi.len };
+    item cur = { .flags = gi.flags, .exptime = gi.exptime, .cas = gi.cas, .data = gi.data,
+                 .len = gi.len };
     clocktime_t ct = status == GATEWAY_OK ? v->ct : 0;
     free(r->out);
     r->out = NULL;
-    uint32_t st = item_apply(r->op, r->arg, live ? &cur : NULL, ct, &r->req,
+    uint32_t st = item_apply(r->op, r->uflags, r->arg, live ? &cur : NULL, ct, &r->req,
                              gw_item_layout(r->gw), &r->out, &r->outlen);
-    if (st != UPDATE_STORED) {
+    r->status = st;
+    if (st != UPDATE_STORED && st != UPDATE_CREATED) {
         rmw_finish(r, gateway_status_of(st), 0, NULL, 0);
         return;
     }
@@ -190,12 +240,14 @@ static void rmw_read(gw_rmw *r)
     gateway_get(r->gw, r->key, r->keylen, rmw_got, r);
 }
 
-void gw_rmw_fallback(gateway *gw, unsigned op, const char *key, size_t keylen,
-                     const item *req, uint64_t arg, gateway_update_cb cb, void *ud)
+void gw_rmw_fallback(gateway *gw, unsigned op, unsigned uflags, const char *key,
+                     size_t keylen, const item *req, uint64_t arg, gateway_update_cb cb,
+                     void *ud)
 {
     gw_rmw *r = xcalloc(1, sizeof(*r));
     r->gw = gw;
     r->op = op;
+    r->uflags = uflags;
     r->arg = arg;
     r->cb = cb;
     r->ud = ud;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "gateway/binconn.h"
+#include "gateway/gwcache.h"
 #include "gateway/gateway.h"
 #include "gateway/gwstats.h"
 #include "gateway/textconn.h"
@@ -115,14 +116,14 @@ int main(int argc, char **argv)
     if (daemon_startup(o.log_path, o.verbose, o.pidfile, o.binary_log) != 0)
         return 1;
 
-    /* The cloudy front end is not served yet: its port was validated above, so refuse
-     * connections rather than accept and hang. */
-    if (cloudy_fd >= 0) {
-        log_warn("-c: the cloudy protocol is not implemented yet");
-        close(cloudy_fd);
+    gwcache *cache = NULL;
+    if (o.local_cache) {
+        const char *why = NULL;
+        if (!(cache = gwcache_open(o.local_cache, &why))) {
+            fprintf(stderr, "kumo-gateway: -lc %s: %s\n", o.local_cache, why);
+            return 1;
+        }
     }
-    if (o.local_cache)
-        log_warn("-lc: the local cache is not implemented yet; ignored");
 
     struct ev_loop *loop = ev_default_loop(0);
 
@@ -140,6 +141,7 @@ int main(int argc, char **argv)
         .connect_timeout = o.connect_timeout,
         .connect_retry_limit = o.connect_retry_limit,
         .clock_interval = o.clock_interval,
+        .cache = cache,
     };
     gateway *gw = gateway_new(loop, &gc);
     binlog_gateway_start(&o.manager1, &o.manager2);
@@ -159,6 +161,11 @@ int main(int argc, char **argv)
         binconn_config bc = {.item_size_max = o.item_size_max};
         binary = binconn_listen(loop, binary_fd, gw, &stats, &bc);
     }
+    binconn_listener *cloudy = NULL;
+    if (cloudy_fd >= 0) {
+        binconn_config cc = {.item_size_max = o.item_size_max, .cloudy = true};
+        cloudy = binconn_listen(loop, cloudy_fd, gw, &stats, &cc);
+    }
     gateway_start(gw);
 
     daemon_run(loop, on_tick, on_keepalive, gw);
@@ -168,6 +175,8 @@ int main(int argc, char **argv)
     gateway_free(gw);
     textconn_listener_free(text);
     binconn_listener_free(binary);
+    binconn_listener_free(cloudy);
+    gwcache_close(cache);
     binlog_close();
     free(usage);
     return 0;

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #define MEMTEXT_KEY_MAX 250        /* memcached's key length limit */
-#define MEMTEXT_MAX_KEYS 256       /* keys in one get/gets/gat line; more is CLIENT_ERROR */
+#define MEMTEXT_MAX_KEYS 256       /* keys in one parsed get/gets/gat line; more: STREAM */
 #define MEMTEXT_LINE_MAX 8192      /* a command line longer than this without "\n" is an error */
 
 enum memtext_cmd {
@@ -48,6 +48,12 @@ enum memtext_status {
     MEMTEXT_NEED_MORE = 0,         /* incomplete: call again with more bytes */
     MEMTEXT_OK = 1,                /* *req filled; *consumed bytes belong to it */
     MEMTEXT_ERROR = 2,             /* *consumed bytes are a bad request; answer *errmsg */
+    MEMTEXT_CLOSE = 3,             /* an unknown command whose last word starts "HTTP/":
+                                    * memcached closes the connection without a reply */
+    MEMTEXT_STREAM = 4,            /* get/gets/gat/gats with more than MEMTEXT_MAX_KEYS keys
+                                    * or a line not ended within MEMTEXT_LINE_MAX bytes: the
+                                    * caller reads the keys itself from *consumed on (req
+                                    * has cmd and, for gat/gats, exptime), see textconn.c */
 };
 
 /* Parse one request from buf[0..len).
@@ -63,8 +69,10 @@ enum memtext_status {
  *   req->cmd and req->noreply are set as far as the line was understood (memcached sends
  *   no error reply to a noreply request).  A line longer than MEMTEXT_LINE_MAX without
  *   "\n" is an ERROR ("CLIENT_ERROR line too long") with *consumed = len (caller should
- *   then keep discarding until the next "\n"; see memtext_skip_line); get/gets/gat/gats
- *   lines may be as long as MEMTEXT_MAX_KEYS keys of MEMTEXT_KEY_MAX bytes need.
+ *   then keep discarding until the next "\n"; see memtext_skip_line -- or, for a storage
+ *   command (req->cmd), close: its data block could not be told from commands);
+ *   get/gets/gat/gats lines stream instead (MEMTEXT_STREAM).  A storage line that is
+ *   whole in buf is taken at any length.
  * max_value: largest accepted data block; a larger one gives ERROR with
  *   "SERVER_ERROR object too large for cache", *consumed = the command line, and *need =
  *   the bytes of the data block (+2) the caller must still discard as they arrive. For all

@@ -423,6 +423,27 @@ static void reset_request(memtext_request *req)
     req->has_delay = false;
 }
 
+/* memcached hangs up on an unknown command whose last space-separated word starts with
+ * "HTTP/" ("GET / HTTP/1.0"): a web client talking to a cache. */
+static bool looks_like_http(const char *line, size_t nl)
+{
+    size_t end = nl;
+    if (end > 0 && line[end - 1] == '\r')
+        end--;
+    while (end > 0 && line[end - 1] == ' ')
+        end--;
+    size_t start = end;
+    while (start > 0 && line[start - 1] != ' ')
+        start--;
+    return end - start >= 5 && memcmp(line + start, "HTTP/", 5) == 0;
+}
+
+static bool is_storage(enum memtext_cmd cmd)
+{
+    return cmd == MEMTEXT_SET || cmd == MEMTEXT_ADD || cmd == MEMTEXT_REPLACE ||
+           cmd == MEMTEXT_APPEND || cmd == MEMTEXT_PREPEND || cmd == MEMTEXT_CAS;
+}
+
 static bool is_retrieval(enum memtext_cmd cmd)
 {
     return cmd == MEMTEXT_GET || cmd == MEMTEXT_GETS || cmd == MEMTEXT_GAT
@@ -447,8 +468,37 @@ enum memtext_status memtext_parse(const char *buf, size_t len, size_t max_value,
     scan_line(buf, scan_len, &ls);
     req->cmd = ls.have_cmd ? ls.cmd : MEMTEXT_GET;
 
+    /* Retrieval lines have no length or key-count limit: past MEMTEXT_LINE_MAX without
+     * a newline, or with more keys than req can hold, the caller streams the keys. */
+    if (ls.have_cmd && is_retrieval(ls.cmd) &&
+        ((!ls.have_nl && !ls.failed && len > MEMTEXT_LINE_MAX) ||
+         (ls.have_nl && !ls.failed && ls.ntoks > MEMTEXT_MAX_KEYS))) {
+        size_t at = 0;
+        while (at < len && buf[at] == ' ')
+            at++;
+        while (at < len && buf[at] != ' ')
+            at++;                                  /* past the command word */
+        if (ls.cmd == MEMTEXT_GAT || ls.cmd == MEMTEXT_GATS) {
+            /* the exptime must be whole: a token followed by a space */
+            const char *end = ls.ntoks > 0 ? ls.toks[0].ptr + ls.toks[0].len : NULL;
+            if (!end || (size_t)(end - buf) >= len || *end != ' ' ||
+                !parse_int32(&ls.toks[0], &req->exptime)) {
+                *errmsg = ls.ntoks > 0 && end && (size_t)(end - buf) < len && *end == ' '
+                          ? MSG_BAD_EXPTIME : MSG_LINE_TOO_LONG;
+                *consumed = ls.have_nl ? ls.nl + 1 : len;
+                return MEMTEXT_ERROR;
+            }
+            at = (size_t)(end - buf);
+        }
+        *consumed = at;
+        return MEMTEXT_STREAM;
+    }
+
     size_t limit = ls.have_cmd && is_retrieval(ls.cmd) ? GET_LINE_MAX : MEMTEXT_LINE_MAX;
-    if (!ls.have_nl || ls.nl > limit) {
+    /* A whole storage line is taken however long (as memcached): refusing it would leave
+     * its data block to be read as commands. */
+    bool storage = ls.have_cmd && is_storage(ls.cmd);
+    if (!ls.have_nl || (ls.nl > limit && !storage)) {
         if (ls.have_nl) {          /* the whole over-long line is here: drop just it */
             *consumed = ls.nl + 1;
         } else if (len > limit) {  /* caller drops the rest with memtext_skip_line */
@@ -461,6 +511,10 @@ enum memtext_status memtext_parse(const char *buf, size_t len, size_t max_value,
     }
 
     size_t line_len = ls.nl + 1;
+    if (ls.failed && !ls.have_cmd && looks_like_http(buf, ls.nl)) {
+        *consumed = line_len;
+        return MEMTEXT_CLOSE;
+    }
     if (ls.failed) {
         /* Unknown or empty command word: ERROR.  A known command with a stray "\r"
          * inside an argument: a control byte in the line, CLIENT_ERROR. */

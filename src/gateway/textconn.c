@@ -8,6 +8,7 @@
 
 #include "gateway/frontconn.h"
 #include "gateway/memtext.h"
+#include "gateway/metaconn.h"
 #include "logic/proto.h"
 #include "logic/xmalloc.h"
 
@@ -26,6 +27,7 @@ enum tc_slot_kind {
     SLOT_GAT1,     /* gat/gats: touch first, then get (SLOT_GET1/GETN afterwards) */
     SLOT_GATN,
     SLOT_FLUSH,    /* OK */
+    SLOT_TOOBIG,   /* set refused as too large: its key deleted, then the error */
 };
 
 /* A pending reply (frontconn.h); it is also the ud of its gateway request. */
@@ -36,7 +38,18 @@ typedef struct tc_slot {
     bool gat;                  /* a gat/gats key: counted as a touch, not as a get */
 } tc_slot;
 
+/* A get/gets/gat/gats line whose keys are read as they arrive (memtext MEMTEXT_STREAM):
+ * no key count or line length limit, memory bounded by the replies in flight. */
+typedef struct tc_conn {
+    bool streaming;
+    uint8_t cmd;               /* enum memtext_cmd */
+    int64_t exptime;           /* gat/gats */
+} tc_conn;
+
+#define TC_STREAM_BUDGET 64    /* keys per parse call: back-pressure is checked between */
+
 struct textconn_listener {
+    metaconn_env env;          /* first: the meta commands read it from the ud */
     frontconn_listener *fl;
     gateway *gw;
     textconn_config cfg;
@@ -135,7 +148,7 @@ static void get_done(void *ud, int status, const gateway_value *v, const char *k
         return;
     frontconn_buf *b = slot_target(s);
     if (hit)
-        put_value(b, key, klen, &it, s->gets, v->ct);
+        put_value(b, key, klen, &it, s->gets, it.cas);
     if (s->kind == SLOT_GET1) {
         /* a multi-key get omits failures; a single key says so (memcached.md §2.3) */
         if (status == GATEWAY_FAILED)
@@ -150,6 +163,13 @@ static void store_done(void *ud, int status, clocktime_t ct)
 {
     tc_slot *s = ud;
     gwstats *st = frontconn_stats(s->base.conn);
+    if (s->kind == SLOT_TOOBIG) {
+        if (!slot_alive(s))
+            return;
+        frontconn_buf_append(slot_target(s), "SERVER_ERROR object too large for cache\r\n", 41);
+        slot_complete(s);
+        return;
+    }
     if (s->kind == SLOT_DELETE) {
         if (status == GATEWAY_OK)
             st->delete_hits++;
@@ -251,9 +271,27 @@ static void update_done(void *ud, int status, clocktime_t ct, const char *value,
             : "SERVER_ERROR touch failed\r\n";
         break;
     case SLOT_GAT1: case SLOT_GATN:
+        if (status == GATEWAY_OK && value) {
+            /* the touched item came back with the touch: printed even when the new
+             * exptime has already passed (memcached returns it, then it is gone) */
+            char key[MEMTEXT_KEY_MAX];
+            size_t klen = s->base.data.len < sizeof key ? s->base.data.len : sizeof key;
+            memcpy(key, s->base.data.p, klen);
+            s->base.data.len = 0;
+            frontconn_buf *b = slot_target(s);
+            gateway_value gv;
+            gateway_item it;
+            if (gateway_value_parse(value, vlen, &gv) && gateway_item_decode_any(l->gw, &gv, &it))
+                put_value(b, key, klen, &it, s->gets, it.cas);
+            if (s->kind == SLOT_GAT1)
+                frontconn_buf_append(b, "END\r\n", 5);
+            slot_complete(s);
+            return;
+        }
         if (status == GATEWAY_OK) {
-            /* touched: now fetch it like get/gets; the key waits in s->data (the get
-             * copies it before returning, and its completion is always later) */
+            /* touched by a server that does not return the value: fetch it like
+             * get/gets; the key waits in s->data (the get copies it before returning,
+             * and its completion is always later) */
             s->kind = s->kind == SLOT_GAT1 ? SLOT_GET1 : SLOT_GETN;
             gateway_get(l->gw, s->base.data.p, s->base.data.len, get_done, s);
             s->base.data.len = 0;
@@ -283,6 +321,26 @@ static void flush_done(void *ud, int status, clocktime_t ct)
 
 typedef void (*tc_handler)(frontconn *c, const memtext_request *req);
 
+/* One key of a multi-key get/gets: its VALUE block, or nothing on a miss. */
+static void get_one(frontconn *c, bool gets, const char *key, size_t klen)
+{
+    tc_slot *s = slot_new(c, SLOT_GETN);
+    s->gets = gets;
+    gateway_get(conn_listener(c)->gw, key, klen, get_done, s);
+}
+
+/* One key of gat/gats: touch it, the touched item comes back with the touch. */
+static void gat_one(frontconn *c, bool gats, bool single, int64_t exptime, const char *key,
+                    size_t klen)
+{
+    tc_slot *s = slot_new(c, single ? SLOT_GAT1 : SLOT_GATN);
+    s->gets = gats;
+    s->gat = true;
+    frontconn_buf_append(&s->base.data, key, klen);
+    gateway_update(conn_listener(c)->gw, GATEWAY_GAT, key, klen, 0, exptime, NULL, 0, 0,
+                   false, update_done, s);
+}
+
 static void cmd_get(frontconn *c, const memtext_request *req)
 {
     gateway *gw = conn_listener(c)->gw;
@@ -296,11 +354,8 @@ static void cmd_get(frontconn *c, const memtext_request *req)
     }
     /* one slot per key keeps the VALUE blocks in request order whatever order the
      * servers answer in; END follows them */
-    for (unsigned i = 0; i < req->nkeys; i++) {
-        tc_slot *s = slot_new(c, SLOT_GETN);
-        s->gets = gets;
-        gateway_get(gw, req->keys[i].ptr, req->keys[i].len, get_done, s);
-    }
+    for (unsigned i = 0; i < req->nkeys; i++)
+        get_one(c, gets, req->keys[i].ptr, req->keys[i].len);
     conn_reply_lit(c, "END\r\n");
 }
 
@@ -373,18 +428,12 @@ static void cmd_update(frontconn *c, const memtext_request *req)
  * finds nothing is a miss). */
 static void cmd_gat(frontconn *c, const memtext_request *req)
 {
-    textconn_listener *l = conn_listener(c);
     gwstats *st = frontconn_stats(c);
     st->cmd_get += req->nkeys;
     st->cmd_touch += req->nkeys;
-    for (unsigned i = 0; i < req->nkeys; i++) {
-        tc_slot *s = slot_new(c, req->nkeys == 1 ? SLOT_GAT1 : SLOT_GATN);
-        s->gets = req->cmd == MEMTEXT_GATS;
-        s->gat = true;
-        frontconn_buf_append(&s->base.data, req->keys[i].ptr, req->keys[i].len);
-        gateway_update(l->gw, GATEWAY_TOUCH, req->keys[i].ptr, req->keys[i].len, 0,
-                       req->exptime, NULL, 0, 0, false, update_done, s);
-    }
+    for (unsigned i = 0; i < req->nkeys; i++)
+        gat_one(c, req->cmd == MEMTEXT_GATS, req->nkeys == 1, req->exptime, req->keys[i].ptr,
+                req->keys[i].len);
     if (req->nkeys != 1)
         conn_reply_lit(c, "END\r\n");
 }
@@ -499,25 +548,71 @@ static const tc_handler tc_handlers[] = {
 
 /* ------------------------------------------------------------------ protocol */
 
-/* The data block length of an `ms <key> <datalen> [flags]` line (line: up to its
- * newline), plus its CRLF, in *block.  False when the length is missing, not a number
- * or over the item size limit: the block cannot be skipped safely. */
-static bool meta_set_block(const char *line, size_t len, size_t limit, size_t *block)
+/* memcached's key rule, as memtext checks it: 1..250 bytes, no control bytes. */
+static bool stream_key_ok(const char *k, size_t n)
 {
-    size_t i = 3;
-    while (i < len && line[i] == ' ')
-        i++;
-    while (i < len && line[i] != ' ' && line[i] != '\r' && line[i] != '\n')
-        i++;                                   /* the key */
-    while (i < len && line[i] == ' ')
-        i++;
-    size_t n = 0, digits = 0;
-    for (; i < len && line[i] >= '0' && line[i] <= '9' && digits < 10; i++, digits++)
-        n = n * 10 + (size_t)(line[i] - '0');
-    if (digits == 0 || digits == 10 || n > limit)
+    if (n == 0 || n > MEMTEXT_KEY_MAX)
         return false;
-    *block = n + 2;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)k[i];
+        if (ch < 0x20 || ch == 0x7f)
+            return false;
+    }
     return true;
+}
+
+/* The keys of a streamed retrieval line, as many as have arrived (at most
+ * TC_STREAM_BUDGET per call), then END at the line end.  A bad key answers CLIENT_ERROR
+ * and drops the rest of the line; the values of the keys before it have been sent by
+ * then (memcached, which buffers the whole line, sends none of them). */
+static size_t tc_stream(frontconn *c, tc_conn *cs, const char *buf, size_t len)
+{
+    gwstats *st = frontconn_stats(c);
+    bool gat = cs->cmd == MEMTEXT_GAT || cs->cmd == MEMTEXT_GATS;
+    bool gets = cs->cmd == MEMTEXT_GETS || cs->cmd == MEMTEXT_GATS;
+    size_t pos = 0;
+    for (unsigned n = 0; n < TC_STREAM_BUDGET && pos < len;) {
+        if (buf[pos] == ' ') {
+            pos++;
+            continue;
+        }
+        if (buf[pos] == '\n' || (buf[pos] == '\r' && pos + 1 < len && buf[pos + 1] == '\n')) {
+            cs->streaming = false;
+            conn_reply_lit(c, "END\r\n");
+            return pos + (buf[pos] == '\n' ? 1 : 2);
+        }
+        size_t end = pos;
+        while (end < len && buf[end] != ' ' && buf[end] != '\n')
+            end++;
+        if (end == len && end - pos <= MEMTEXT_KEY_MAX + 1)
+            return pos;                        /* the key is not whole yet */
+        size_t klen = end - pos;
+        if (end < len && buf[end] == '\n' && klen > 0 && buf[end - 1] == '\r')
+            klen--;                            /* the key before "\r\n" */
+        if (klen == 0) {                       /* a lone "\r" before the newline */
+            pos = end;
+            continue;
+        }
+        if (!stream_key_ok(buf + pos, klen)) {
+            cs->streaming = false;
+            conn_reply_lit(c, "CLIENT_ERROR bad command line format\r\n");
+            const char *nl = memchr(buf + pos, '\n', len - pos);
+            if (nl)
+                return (size_t)(nl - buf) + 1;
+            frontconn_set_state(c, FRONTCONN_SKIPLINE);
+            return len;
+        }
+        st->cmd_get++;
+        if (gat) {
+            st->cmd_touch++;
+            gat_one(c, gets, false, cs->exptime, buf + pos, klen);
+        } else {
+            get_one(c, gets, buf + pos, klen);
+        }
+        pos = end;
+        n++;
+    }
+    return pos;
 }
 
 /* frontconn_proto.parse: one request line (and data block) out of buf. */
@@ -526,10 +621,21 @@ static size_t tc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
     textconn_listener *l = conn_listener(c);
     size_t consumed = 0;
     const char *errmsg = NULL;
+    tc_conn *cs = frontconn_pstate(c);
+    if (cs->streaming)
+        return tc_stream(c, cs, buf, len);
+    if (metaconn_is_meta(buf, len))
+        return metaconn_parse(c, &l->env, buf, len, need);
     enum memtext_status st = memtext_parse(buf, len, l->cfg.item_size_max, &l->req,
                                            &consumed, need, &errmsg);
     if (st == MEMTEXT_NEED_MORE)
         return 0;
+    if (st == MEMTEXT_STREAM) {
+        cs->streaming = true;
+        cs->cmd = (uint8_t)l->req.cmd;
+        cs->exptime = l->req.exptime;
+        return consumed;
+    }
     if (st == MEMTEXT_OK) {
         *need = 0;
         enum memtext_cmd cmd = l->req.cmd;
@@ -538,26 +644,36 @@ static size_t tc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
         (h ? h : cmd_unsupported)(c, &l->req);
         return consumed;
     }
-    /* The meta protocol's ms carries a data block: never run it as commands (an
-     * unsupported `ms x 9` followed by `flush_all` used to flush the cluster). */
-    size_t block = 0;
-    if (len >= 3 && memcmp(buf, "ms ", 3) == 0 && consumed > 0 && memchr(buf, '\n', consumed)
-        && !meta_set_block(buf, consumed, l->cfg.item_size_max, &block)) {
-        conn_reply_lit(c, "CLIENT_ERROR bad data chunk\r\n");
-        frontconn_set_state(c, FRONTCONN_DRAIN);
-        return 0;
-    }
     /* MEMTEXT_ERROR: answer and carry on after the bad input.  As memcached's out_string:
      * once the line was understood as noreply, errors stay silent too (memtext.h;
      * memccapable's "verbosity noreply" expects exactly that). */
-    size_t swallow = *need + block;
+    size_t swallow = *need;
     *need = 0;
-    if (!l->req.noreply) {
+    if (st == MEMTEXT_CLOSE) {        /* looks like HTTP: memcached hangs up */
+        frontconn_set_state(c, FRONTCONN_DRAIN);
+        return 0;
+    }
+    if (swallow > 0 && l->req.cmd == MEMTEXT_SET && l->req.nkeys == 1) {
+        /* memcached unlinks the key of a set it refuses as too large, so the old value
+         * is not read back as if the set had not happened; the error follows the delete */
+        tc_slot *s = l->req.noreply ? NULL : slot_new(c, SLOT_TOOBIG);
+        gateway_delete(l->gw, l->req.keys[0].ptr, l->req.keys[0].len, false,
+                       s ? store_done : NULL, s);
+    } else if (!l->req.noreply) {
         frontconn_buf *b = frontconn_reply_buf(c);
         frontconn_buf_append(b, errmsg, strlen(errmsg));
         frontconn_buf_append(b, "\r\n", 2);
     }
     if (consumed == 0) {              /* a parser that cannot skip: give up on the client */
+        frontconn_set_state(c, FRONTCONN_DRAIN);
+        return 0;
+    }
+    bool storage = l->req.cmd == MEMTEXT_SET || l->req.cmd == MEMTEXT_ADD ||
+                   l->req.cmd == MEMTEXT_REPLACE || l->req.cmd == MEMTEXT_APPEND ||
+                   l->req.cmd == MEMTEXT_PREPEND || l->req.cmd == MEMTEXT_CAS;
+    if (storage && !memchr(buf, '\n', consumed)) {
+        /* an unended storage line: where its data block starts is unknown, so nothing
+         * after it can be trusted not to be data (memcached closes too) */
         frontconn_set_state(c, FRONTCONN_DRAIN);
         return 0;
     }
@@ -568,10 +684,11 @@ static size_t tc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
     return consumed;
 }
 
-static const frontconn_proto tc_proto = {
+static frontconn_proto tc_proto = {
     .name = "text",
-    .slot_size = sizeof(tc_slot),
+    .slot_size = sizeof(tc_slot),    /* or the meta commands' slot, if larger */
     .parse = tc_parse,
+    .conn_size = sizeof(tc_conn),
 };
 
 textconn_listener *textconn_listen(struct ev_loop *loop, int fd, gateway *gw, gwstats *stats,
@@ -580,6 +697,10 @@ textconn_listener *textconn_listen(struct ev_loop *loop, int fd, gateway *gw, gw
     textconn_listener *l = xcalloc(1, sizeof *l);
     l->gw = gw;
     l->cfg = *cfg;
+    l->env.gw = gw;
+    l->env.item_size_max = cfg->item_size_max;
+    if (metaconn_slot_size() > tc_proto.slot_size)
+        tc_proto.slot_size = metaconn_slot_size();
     l->fl = frontconn_listen(loop, fd, &tc_proto, stats, l);
     return l;
 }

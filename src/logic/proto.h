@@ -75,11 +75,18 @@ enum update_status {
     UPDATE_EXISTS = 2,
     UPDATE_NOT_FOUND = 3,
     UPDATE_NON_NUMERIC = 4,
+    UPDATE_CREATED = 5,          /* INCR/DECR with UPDATE_FLAG_CREATE made the item */
 };
 
 #define UPDATE_FLAG_ASYNC 0x01     /* Update.flags: reply before replication completes */
 #define UPDATE_FLAG_RAW 0x02       /* Update.flags: a flags-0, no-expiry result may be stored
                                     * in the original's raw form (doc/storage-format.md) */
+#define UPDATE_FLAG_VALUE 0x04     /* Update.flags, TOUCH/INCR/DECR: the reply carries the
+                                    * whole new DBValue */
+#define UPDATE_FLAG_CREATE 0x08    /* Update.flags, INCR/DECR: a missing item is created with
+                                    * the request's value (the initial number), in one step */
+#define UPDATE_FLAG_TTL 0x10       /* Update.flags, INCR/DECR: the request's exptime replaces
+                                    * the item's */
 
 #define STORE_FLAG_ASYNC 0x01      /* Delete.flags: reply before replication completes */
 #define REPLICATE_FLAG_BY_RHS 0x01 /* Replicate*.flags: validate against rhs */

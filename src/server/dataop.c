@@ -10,6 +10,7 @@
 #include "logic/proto.h"
 #include "logic/record.h"
 #include "logic/xmalloc.h"
+#include "server/rmwop.h"
 
 /* At most 2 write replicas (whs slots other than self) plus 3 read-space replicas. */
 #define MAX_TARGETS 5
@@ -677,7 +678,7 @@ void dataop_delete(server *srv, const rpc_request *req)
     bool have;
     clocktime_t stored;
     uint8_t *old = dataop_read(srv, key, klen, &oldlen, &have, &stored);
-    bool had_live = old != NULL && dbvalue_is_live(oldlen);
+    bool had_live = old != NULL && rmwop_item_live(old, oldlen);  /* expired = gone */
     clocktime_t ct = dataop_next_version(srv, have, stored);
     free(old);
 
@@ -836,7 +837,7 @@ void dataop_replicate_delete(server *srv, const rpc_request *req)
      * live (absent or tombstone), false = refused (protocol-additions.md §1.4) */
     size_t oldlen = 0;
     uint8_t *old = store_get(srv->st, key, klen, &oldlen);
-    bool had_live = old != NULL && dbvalue_is_live(oldlen);
+    bool had_live = old != NULL && rmwop_item_live(old, oldlen);  /* expired = gone */
     free(old);
     if (!store_remove(srv->st, key, klen, ct)) {
         if (store_error() != 0)

@@ -26,6 +26,12 @@ static bool item_read(const uint8_t *v, size_t vlen, uint32_t now, item *it)
     return !item_expired(it, now);
 }
 
+bool rmwop_item_live(const void *v, size_t vlen)
+{
+    item it;
+    return item_read(v, vlen, (uint32_t)time(NULL), &it);
+}
+
 /* ---- answers: [status, clocktime, value|nil] ---- */
 
 static void reply_result(rpc_session *s, uint32_t msgid, uint32_t status, clocktime_t ct,
@@ -58,16 +64,51 @@ static void answer_stored(rpc_session *client, uint32_t msgid, bool ok, clocktim
         reply_result(client, msgid, UPDATE_STORED, ct, NULL, 0);
 }
 
-/* dataop_answer_fn for incr/decr: the value is the stored item's data (the number). */
-static void answer_number(rpc_session *client, uint32_t msgid, bool ok, clocktime_t ct,
-                          const void *val, size_t vlen)
+/* The answer to an incr/decr: the stored item's data (the number). */
+static void answer_number_as(rpc_session *client, uint32_t msgid, uint32_t status, bool ok,
+                             clocktime_t ct, const void *val, size_t vlen)
 {
     item it;
     if (!ok || !item_decode(dbvalue_meta(val), (const uint8_t *)val + DBVALUE_HEADER_LEN,
                             vlen - DBVALUE_HEADER_LEN, 0, &it))
         rpc_reply_error(client, msgid, RPC_UNKNOWN_ERROR);
     else
-        reply_result(client, msgid, UPDATE_STORED, ct, it.data, it.len);
+        reply_result(client, msgid, status, ct, it.data, it.len);
+}
+
+/* dataop_answer_fn for incr/decr. */
+static void answer_number(rpc_session *client, uint32_t msgid, bool ok, clocktime_t ct,
+                          const void *val, size_t vlen)
+{
+    answer_number_as(client, msgid, UPDATE_STORED, ok, ct, val, vlen);
+}
+
+/* dataop_answer_fn for an incr/decr (UPDATE_FLAG_CREATE) that created the item. */
+static void answer_number_created(rpc_session *client, uint32_t msgid, bool ok,
+                                  clocktime_t ct, const void *val, size_t vlen)
+{
+    answer_number_as(client, msgid, UPDATE_CREATED, ok, ct, val, vlen);
+}
+
+/* dataop_answer_fn for touch/incr/decr with UPDATE_FLAG_VALUE (gat, meta ma with v):
+ * the whole new DBValue. */
+static void answer_value(rpc_session *client, uint32_t msgid, bool ok, clocktime_t ct,
+                         const void *val, size_t vlen)
+{
+    if (!ok)
+        rpc_reply_error(client, msgid, RPC_UNKNOWN_ERROR);
+    else
+        reply_result(client, msgid, UPDATE_STORED, ct, val, vlen);
+}
+
+/* answer_value for an incr/decr that created the item. */
+static void answer_value_created(rpc_session *client, uint32_t msgid, bool ok,
+                                 clocktime_t ct, const void *val, size_t vlen)
+{
+    if (!ok)
+        rpc_reply_error(client, msgid, RPC_UNKNOWN_ERROR);
+    else
+        reply_result(client, msgid, UPDATE_CREATED, ct, val, vlen);
 }
 
 /* ---- Update ---- */
@@ -111,10 +152,10 @@ void rmwop_update(server *srv, const rpc_request *req)
     unsigned layout = (flags & UPDATE_FLAG_RAW) ? 0 : ITEM_RAW_NEVER;
     uint8_t *nv;
     size_t nlen = 0;
-    uint32_t status = item_apply(op, arg, live ? &cur : NULL, have ? stored : 0, &ask,
+    uint32_t status = item_apply(op, flags, arg, live ? &cur : NULL, have ? stored : 0, &ask,
                                  layout, &nv, &nlen);
     free(old);                                     /* cur borrowed it; nv is a copy */
-    if (status != UPDATE_STORED) {
+    if (status != UPDATE_STORED && status != UPDATE_CREATED) {
         reply_result(req->session, req->msgid, status, 0, NULL, 0);
         return;
     }
@@ -128,9 +169,14 @@ void rmwop_update(server *srv, const rpc_request *req)
     }
     srv->cmd_set++;
     bool number = op == UPDATE_OP_INCR || op == UPDATE_OP_DECR;
+    bool created = status == UPDATE_CREATED;
+    dataop_answer_fn answer = answer_stored;
+    if ((op == UPDATE_OP_TOUCH || number) && (flags & UPDATE_FLAG_VALUE))
+        answer = created ? answer_value_created : answer_value;
+    else if (number)
+        answer = created ? answer_number_created : answer_number;
     dataop_replicate_value(srv, req, ct, &plan, key, klen, nv, nlen,
-                           (flags & UPDATE_FLAG_ASYNC) != 0,
-                           number ? answer_number : answer_stored);
+                           (flags & UPDATE_FLAG_ASYNC) != 0, answer);
     free(nv);
 }
 

@@ -14,6 +14,10 @@
  * 5 (bad params) / 6 (not the coordinator, not ready, W replication failed). */
 void rmwop_update(server *srv, const rpc_request *req);
 
+/* True if the stored record v is a live memcached item: not a tombstone, not expired
+ * (meta 1 and 2 carry an exptime; doc/storage-format.md). */
+bool rmwop_item_live(const void *v, size_t vlen);
+
 /* Flush [delay]: at now + delay seconds, every live record not newer than the flush
  * moment reads as a miss at once and becomes a tombstone (store_flush_begin); the walk
  * that rewrites the file runs in short paced steps on the event loop.  Answers true once scheduled

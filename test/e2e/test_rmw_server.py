@@ -26,20 +26,32 @@ def item(data=b"", flags=0, exptime=0, meta=1):
 
 
 MAGIC = b"\xc1kcI"        # doc/storage-format.md: the tagged form (meta 2)
+MAGIC_TOUCHED = b"\xc1kcT"  # the touched form (meta 3), which keeps the CAS
 RAW_OK = 0x02             # Update.flags: the result may be stored in the raw form
 
 
 def parse_item(v):
     """(clocktime, meta, flags, exptime, data) of a stored value: the tagged form
-    (magic ‖ flags ‖ exptime ‖ data) or the raw form (flags 0, no expiry)."""
+    (magic ‖ flags ‖ exptime ‖ data), the touched form (magic ‖ flags ‖ exptime ‖ cas ‖
+    data) or the raw form (flags 0, no expiry)."""
     ct, meta = struct.unpack(">QH", v[:10])
     if v[10:14] == MAGIC:
         flags, exptime = struct.unpack(">II", v[14:22])
         return ct, meta, flags, exptime, v[22:]
+    if v[10:14] == MAGIC_TOUCHED:
+        flags, exptime = struct.unpack(">II", v[14:22])
+        return ct, meta, flags, exptime, v[30:]
     if meta == 1:             # the first form, as item() writes it
         flags, exptime = struct.unpack(">II", v[10:18])
         return ct, meta, flags, exptime, v[18:]
     return ct, meta, 0, 0, v[10:]
+
+
+def item_cas(v):
+    """The CAS unique of a stored item: what a touch kept (touched form), else the
+    version."""
+    ct, meta = struct.unpack(">QH", v[:10])
+    return struct.unpack(">Q", v[22:30])[0] if v[10:14] == MAGIC_TOUCHED else ct
 
 
 # ---- fixture ----
@@ -214,15 +226,24 @@ def test_raw_ok_results_stay_readable_by_original_gateways(c, key):
 
 def test_touch_and_expiry(c, key):
     assert key.update(TOUCH, item(exptime=1)) == [NOT_FOUND, 0, None]
-    key.update(ADD, item(b"t", flags=2))
+    _, ct0, _ = key.update(ADD, item(b"t", flags=2))
     exp = int(time.time()) + 1000
     st, ct, _ = key.update(TOUCH, item(b"ignored", exptime=exp))
     assert st == STORED
-    assert parse_item(key.get()) == (ct, 2, 2, exp, b"t")
+    # a new version (to replicate), the CAS of the add kept (memcached keeps it)
+    assert parse_item(key.get()) == (ct, 3, 2, exp, b"t") and ct > ct0
+    assert item_cas(key.get()) == ct0
+    st, ct2, _ = key.update(TOUCH, item(exptime=exp + 1))
+    assert item_cas(key.get()) == ct0 and ct2 > ct
+    assert key.update(CAS, item(b"u"), arg=ct)[0] == EXISTS    # the version is not the CAS
+    st, ct3, _ = key.update(CAS, item(b"u", exptime=exp), arg=ct0)
+    assert st == STORED and parse_item(key.get()) == (ct3, 2, 0, exp, b"u")
+    assert item_cas(key.get()) == ct3
+    key.update(TOUCH, item(exptime=exp))
     # expired (exptime in the past) = absent for every op
     assert key.update(TOUCH, item(exptime=1))[0] == STORED
     for op in (TOUCH, INCR, CAS):
-        assert key.update(op, item(exptime=1), arg=ct)[0] == NOT_FOUND
+        assert key.update(op, item(exptime=1), arg=ct3)[0] == NOT_FOUND
     for op in (REPLACE, APPEND, PREPEND):
         assert key.update(op, item(b"z"))[0] == NOT_STORED
     assert key.update(ADD, item(b"new"))[0] == STORED

@@ -24,7 +24,7 @@ static void test_plain_item_is_stored_raw(void **state)
 {
     (void)state;
     size_t len;
-    uint8_t *v = item_value_new(0, 0, "hello", 5, NULL, 0, 0, &len);
+    uint8_t *v = item_value_new(0, 0, 0, "hello", 5, NULL, 0, 0, &len);
     assert_int_equal(len, DBVALUE_HEADER_LEN + 5);
     assert_int_equal(dbvalue_meta(v), ITEM_META_RAW);
     assert_memory_equal(v + DBVALUE_HEADER_LEN, "hello", 5);
@@ -37,7 +37,7 @@ static void test_tagged_item_survives_zeroed_meta(void **state)
 {
     (void)state;
     size_t len;
-    uint8_t *v = item_value_new(42, 2000000000u, "abc", 3, NULL, 0, 0, &len);
+    uint8_t *v = item_value_new(42, 2000000000u, 0, "abc", 3, NULL, 0, 0, &len);
     assert_int_equal(dbvalue_meta(v), ITEM_META_TAGGED);
     assert_int_equal(len, DBVALUE_HEADER_LEN + ITEM_TAGGED_HEADER_LEN + 3);
     for (int zero = 0; zero < 2; zero++) {
@@ -59,7 +59,7 @@ static void test_raw_value_never_starts_with_magic(void **state)
     (void)state;
     const char data[] = ITEM_MAGIC "xxxxxxxxxx";
     size_t len;
-    uint8_t *v = item_value_new(0, 0, data, sizeof data - 1, NULL, 0, 0, &len);
+    uint8_t *v = item_value_new(0, 0, 0, data, sizeof data - 1, NULL, 0, 0, &len);
     assert_int_equal(dbvalue_meta(v), ITEM_META_TAGGED);
     item it;
     assert_true(decode_value(v, len, 0, &it));
@@ -67,7 +67,7 @@ static void test_raw_value_never_starts_with_magic(void **state)
     assert_memory_equal(it.data, data, sizeof data - 1);
     free(v);
     /* split across the two parts of an append */
-    v = item_value_new(0, 0, "\xc1k", 2, "cIzz", 4, 0, &len);
+    v = item_value_new(0, 0, 0, "\xc1k", 2, "cIzz", 4, 0, &len);
     assert_int_equal(dbvalue_meta(v), ITEM_META_TAGGED);
     free(v);
 }
@@ -78,7 +78,7 @@ static void test_raw_layout_with_prefixes(void **state)
     (void)state;
     unsigned layout = ITEM_RAW_EXPTIME | ITEM_RAW_FLAGS;
     size_t len;
-    uint8_t *v = item_value_new(7, 1900000000u, "d", 1, NULL, 0, layout, &len);
+    uint8_t *v = item_value_new(7, 1900000000u, 0, "d", 1, NULL, 0, layout, &len);
     assert_int_equal(dbvalue_meta(v), ITEM_META_RAW);
     assert_int_equal(len, DBVALUE_HEADER_LEN + 4 + 2 + 1);
     assert_int_equal(be32_get(v + DBVALUE_HEADER_LEN), 1900000000u);
@@ -88,11 +88,11 @@ static void test_raw_layout_with_prefixes(void **state)
     assert_int_equal(it.flags, 7);
     free(v);
     /* flags above 16 bits do not fit: tagged */
-    v = item_value_new(0x10000, 0, "d", 1, NULL, 0, layout, &len);
+    v = item_value_new(0x10000, 0, 0, "d", 1, NULL, 0, layout, &len);
     assert_int_equal(dbvalue_meta(v), ITEM_META_TAGGED);
     free(v);
     /* ITEM_RAW_NEVER */
-    v = item_value_new(0, 0, "d", 1, NULL, 0, ITEM_RAW_NEVER, &len);
+    v = item_value_new(0, 0, 0, "d", 1, NULL, 0, ITEM_RAW_NEVER, &len);
     assert_int_equal(dbvalue_meta(v), ITEM_META_TAGGED);
     free(v);
 }
@@ -131,41 +131,107 @@ static void test_apply_rules(void **state)
     uint8_t *out;
     size_t len;
     item it;
-    assert_int_equal(item_apply(UPDATE_OP_ADD, 0, &cur, 9, &req, 0, &out, &len), UPDATE_NOT_STORED);
-    assert_int_equal(item_apply(UPDATE_OP_REPLACE, 0, NULL, 0, &req, 0, &out, &len), UPDATE_NOT_STORED);
-    assert_int_equal(item_apply(UPDATE_OP_CAS, 8, &cur, 9, &req, 0, &out, &len), UPDATE_EXISTS);
-    assert_int_equal(item_apply(UPDATE_OP_CAS, 8, NULL, 0, &req, 0, &out, &len), UPDATE_NOT_FOUND);
-    assert_int_equal(item_apply(UPDATE_OP_INCR, 1, &req, 9, &req, 0, &out, &len), UPDATE_NON_NUMERIC);
+    assert_int_equal(item_apply(UPDATE_OP_ADD, 0, 0, &cur, 9, &req, 0, &out, &len), UPDATE_NOT_STORED);
+    assert_int_equal(item_apply(UPDATE_OP_REPLACE, 0, 0, NULL, 0, &req, 0, &out, &len), UPDATE_NOT_STORED);
+    assert_int_equal(item_apply(UPDATE_OP_CAS, 0, 8, &cur, 9, &req, 0, &out, &len), UPDATE_EXISTS);
+    assert_int_equal(item_apply(UPDATE_OP_CAS, 0, 8, NULL, 0, &req, 0, &out, &len), UPDATE_NOT_FOUND);
+    assert_int_equal(item_apply(UPDATE_OP_INCR, 0, 1, &req, 9, &req, 0, &out, &len), UPDATE_NON_NUMERIC);
 
-    assert_int_equal(item_apply(UPDATE_OP_INCR, 1, &cur, 9, &req, 0, &out, &len), UPDATE_STORED);
+    assert_int_equal(item_apply(UPDATE_OP_INCR, 0, 1, &cur, 9, &req, 0, &out, &len), UPDATE_STORED);
     assert_true(decode_value(out, len, 0, &it));
     assert_int_equal(it.flags, 5);                   /* kept */
     assert_int_equal(it.len, 2);
     assert_memory_equal(it.data, "42", 2);
     free(out);
 
-    assert_int_equal(item_apply(UPDATE_OP_DECR, 50, &cur, 9, &req, 0, &out, &len), UPDATE_STORED);
+    assert_int_equal(item_apply(UPDATE_OP_DECR, 0, 50, &cur, 9, &req, 0, &out, &len), UPDATE_STORED);
     assert_true(decode_value(out, len, 0, &it));
     assert_memory_equal(it.data, "0", 1);
     free(out);
 
-    assert_int_equal(item_apply(UPDATE_OP_APPEND, 0, &cur, 9, &req, 0, &out, &len), UPDATE_STORED);
+    assert_int_equal(item_apply(UPDATE_OP_APPEND, 0, 0, &cur, 9, &req, 0, &out, &len), UPDATE_STORED);
     assert_true(decode_value(out, len, 0, &it));
     assert_int_equal(it.len, 3);
     assert_memory_equal(it.data, "41x", 3);
     free(out);
 
     /* a plain add is stored raw, readable by an original gateway */
-    assert_int_equal(item_apply(UPDATE_OP_ADD, 0, NULL, 0, &req, 0, &out, &len), UPDATE_STORED);
+    assert_int_equal(item_apply(UPDATE_OP_ADD, 0, 0, NULL, 0, &req, 0, &out, &len), UPDATE_STORED);
     assert_int_equal(dbvalue_meta(out), ITEM_META_RAW);
     assert_int_equal(len, DBVALUE_HEADER_LEN + 1);
     free(out);
 
     req.exptime = 1234;
-    assert_int_equal(item_apply(UPDATE_OP_TOUCH, 0, &cur, 9, &req, 0, &out, &len), UPDATE_STORED);
+    assert_int_equal(item_apply(UPDATE_OP_TOUCH, 0, 0, &cur, 9, &req, 0, &out, &len), UPDATE_STORED);
     assert_true(decode_value(out, len, 0, &it));
     assert_int_equal(it.exptime, 1234);
     assert_int_equal(it.flags, 5);
+    free(out);
+}
+
+/* touch keeps the CAS (memcached), in the touched form, even under a zeroed meta */
+static void test_touch_keeps_cas(void **state)
+{
+    (void)state;
+    item cur = { .flags = 5, .data = (const uint8_t *)"v", .len = 1 };
+    item req = { .exptime = 1234 };
+    uint8_t *out, *out2;
+    size_t len, len2;
+    item it;
+    assert_int_equal(item_apply(UPDATE_OP_TOUCH, 0, 0, &cur, 77, &req, 0, &out, &len),
+                     UPDATE_STORED);
+    assert_int_equal(dbvalue_meta(out), ITEM_META_TOUCHED);
+    be16_put(out + 8, 0);                            /* an original coordinator's replica */
+    assert_true(decode_value(out, len, 0, &it));
+    assert_int_equal(it.cas, 77);
+    assert_int_equal(item_cas(&it, 99), 77);
+    assert_int_equal(it.exptime, 1234);
+    assert_int_equal(it.flags, 5);
+    assert_int_equal(it.len, 1);
+    /* touched again (now at version 99): still the first CAS; cas compares with it */
+    assert_int_equal(item_apply(UPDATE_OP_TOUCH, 0, 0, &it, 99, &req, 0, &out2, &len2),
+                     UPDATE_STORED);
+    item it2;
+    assert_true(decode_value(out2, len2, 0, &it2));
+    assert_int_equal(it2.cas, 77);
+    free(out2);
+    item val = { .data = (const uint8_t *)"n", .len = 1 };
+    assert_int_equal(item_apply(UPDATE_OP_CAS, 0, 99, &it, 99, &val, 0, &out2, &len2),
+                     UPDATE_EXISTS);
+    assert_int_equal(item_apply(UPDATE_OP_CAS, 0, 77, &it, 99, &val, 0, &out2, &len2),
+                     UPDATE_STORED);
+    assert_int_equal(dbvalue_meta(out2), ITEM_META_RAW);   /* a real write: a new CAS */
+    free(out2);
+    free(out);
+    /* a raw value never starts with the touched magic either */
+    out = item_value_new(0, 0, 0, "\xc1kcT0123456789abcdef", 20, NULL, 0, 0, &len);
+    assert_int_equal(dbvalue_meta(out), ITEM_META_TAGGED);
+    free(out);
+}
+
+/* incr/decr with UPDATE_FLAG_CREATE make a missing item; UPDATE_FLAG_TTL sets the exptime */
+static void test_incr_create_and_ttl(void **state)
+{
+    (void)state;
+    item req = { .flags = 3, .exptime = 500, .data = (const uint8_t *)"10", .len = 2 };
+    uint8_t *out;
+    size_t len;
+    item it;
+    assert_int_equal(item_apply(UPDATE_OP_INCR, 0, 1, NULL, 0, &req, 0, &out, &len),
+                     UPDATE_NOT_FOUND);
+    assert_int_equal(item_apply(UPDATE_OP_INCR, UPDATE_FLAG_CREATE, 1, NULL, 0, &req, 0,
+                                &out, &len), UPDATE_CREATED);
+    assert_true(decode_value(out, len, 0, &it));
+    assert_memory_equal(it.data, "10", 2);           /* the initial value, not incremented */
+    assert_int_equal(it.flags, 3);
+    assert_int_equal(it.exptime, 500);
+    free(out);
+    item cur = { .exptime = 100, .data = (const uint8_t *)"7", .len = 1 };
+    assert_int_equal(item_apply(UPDATE_OP_DECR, UPDATE_FLAG_TTL, 2, &cur, 5, &req, 0, &out,
+                                &len), UPDATE_STORED);
+    assert_true(decode_value(out, len, 0, &it));
+    assert_memory_equal(it.data, "5", 1);
+    assert_int_equal(it.exptime, 500);
     free(out);
 }
 
@@ -179,6 +245,8 @@ int main(void)
         cmocka_unit_test(test_v1_form_reads),
         cmocka_unit_test(test_expiry),
         cmocka_unit_test(test_apply_rules),
+        cmocka_unit_test(test_touch_keeps_cas),
+        cmocka_unit_test(test_incr_create_and_ttl),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -524,14 +524,16 @@ static void test_key_count(void **state)
         size_t consumed, need;
         const char *err;
         enum memtext_status st = memtext_parse(buf, len, MIB, &req, &consumed, &need, &err);
-        assert_int_equal(consumed, len);
         if (n <= MEMTEXT_MAX_KEYS) {
+            assert_int_equal(consumed, len);
             assert_int_equal(st, MEMTEXT_OK);
             assert_int_equal(req.nkeys, n);
             assert_memory_equal(req.keys[n - 1].ptr, "k255", 4);
         } else {
-            assert_int_equal(st, MEMTEXT_ERROR);
-            assert_string_equal(err, E_BAD);
+            /* no key limit (issue 11): the caller streams the keys after "get" */
+            assert_int_equal(st, MEMTEXT_STREAM);
+            assert_int_equal(req.cmd, MEMTEXT_GET);
+            assert_int_equal(consumed, 3);
         }
         free(buf);
     }
@@ -561,9 +563,24 @@ static void test_long_lines(void **state)
     assert_int_equal(memtext_parse(buf, len, MIB, &req, &consumed, &need, &err), MEMTEXT_OK);
     assert_int_equal(req.nkeys, MEMTEXT_MAX_KEYS);
     assert_int_equal(consumed, len);
-    /* partial: still waiting, not an error */
+    /* partial and past MEMTEXT_LINE_MAX: streamed from after the command word */
     assert_int_equal(memtext_parse(buf, len - 2, MIB, &req, &consumed, &need, &err),
+                     MEMTEXT_STREAM);
+    assert_int_equal(consumed, 3);
+    /* partial within MEMTEXT_LINE_MAX: still waiting */
+    assert_int_equal(memtext_parse(buf, MEMTEXT_LINE_MAX, MIB, &req, &consumed, &need, &err),
                      MEMTEXT_NEED_MORE);
+    /* gat streams after its exptime, which must be whole and valid */
+    memcpy(buf, "gat 9 ", 6);
+    assert_int_equal(memtext_parse(buf, len - 2, MIB, &req, &consumed, &need, &err),
+                     MEMTEXT_STREAM);
+    assert_int_equal(consumed, 5);
+    assert_int_equal(req.exptime, 9);
+    assert_int_equal(req.cmd, MEMTEXT_GAT);
+    memcpy(buf, "gat x ", 6);
+    assert_int_equal(memtext_parse(buf, len - 2, MIB, &req, &consumed, &need, &err),
+                     MEMTEXT_ERROR);
+    assert_string_equal(err, "CLIENT_ERROR invalid exptime argument");
 
     /* a non-get line past the limit without "\n": drop all, then skip to the line end */
     memset(buf, 'x', MEMTEXT_LINE_MAX + 10);
@@ -576,8 +593,15 @@ static void test_long_lines(void **state)
     /* exactly at the limit it still waits for the "\n" */
     assert_int_equal(memtext_parse(buf, MEMTEXT_LINE_MAX, MIB, &req, &consumed, &need, &err),
                      MEMTEXT_NEED_MORE);
-    /* the whole over-long line present: only that line goes */
+    assert_int_equal(req.cmd, MEMTEXT_SET);   /* textconn closes after an unended set */
+    /* a whole over-long storage line is parsed like any other (here: too few tokens) */
     memcpy(buf + MEMTEXT_LINE_MAX + 10, "\r\nversion\r\n", 11);
+    assert_int_equal(memtext_parse(buf, MEMTEXT_LINE_MAX + 21, MIB, &req, &consumed, &need,
+                                   &err), MEMTEXT_ERROR);
+    assert_int_equal(consumed, MEMTEXT_LINE_MAX + 12);
+    assert_string_equal(err, "ERROR");
+    /* the whole over-long line of another command: only that line goes */
+    memcpy(buf, "incr", 4);
     assert_int_equal(memtext_parse(buf, MEMTEXT_LINE_MAX + 21, MIB, &req, &consumed, &need,
                                    &err), MEMTEXT_ERROR);
     assert_int_equal(consumed, MEMTEXT_LINE_MAX + 12);

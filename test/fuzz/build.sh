@@ -1,0 +1,27 @@
+#!/bin/sh
+# Build the libFuzzer harnesses of the memcached front ends with clang, ASan and UBSan:
+#   test/fuzz/build.sh [outdir]        (default: $KUMO_BUILD_DIR/fuzz, build/fuzz)
+# Needs the autotools build first (for the ragel-generated memtext.c).  Run a harness:
+#   build/fuzz/fuzz_frontend -max_total_time=3600 test/fuzz/corpus/frontend
+set -eu
+top=$(cd "$(dirname "$0")/../.." && pwd)
+bld=${KUMO_BUILD_DIR:-$top/build}
+out=${1:-$bld/fuzz}
+mkdir -p "$out"
+CC=${CC:-clang}
+memtext="$bld/src/gateway/memtext.c"
+[ -f "$memtext" ] || { echo "build first (scripts/build.sh): $memtext is missing" >&2; exit 1; }
+flags="-g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+  -I$top/src -I$bld/src -I$bld $(pkg-config --cflags msgpack-c 2>/dev/null || pkg-config --cflags msgpack 2>/dev/null || true)
+  $(pkg-config --cflags tokyocabinet)"
+libs="-lev $(pkg-config --libs msgpack-c 2>/dev/null || pkg-config --libs msgpack 2>/dev/null || echo -lmsgpackc)
+  $(pkg-config --libs tokyocabinet) -lcrypto -lz -lpthread -lm"
+# every library source, so a new file never breaks the harness build
+logic=$(ls "$top"/src/logic/*.c)
+rpc=$(ls "$top"/src/rpc/*.c)
+gwsrc="$(ls "$top"/src/gateway/*.c | grep -v '/main\.c$') $memtext"
+# shellcheck disable=SC2086
+$CC $flags -o "$out/fuzz_memtext" "$top/test/fuzz/fuzz_memtext.c" "$memtext" $libs
+# shellcheck disable=SC2086
+$CC $flags -o "$out/fuzz_frontend" "$top/test/fuzz/fuzz_frontend.c" $gwsrc $rpc $logic $libs
+echo "built $out/fuzz_memtext $out/fuzz_frontend"
