@@ -9,11 +9,11 @@
 #include "gateway/frontconn.h"
 #include "logic/log.h"
 #include "logic/proto.h"
+#include "logic/record.h"
 #include "logic/xmalloc.h"
 
 #define BC_HEADER_LEN 24
-#define BC_KEY_MAX 250                /* memcached's key length limit */
-#define BC_BODY_OVERHEAD (BC_KEY_MAX + 32)  /* key + the largest extras (20) + slack */
+#define BC_BODY_OVERHEAD (MC_KEY_MAX + 32)  /* key + the largest extras (20) + slack */
 
 #define BC_MAGIC_REQ 0x80
 #define BC_MAGIC_RES 0x81
@@ -72,35 +72,6 @@ typedef struct bc_req {
     size_t valuelen;
 } bc_req;
 
-static uint16_t get_be16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    put_be32(p, (uint32_t)(v >> 32));
-    put_be32(p + 4, (uint32_t)v);
-}
-
 /* The 24-byte response header; body length is 32-bit, so large values are never
  * truncated (the original kept it in 16 bits, memcached.md §3.2). */
 static void put_header(frontconn_buf *b, uint8_t op, uint16_t status, size_t keylen,
@@ -115,9 +86,9 @@ static void put_header(frontconn_buf *b, uint8_t op, uint16_t status, size_t key
     h[5] = 0;                       /* data type: raw bytes */
     h[6] = (uint8_t)(status >> 8);
     h[7] = (uint8_t)status;
-    put_be32(h + 8, (uint32_t)bodylen);
-    put_be32(h + 12, opaque);
-    put_be64(h + 16, cas);
+    be32_put(h + 8, (uint32_t)bodylen);
+    be32_put(h + 12, opaque);
+    be64_put(h + 16, cas);
     frontconn_buf_append(b, h, sizeof h);
 }
 
@@ -201,7 +172,7 @@ static void put_item(bc_slot *s, frontconn_buf *b, const char *key, size_t klen,
 {
     size_t kl = s->withkey ? klen : 0;
     uint8_t flags[4];
-    put_be32(flags, it->flags);
+    be32_put(flags, it->flags);
     frontconn_buf_reserve(b, BC_HEADER_LEN + 4 + kl + it->len);
     put_header(b, s->opcode, ST_OK, kl, 4, 4 + kl + it->len, s->opaque, it->cas);
     frontconn_buf_append(b, flags, 4);
@@ -327,7 +298,7 @@ static void incr_reply(bc_slot *s, uint64_t n, clocktime_t ct)
     if (!s->quiet) {
         frontconn_buf *b = slot_target(s);
         uint8_t v[8];
-        put_be64(v, n);
+        be64_put(v, n);
         put_header(b, s->opcode, ST_OK, 0, 0, 8, s->opaque, ct);
         frontconn_buf_append(b, v, 8);
     }
@@ -413,7 +384,7 @@ static void touch_done(void *ud, int status, clocktime_t ct, const char *value, 
         gateway_item_decode_any(slot_gateway(s), &gv, &it)) {
         /* memcached answers a touch with the item's flags and its unchanged CAS */
         uint8_t flags[4];
-        put_be32(flags, it.flags);
+        be32_put(flags, it.flags);
         put_header(slot_target(s), s->opcode, ST_OK, 0, 4, 4, s->opaque, it.cas);
         frontconn_buf_append(slot_target(s), flags, 4);
         slot_complete(s);
@@ -496,7 +467,7 @@ static void toobig_done(void *ud, int status, clocktime_t ct)
 static void store_too_large(frontconn *c, const bc_req *r)
 {
     if ((r->opcode == OP_SET || r->opcode == OP_SETQ) && r->keylen > 0 &&
-        r->keylen <= BC_KEY_MAX) {
+        r->keylen <= MC_KEY_MAX) {
         bc_slot *s = pending_slot(c, r);
         gateway_delete(conn_listener(c)->gw, r->key, r->keylen, false, toobig_done, s);
         return;
@@ -509,8 +480,8 @@ static void cmd_store(frontconn *c, const bc_req *r)
     gateway *gw = conn_listener(c)->gw;
     uint32_t flags = 0, exptime = 0;
     if (r->extlen == 8) {
-        flags = get_be32(r->extras);
-        exptime = get_be32(r->extras + 4);
+        flags = be32_get(r->extras);
+        exptime = be32_get(r->extras + 4);
     }
     if (r->valuelen > conn_listener(c)->cfg.item_size_max) {
         store_too_large(c, r);
@@ -549,9 +520,9 @@ static void cmd_delete(frontconn *c, const bc_req *r)
 static void cmd_incr(frontconn *c, const bc_req *r)
 {
     bc_slot *s = pending_slot(c, r);
-    s->delta = get_be64(r->extras);
-    s->initial = get_be64(r->extras + 8);
-    s->exptime = get_be32(r->extras + 16);
+    s->delta = be64_get(r->extras);
+    s->initial = be64_get(r->extras + 8);
+    s->exptime = be32_get(r->extras + 16);
     frontconn_buf_append(&s->key, r->key, r->keylen);
     incr_send(s);
 }
@@ -560,7 +531,7 @@ static void cmd_touch(frontconn *c, const bc_req *r)
 {
     bc_slot *s = pending_slot(c, r);
     s->withkey = r->opcode == OP_GATK || r->opcode == OP_GATKQ;
-    s->exptime = get_be32(r->extras);
+    s->exptime = be32_get(r->extras);
     frontconn_buf_append(&s->key, r->key, r->keylen);
     gwstats *st = frontconn_stats(c);
     st->cmd_touch++;
@@ -574,7 +545,7 @@ static void cmd_flush(frontconn *c, const bc_req *r)
 {
     bc_slot *s = pending_slot(c, r);
     frontconn_stats(c)->cmd_flush++;
-    gateway_flush_all(conn_listener(c)->gw, r->extlen == 4 ? get_be32(r->extras) : 0,
+    gateway_flush_all(conn_listener(c)->gw, r->extlen == 4 ? be32_get(r->extras) : 0,
                       flush_done, s);
 }
 
@@ -688,10 +659,10 @@ static void conn_dispatch(frontconn *c, const uint8_t *p, size_t bodylen)
 {
     bc_req r = {
         .opcode = p[1],
-        .opaque = get_be32(p + 12),
-        .cas = get_be64(p + 16),
+        .opaque = be32_get(p + 12),
+        .cas = be64_get(p + 16),
         .extlen = p[4],
-        .keylen = get_be16(p + 2),
+        .keylen = be16_get(p + 2),
     };
     if (r.keylen + r.extlen > bodylen) {
         conn_error(c, &r, ST_EINVAL);
@@ -709,7 +680,7 @@ static void conn_dispatch(frontconn *c, const uint8_t *p, size_t bodylen)
     bool ext_ok = op->extlen == BC_EXT_0_OR_4 ? (r.extlen == 0 || r.extlen == 4)
                                               : r.extlen == op->extlen;
     bool key_ok = op->key == KEY_ANY || (op->key == KEY_YES) == (r.keylen > 0);
-    if (!ext_ok || !key_ok || r.keylen > BC_KEY_MAX || (!op->value && r.valuelen)) {
+    if (!ext_ok || !key_ok || r.keylen > MC_KEY_MAX || (!op->value && r.valuelen)) {
         conn_error(c, &r, ST_EINVAL);
         return;
     }
@@ -774,7 +745,7 @@ static void cloudy_store_done(void *ud, int status, clocktime_t ct)
 static bool cloudy_dispatch(frontconn *c, const uint8_t *p, size_t bodylen)
 {
     uint8_t op = p[1];
-    size_t extlen = p[4], keylen = get_be16(p + 2);
+    size_t extlen = p[4], keylen = be16_get(p + 2);
     if (keylen == 0 || extlen + keylen > bodylen)
         return false;
     const uint8_t *extras = p + BC_HEADER_LEN;
@@ -789,7 +760,7 @@ static bool cloudy_dispatch(frontconn *c, const uint8_t *p, size_t bodylen)
             return false;
         s = (bc_slot *)frontconn_slot_new_unordered(c);
         s->opcode = op;
-        s->opaque = get_be32(p + 12);
+        s->opaque = be32_get(p + 12);
         s->quiet = op == OP_GETQ || op == OP_GETKQ;
         s->withkey = op == OP_GETK || op == OP_GETKQ;
         frontconn_stats(c)->cmd_get++;
@@ -797,23 +768,23 @@ static bool cloudy_dispatch(frontconn *c, const uint8_t *p, size_t bodylen)
         return true;
     case OP_SET:
         /* only plain sets: flags, expiration and CAS must be 0 */
-        if (extlen != 8 || get_be32(extras) != 0 || get_be32(extras + 4) != 0 ||
-            get_be64(p + 16) != 0 || valuelen > conn_listener(c)->cfg.item_size_max)
+        if (extlen != 8 || be32_get(extras) != 0 || be32_get(extras + 4) != 0 ||
+            be64_get(p + 16) != 0 || valuelen > conn_listener(c)->cfg.item_size_max)
             return false;
         s = (bc_slot *)frontconn_slot_new_unordered(c);
         s->opcode = op;
-        s->opaque = get_be32(p + 12);
+        s->opaque = be32_get(p + 12);
         frontconn_stats(c)->cmd_set++;
         gateway_set(gw, key, keylen, SET_OP_SET, 0, GATEWAY_META_ORIGINAL, NULL, 0, value,
                     valuelen, cloudy_store_done, s);
         return true;
     case OP_DELETE:
-        if ((extlen != 0 && extlen != 4) || (extlen == 4 && get_be32(extras) != 0) ||
+        if ((extlen != 0 && extlen != 4) || (extlen == 4 && be32_get(extras) != 0) ||
             valuelen != 0)
             return false;
         s = (bc_slot *)frontconn_slot_new_unordered(c);
         s->opcode = op;
-        s->opaque = get_be32(p + 12);
+        s->opaque = be32_get(p + 12);
         gateway_delete(gw, key, keylen, false, cloudy_store_done, s);
         return true;
     default:
@@ -828,7 +799,7 @@ static size_t cloudy_parse(frontconn *c, const char *buf, size_t len, size_t *ne
         *need = BC_HEADER_LEN;
         return 0;
     }
-    size_t bodylen = get_be32(p + 8);
+    size_t bodylen = be32_get(p + 8);
     if (p[0] != BC_MAGIC_REQ ||
         bodylen > conn_listener(c)->cfg.item_size_max + BC_HEADER_LEN + 65535 + 255) {
         log_debug("cloudy: bad request, closing");
@@ -866,12 +837,12 @@ static size_t bc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
         frontconn_set_state(c, FRONTCONN_DRAIN);
         return 0;
     }
-    size_t bodylen = get_be32(p + 8);
+    size_t bodylen = be32_get(p + 8);
     if (bodylen > conn_listener(c)->cfg.item_size_max + BC_BODY_OVERHEAD) {
         /* never buffer it: answer now and drop the body as it arrives; a store waits
          * for its extras and key first (at most 64 KiB + 255) to unlink the key */
-        bc_req r = {.opcode = p[1], .opaque = get_be32(p + 12), .extlen = p[4],
-                    .keylen = get_be16(p + 2)};
+        bc_req r = {.opcode = p[1], .opaque = be32_get(p + 12), .extlen = p[4],
+                    .keylen = be16_get(p + 2)};
         size_t head = BC_HEADER_LEN + r.extlen + r.keylen;
         if (!is_store_op(p[1]) || r.extlen + r.keylen > bodylen) {
             conn_error(c, &r, is_store_op(p[1]) ? ST_TOO_LARGE : ST_EINVAL);

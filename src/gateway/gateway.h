@@ -129,9 +129,15 @@ void gateway_update(gateway *gw, unsigned op, const char *key, size_t keylen, ui
                     int64_t exptime, const void *data, size_t datalen, uint64_t arg,
                     bool async, gateway_update_cb cb, void *ud);
 
-/* flush_all [delay]: server method SRV_FLUSH = 49 to every active server of whs and rhs;
- * status GATEWAY_OK when all answered, else GATEWAY_FAILED. */
-void gateway_flush_all(gateway *gw, uint32_t delay, gateway_store_cb cb, void *ud);
+/* memcached's time argument (exptime of an item, flush_all's delay) as an absolute unix
+ * time: 0 stays 0 (never / now), 1 .. 30 days is relative to the current second, larger
+ * is already absolute, negative is long past (1).  The one home of this rule. */
+uint32_t gateway_abs_time(int64_t t);
+
+/* flush_all [when]: server method SRV_FLUSH = 49 to every active server of whs and rhs,
+ * with the delay until when (a memcached time, gateway_abs_time; past = now); status
+ * GATEWAY_OK when all answered, else GATEWAY_FAILED. */
+void gateway_flush_all(gateway *gw, int64_t when, gateway_store_cb cb, void *ud);
 
 /* curr_items estimate: GetStatus items (method 97, code 7) of every active rhs node,
  * summed and divided by the replica count (3, or the node count if fewer).  ok is false

@@ -28,7 +28,7 @@
 #define GW_FAST_RETRY_DELAY 0.02
 #define GW_OP_BUF_KEEP (64 * 1024)    /* op buffers up to this size are kept in the pool */
 #define GW_OP_POOL_MAX 4096           /* pooled op structs */
-#define GW_RELATIVE_EXPTIME_MAX 2592000  /* memcached: <= 30 days is relative */
+#define GW_RELATIVE_TIME_MAX 2592000  /* memcached: up to 30 days is relative */
 
 enum op_kind { OP_GET, OP_SET, OP_DELETE, OP_UPDATE };
 
@@ -127,7 +127,7 @@ static void op_set_key(gw_op *op, const char *key, size_t keylen)
         memcpy(p, gw->cfg.key_prefix, gw->prefixlen);
     memcpy(p + gw->prefixlen, key, keylen);
     op->keylen = DBKEY_HASH_LEN + gw->prefixlen + keylen;
-    be64_put(op->buf, hs_hash(p, gw->prefixlen + keylen));
+    dbkey_stamp(op->buf, gw->prefixlen + keylen);
 }
 
 static const char *op_user_key(const gw_op *op, size_t *len)
@@ -636,8 +636,10 @@ static void flush_none_cb(struct ev_loop *loop, ev_timer *w, int revents)
     free(w);
 }
 
-void gateway_flush_all(gateway *gw, uint32_t delay, gateway_store_cb cb, void *ud)
+void gateway_flush_all(gateway *gw, int64_t when, gateway_store_cb cb, void *ud)
 {
+    uint32_t at = gateway_abs_time(when), now = (uint32_t)time(NULL);
+    uint32_t delay = at > now ? at - now : 0;
     gw_flush *f = xcalloc(1, sizeof *f);
     f->cb = cb;
     f->ud = ud;
@@ -720,19 +722,22 @@ bool gateway_value_parse(const void *dbvalue, size_t len, gateway_value *v)
 void gateway_item_header(const gateway *gw, uint32_t flags, int64_t exptime,
                          uint8_t hdr[GATEWAY_ITEM_HEADER_LEN])
 {
-    uint32_t abs;
-    if (exptime == 0)
-        abs = 0;
-    else if (exptime < 0)
-        abs = 1;                                   /* long past: expired at once */
-    else if (exptime <= GW_RELATIVE_EXPTIME_MAX)
-        /* the current second, not the 0.5 s cached clock: a short exptime must not
-         * lose half a second (memcached: current_time + exptime) */
-        abs = (uint32_t)time(NULL) + (uint32_t)exptime;
-    else
-        abs = exptime > UINT32_MAX ? UINT32_MAX : (uint32_t)exptime;
+    (void)gw;
     be32_put(hdr, flags);
-    be32_put(hdr + 4, abs);
+    be32_put(hdr + 4, gateway_abs_time(exptime));
+}
+
+uint32_t gateway_abs_time(int64_t t)
+{
+    if (t == 0)
+        return 0;
+    if (t < 0)
+        return 1;                                  /* long past: expired at once */
+    if (t <= GW_RELATIVE_TIME_MAX)
+        /* the current second, not the 0.5 s cached clock: a short time must not lose
+         * half a second (memcached: current_time + exptime) */
+        return (uint32_t)time(NULL) + (uint32_t)t;
+    return t > UINT32_MAX ? UINT32_MAX : (uint32_t)t;
 }
 
 /* ------------------------------------------------------------------ life cycle */

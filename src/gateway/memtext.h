@@ -9,7 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MEMTEXT_KEY_MAX 250        /* memcached's key length limit */
+#include "logic/proto.h"     /* MC_KEY_MAX */
+
 #define MEMTEXT_MAX_KEYS 256       /* keys in one parsed get/gets/gat line; more: STREAM */
 #define MEMTEXT_LINE_MAX 8192      /* a command line longer than this without "\n" is an error */
 

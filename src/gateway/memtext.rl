@@ -4,10 +4,10 @@
 
 #include <string.h>
 
-/* A get line holds up to MEMTEXT_MAX_KEYS keys of MEMTEXT_KEY_MAX bytes, which is far
+/* A get line holds up to MEMTEXT_MAX_KEYS keys of MC_KEY_MAX bytes, which is far
  * more than MEMTEXT_LINE_MAX; memcached likewise lets only multigets grow past its line
  * buffer.  Other commands are held to MEMTEXT_LINE_MAX. */
-#define GET_LINE_MAX (MEMTEXT_LINE_MAX + MEMTEXT_MAX_KEYS * (MEMTEXT_KEY_MAX + 1))
+#define GET_LINE_MAX (MEMTEXT_LINE_MAX + MEMTEXT_MAX_KEYS * (MC_KEY_MAX + 1))
 
 /* gat carries the exptime before its keys, so one spare slot beyond the key limit;
  * a second one lets us tell "exactly the limit" from "too many". */
@@ -172,7 +172,7 @@ static bool parse_int32(const token *t, int64_t *out)
  * after tokenising) and control bytes. */
 static bool key_ok(const token *t)
 {
-    if (t->len == 0 || t->len > MEMTEXT_KEY_MAX)
+    if (t->len == 0 || t->len > MC_KEY_MAX)
         return false;
     for (size_t i = 0; i < t->len; i++) {
         unsigned char c = (unsigned char)t->ptr[i];

@@ -14,7 +14,7 @@
 #define MC_OPAQUE_MAX 32          /* memcached: longer O tokens are refused */
 #define MC_RET_MAX 16             /* return flags kept per request */
 #define MC_TOKENS_MAX 24          /* memcached's MAX_TOKENS */
-#define MC_B64_KEY_MAX (((MEMTEXT_KEY_MAX + 2) / 3) * 4)
+#define MC_B64_KEY_MAX (((MC_KEY_MAX + 2) / 3) * 4)
 
 #define E_FORMAT "CLIENT_ERROR bad command line format"
 #define E_FLAG "CLIENT_ERROR invalid flag"
@@ -33,7 +33,7 @@
 /* One meta request, kept until its reply is written. */
 typedef struct meta_req {
     char cmd;                      /* 'g' 's' 'd' 'a' 'e' */
-    char key[MEMTEXT_KEY_MAX];     /* decoded key */
+    char key[MC_KEY_MAX];     /* decoded key */
     size_t klen;
     char rkey[MC_B64_KEY_MAX];     /* the key as the client wrote it (echoed by k) */
     size_t rklen;
@@ -607,7 +607,7 @@ static const char *parse_flags(meta_req *m, const tok *t, size_t nt)
 /* Fill m's key from the token (base64 when b is among the flags); NULL or error line. */
 static const char *parse_key(meta_req *m, const tok *k)
 {
-    if (k->n == 0 || k->n > (m->b64 ? MC_B64_KEY_MAX : MEMTEXT_KEY_MAX))
+    if (k->n == 0 || k->n > (m->b64 ? MC_B64_KEY_MAX : MC_KEY_MAX))
         return E_FORMAT;
     memcpy(m->rkey, k->p, k->n);
     m->rklen = k->n;

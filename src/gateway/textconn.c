@@ -12,12 +12,11 @@
 #include "logic/proto.h"
 #include "logic/xmalloc.h"
 
-#define TC_VERSION_REPLY "VERSION " GWSTATS_VERSION "\r\n"
-#define TC_RELATIVE_TIME_MAX 2592000  /* memcached: times up to 30 days are relative */
+#define TXT_VERSION_REPLY "VERSION " GWSTATS_VERSION "\r\n"
 
 
 /* What a pending slot will print when its operation completes. */
-enum tc_slot_kind {
+enum txt_slot_kind {
     SLOT_GET1, SLOT_GETN, SLOT_SET, SLOT_DELETE,
     SLOT_STORE,    /* add/replace/append/prepend: STORED / NOT_STORED */
     SLOT_CAS,      /* STORED / EXISTS / NOT_FOUND */
@@ -31,22 +30,22 @@ enum tc_slot_kind {
 };
 
 /* A pending reply (frontconn.h); it is also the ud of its gateway request. */
-typedef struct tc_slot {
+typedef struct txt_slot {
     frontconn_slot base;       /* first: frontconn hands it back as frontconn_slot */
-    uint8_t kind;              /* enum tc_slot_kind */
+    uint8_t kind;              /* enum txt_slot_kind */
     bool gets;                 /* print the CAS unique */
     bool gat;                  /* a gat/gats key: counted as a touch, not as a get */
-} tc_slot;
+} txt_slot;
 
 /* A get/gets/gat/gats line whose keys are read as they arrive (memtext MEMTEXT_STREAM):
  * no key count or line length limit, memory bounded by the replies in flight. */
-typedef struct tc_conn {
+typedef struct txt_conn {
     bool streaming;
     uint8_t cmd;               /* enum memtext_cmd */
     int64_t exptime;           /* gat/gats */
-} tc_conn;
+} txt_conn;
 
-#define TC_STREAM_BUDGET 64    /* keys per parse call: back-pressure is checked between */
+#define TXT_STREAM_BUDGET 64    /* keys per parse call: back-pressure is checked between */
 
 struct textconn_listener {
     metaconn_env env;          /* first: the meta commands read it from the ud */
@@ -103,16 +102,16 @@ static void put_value(frontconn_buf *b, const char *key, size_t klen, const gate
 
 /* ------------------------------------------------------------------ slots */
 
-static tc_slot *slot_new(frontconn *c, int kind)
+static txt_slot *slot_new(frontconn *c, int kind)
 {
-    tc_slot *s = (tc_slot *)frontconn_slot_new(c);
+    txt_slot *s = (txt_slot *)frontconn_slot_new(c);
     s->kind = (uint8_t)kind;
     s->gets = false;
     s->gat = false;
     return s;
 }
 
-static textconn_listener *slot_listener(tc_slot *s)
+static textconn_listener *slot_listener(txt_slot *s)
 {
     return frontconn_ud(s->base.conn);   /* outlives every request (textconn.h) */
 }
@@ -133,7 +132,7 @@ static void conn_reply(frontconn *c, const char *str, size_t len)
 
 static void get_done(void *ud, int status, const gateway_value *v, const char *key, size_t klen)
 {
-    tc_slot *s = ud;
+    txt_slot *s = ud;
     textconn_listener *l = slot_listener(s);
     gwstats *st = frontconn_stats(s->base.conn);
     gateway_item it;
@@ -161,7 +160,7 @@ static void get_done(void *ud, int status, const gateway_value *v, const char *k
 
 static void store_done(void *ud, int status, clocktime_t ct)
 {
-    tc_slot *s = ud;
+    txt_slot *s = ud;
     gwstats *st = frontconn_stats(s->base.conn);
     if (s->kind == SLOT_TOOBIG) {
         if (!slot_alive(s))
@@ -225,20 +224,20 @@ static void count_update(gwstats *st, int kind, int status)
 }
 
 /* noreply updates: the gwstats is the ud, only the stats learn the outcome */
-#define TC_NOREPLY_CB(name, kind)                                                       \
+#define TXT_NOREPLY_CB(name, kind)                                                       \
     static void name(void *ud, int status, clocktime_t ct, const char *v, size_t n)     \
     {                                                                                   \
         count_update(ud, kind, status);                                                 \
     }
-TC_NOREPLY_CB(noreply_store_done, SLOT_STORE)
-TC_NOREPLY_CB(noreply_cas_done, SLOT_CAS)
-TC_NOREPLY_CB(noreply_incr_done, SLOT_INCR)
-TC_NOREPLY_CB(noreply_decr_done, SLOT_DECR)
-TC_NOREPLY_CB(noreply_touch_done, SLOT_TOUCH)
+TXT_NOREPLY_CB(noreply_store_done, SLOT_STORE)
+TXT_NOREPLY_CB(noreply_cas_done, SLOT_CAS)
+TXT_NOREPLY_CB(noreply_incr_done, SLOT_INCR)
+TXT_NOREPLY_CB(noreply_decr_done, SLOT_DECR)
+TXT_NOREPLY_CB(noreply_touch_done, SLOT_TOUCH)
 
 static void update_done(void *ud, int status, clocktime_t ct, const char *value, size_t vlen)
 {
-    tc_slot *s = ud;
+    txt_slot *s = ud;
     textconn_listener *l = slot_listener(s);
     count_update(frontconn_stats(s->base.conn), s->kind, status);
     if (!slot_alive(s))
@@ -274,7 +273,7 @@ static void update_done(void *ud, int status, clocktime_t ct, const char *value,
         if (status == GATEWAY_OK && value) {
             /* the touched item came back with the touch: printed even when the new
              * exptime has already passed (memcached returns it, then it is gone) */
-            char key[MEMTEXT_KEY_MAX];
+            char key[MC_KEY_MAX];
             size_t klen = s->base.data.len < sizeof key ? s->base.data.len : sizeof key;
             memcpy(key, s->base.data.p, klen);
             s->base.data.len = 0;
@@ -309,7 +308,7 @@ static void update_done(void *ud, int status, clocktime_t ct, const char *value,
 
 static void flush_done(void *ud, int status, clocktime_t ct)
 {
-    tc_slot *s = ud;
+    txt_slot *s = ud;
     if (!slot_alive(s))
         return;
     const char *r = status == GATEWAY_OK ? "OK\r\n" : "SERVER_ERROR flush failed\r\n";
@@ -319,12 +318,12 @@ static void flush_done(void *ud, int status, clocktime_t ct)
 
 /* ------------------------------------------------------------------ commands */
 
-typedef void (*tc_handler)(frontconn *c, const memtext_request *req);
+typedef void (*txt_handler)(frontconn *c, const memtext_request *req);
 
 /* One key of a multi-key get/gets: its VALUE block, or nothing on a miss. */
 static void get_one(frontconn *c, bool gets, const char *key, size_t klen)
 {
-    tc_slot *s = slot_new(c, SLOT_GETN);
+    txt_slot *s = slot_new(c, SLOT_GETN);
     s->gets = gets;
     gateway_get(conn_listener(c)->gw, key, klen, get_done, s);
 }
@@ -333,7 +332,7 @@ static void get_one(frontconn *c, bool gets, const char *key, size_t klen)
 static void gat_one(frontconn *c, bool gats, bool single, int64_t exptime, const char *key,
                     size_t klen)
 {
-    tc_slot *s = slot_new(c, single ? SLOT_GAT1 : SLOT_GATN);
+    txt_slot *s = slot_new(c, single ? SLOT_GAT1 : SLOT_GATN);
     s->gets = gats;
     s->gat = true;
     frontconn_buf_append(&s->base.data, key, klen);
@@ -347,7 +346,7 @@ static void cmd_get(frontconn *c, const memtext_request *req)
     bool gets = req->cmd == MEMTEXT_GETS;
     frontconn_stats(c)->cmd_get += req->nkeys;
     if (req->nkeys == 1) {
-        tc_slot *s = slot_new(c, SLOT_GET1);
+        txt_slot *s = slot_new(c, SLOT_GET1);
         s->gets = gets;
         gateway_get(gw, req->keys[0].ptr, req->keys[0].len, get_done, s);
         return;
@@ -366,7 +365,7 @@ static void cmd_set(frontconn *c, const memtext_request *req)
     gateway_item_header(gw, req->flags, req->exptime, hdr);
     frontconn_stats(c)->cmd_set++;
     unsigned op = req->noreply ? SET_OP_SET_ASYNC : SET_OP_SET;
-    tc_slot *s = req->noreply ? NULL : slot_new(c, SLOT_SET);
+    txt_slot *s = req->noreply ? NULL : slot_new(c, SLOT_SET);
     gateway_set(gw, req->keys[0].ptr, req->keys[0].len, op, req->cas, GATEWAY_META_ITEM, hdr,
                 sizeof hdr, req->data, req->datalen, s ? store_done : NULL, s);
 }
@@ -419,7 +418,7 @@ static void cmd_update(frontconn *c, const memtext_request *req)
                        datalen, arg, true, nrcb, st);
         return;
     }
-    tc_slot *s = slot_new(c, kind);
+    txt_slot *s = slot_new(c, kind);
     gateway_update(l->gw, op, req->keys[0].ptr, req->keys[0].len, flags, exptime, data,
                    datalen, arg, false, update_done, s);
 }
@@ -443,15 +442,8 @@ static void cmd_flush_all(frontconn *c, const memtext_request *req)
 {
     textconn_listener *l = conn_listener(c);
     frontconn_stats(c)->cmd_flush++;
-    int64_t d = req->has_delay ? req->exptime : 0;
-    if (d > TC_RELATIVE_TIME_MAX) {         /* memcached: an absolute unix time */
-        int64_t now = gateway_now(l->gw);
-        d = d > now ? d - now : 0;
-    }
-    if (d < 0)
-        d = 0;
-    tc_slot *s = req->noreply ? NULL : slot_new(c, SLOT_FLUSH);
-    gateway_flush_all(l->gw, (uint32_t)d, s ? flush_done : NULL, s);
+    txt_slot *s = req->noreply ? NULL : slot_new(c, SLOT_FLUSH);
+    gateway_flush_all(l->gw, req->has_delay ? req->exptime : 0, s ? flush_done : NULL, s);
 }
 
 static void cmd_verbosity(frontconn *c, const memtext_request *req)
@@ -501,14 +493,14 @@ static void cmd_stats(frontconn *c, const memtext_request *req)
 
 static void cmd_delete(frontconn *c, const memtext_request *req)
 {
-    tc_slot *s = req->noreply ? NULL : slot_new(c, SLOT_DELETE);
+    txt_slot *s = req->noreply ? NULL : slot_new(c, SLOT_DELETE);
     gateway_delete(conn_listener(c)->gw, req->keys[0].ptr, req->keys[0].len, req->noreply,
                    s ? store_done : NULL, s);
 }
 
 static void cmd_version(frontconn *c, const memtext_request *req)
 {
-    conn_reply_lit(c, TC_VERSION_REPLY);
+    conn_reply_lit(c, TXT_VERSION_REPLY);
 }
 
 static void cmd_quit(frontconn *c, const memtext_request *req)
@@ -523,7 +515,7 @@ static void cmd_unsupported(frontconn *c, const memtext_request *req)
         conn_reply_lit(c, "ERROR\r\n");
 }
 
-static const tc_handler tc_handlers[] = {
+static const txt_handler txt_handlers[] = {
     [MEMTEXT_GET] = cmd_get,
     [MEMTEXT_GETS] = cmd_get,
     [MEMTEXT_GAT] = cmd_gat,
@@ -551,7 +543,7 @@ static const tc_handler tc_handlers[] = {
 /* memcached's key rule, as memtext checks it: 1..250 bytes, no control bytes. */
 static bool stream_key_ok(const char *k, size_t n)
 {
-    if (n == 0 || n > MEMTEXT_KEY_MAX)
+    if (n == 0 || n > MC_KEY_MAX)
         return false;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)k[i];
@@ -562,16 +554,16 @@ static bool stream_key_ok(const char *k, size_t n)
 }
 
 /* The keys of a streamed retrieval line, as many as have arrived (at most
- * TC_STREAM_BUDGET per call), then END at the line end.  A bad key answers CLIENT_ERROR
+ * TXT_STREAM_BUDGET per call), then END at the line end.  A bad key answers CLIENT_ERROR
  * and drops the rest of the line; the values of the keys before it have been sent by
  * then (memcached, which buffers the whole line, sends none of them). */
-static size_t tc_stream(frontconn *c, tc_conn *cs, const char *buf, size_t len)
+static size_t txt_stream(frontconn *c, txt_conn *cs, const char *buf, size_t len)
 {
     gwstats *st = frontconn_stats(c);
     bool gat = cs->cmd == MEMTEXT_GAT || cs->cmd == MEMTEXT_GATS;
     bool gets = cs->cmd == MEMTEXT_GETS || cs->cmd == MEMTEXT_GATS;
     size_t pos = 0;
-    for (unsigned n = 0; n < TC_STREAM_BUDGET && pos < len;) {
+    for (unsigned n = 0; n < TXT_STREAM_BUDGET && pos < len;) {
         if (buf[pos] == ' ') {
             pos++;
             continue;
@@ -584,7 +576,7 @@ static size_t tc_stream(frontconn *c, tc_conn *cs, const char *buf, size_t len)
         size_t end = pos;
         while (end < len && buf[end] != ' ' && buf[end] != '\n')
             end++;
-        if (end == len && end - pos <= MEMTEXT_KEY_MAX + 1)
+        if (end == len && end - pos <= MC_KEY_MAX + 1)
             return pos;                        /* the key is not whole yet */
         size_t klen = end - pos;
         if (end < len && buf[end] == '\n' && klen > 0 && buf[end - 1] == '\r')
@@ -616,14 +608,14 @@ static size_t tc_stream(frontconn *c, tc_conn *cs, const char *buf, size_t len)
 }
 
 /* frontconn_proto.parse: one request line (and data block) out of buf. */
-static size_t tc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
+static size_t txt_parse(frontconn *c, const char *buf, size_t len, size_t *need)
 {
     textconn_listener *l = conn_listener(c);
     size_t consumed = 0;
     const char *errmsg = NULL;
-    tc_conn *cs = frontconn_pstate(c);
+    txt_conn *cs = frontconn_pstate(c);
     if (cs->streaming)
-        return tc_stream(c, cs, buf, len);
+        return txt_stream(c, cs, buf, len);
     if (metaconn_is_meta(buf, len))
         return metaconn_parse(c, &l->env, buf, len, need);
     enum memtext_status st = memtext_parse(buf, len, l->cfg.item_size_max, &l->req,
@@ -639,8 +631,8 @@ static size_t tc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
     if (st == MEMTEXT_OK) {
         *need = 0;
         enum memtext_cmd cmd = l->req.cmd;
-        tc_handler h = (size_t)cmd < sizeof tc_handlers / sizeof tc_handlers[0]
-                       ? tc_handlers[cmd] : NULL;
+        txt_handler h = (size_t)cmd < sizeof txt_handlers / sizeof txt_handlers[0]
+                       ? txt_handlers[cmd] : NULL;
         (h ? h : cmd_unsupported)(c, &l->req);
         return consumed;
     }
@@ -656,7 +648,7 @@ static size_t tc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
     if (swallow > 0 && l->req.cmd == MEMTEXT_SET && l->req.nkeys == 1) {
         /* memcached unlinks the key of a set it refuses as too large, so the old value
          * is not read back as if the set had not happened; the error follows the delete */
-        tc_slot *s = l->req.noreply ? NULL : slot_new(c, SLOT_TOOBIG);
+        txt_slot *s = l->req.noreply ? NULL : slot_new(c, SLOT_TOOBIG);
         gateway_delete(l->gw, l->req.keys[0].ptr, l->req.keys[0].len, false,
                        s ? store_done : NULL, s);
     } else if (!l->req.noreply) {
@@ -684,11 +676,11 @@ static size_t tc_parse(frontconn *c, const char *buf, size_t len, size_t *need)
     return consumed;
 }
 
-static frontconn_proto tc_proto = {
+static frontconn_proto txt_proto = {
     .name = "text",
-    .slot_size = sizeof(tc_slot),    /* or the meta commands' slot, if larger */
-    .parse = tc_parse,
-    .conn_size = sizeof(tc_conn),
+    .slot_size = sizeof(txt_slot),    /* or the meta commands' slot, if larger */
+    .parse = txt_parse,
+    .conn_size = sizeof(txt_conn),
 };
 
 textconn_listener *textconn_listen(struct ev_loop *loop, int fd, gateway *gw, gwstats *stats,
@@ -699,9 +691,9 @@ textconn_listener *textconn_listen(struct ev_loop *loop, int fd, gateway *gw, gw
     l->cfg = *cfg;
     l->env.gw = gw;
     l->env.item_size_max = cfg->item_size_max;
-    if (metaconn_slot_size() > tc_proto.slot_size)
-        tc_proto.slot_size = metaconn_slot_size();
-    l->fl = frontconn_listen(loop, fd, &tc_proto, stats, l);
+    if (metaconn_slot_size() > txt_proto.slot_size)
+        txt_proto.slot_size = metaconn_slot_size();
+    l->fl = frontconn_listen(loop, fd, &txt_proto, stats, l);
     return l;
 }
 

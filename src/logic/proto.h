@@ -78,6 +78,8 @@ enum update_status {
     UPDATE_CREATED = 5,          /* INCR/DECR with UPDATE_FLAG_CREATE made the item */
 };
 
+#define MC_KEY_MAX 250             /* memcached's key length limit, every front end */
+
 #define UPDATE_FLAG_ASYNC 0x01     /* Update.flags: reply before replication completes */
 #define UPDATE_FLAG_RAW 0x02       /* Update.flags: a flags-0, no-expiry result may be stored
                                     * in the original's raw form (doc/storage-format.md) */

@@ -8,9 +8,14 @@
 void dbkey_make(uint8_t *out, const void *key, size_t keylen)
 {
     /* storage.md §2.1: H(key) big-endian, i.e. the first 8 digest bytes reversed */
-    be64_put(out, hs_hash(key, keylen));
     if (keylen)
         memcpy(out + DBKEY_HASH_LEN, key, keylen);
+    dbkey_stamp(out, keylen);
+}
+
+void dbkey_stamp(uint8_t *dbkey, size_t keylen)
+{
+    be64_put(dbkey, hs_hash(dbkey + DBKEY_HASH_LEN, keylen));
 }
 
 bool record_should_replace(const void *old, size_t oldlen, clocktime_t incoming)

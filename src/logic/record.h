@@ -37,6 +37,9 @@ static inline uint16_t be16_get(const uint8_t *p) { return (uint16_t)((p[0] << 8
  * then the key.  The caller includes any --key-prefix in key. */
 void dbkey_make(uint8_t *out, const void *key, size_t keylen);
 
+/* The same when the key is already in place at dbkey + 8: write only its hash. */
+void dbkey_stamp(uint8_t *dbkey, size_t keylen);
+
 /* The hash carried in a DBKey (first 8 bytes, big-endian); dbkey must be >= 8 bytes. */
 static inline uint64_t dbkey_hash(const void *dbkey) { return be64_get(dbkey); }
 

@@ -10,6 +10,11 @@
  * while 32 non-empty containers are open, so the scanner stops the same input. */
 #define MPSCAN_MAX_DEPTH 32
 
+/* The largest message any reader of the system takes (RPC connections of the daemons and
+ * tools, one pair of a replace stream): a larger message, read or announced, closes the
+ * connection.  The one home of this limit. */
+#define MPSCAN_MESSAGE_MAX (64u * 1024 * 1024)
+
 enum mpscan_error {
     MPSCAN_OK = 0,
     MPSCAN_BAD_BYTE,     /* 0xc1: the one type byte msgpack never uses */

@@ -18,7 +18,6 @@
 
 #define RPC_READ_CHUNK (32 * 1024)            /* free space wanted before each read() */
 #define RPC_READ_ROUNDS 4                     /* read() calls per readable event: bounded work */
-#define RPC_MAX_MESSAGE (64u * 1024 * 1024)   /* a larger message (read or announced) closes */
 /* Objects one message may announce.  kumofs messages hold at most a few thousand (a hash
  * space's node list); this caps msgpack-c's up-front allocation per message at 1.5 MiB
  * (24-byte msgpack_object each), where the size cap alone would still let a 5-byte header
@@ -41,7 +40,7 @@ static rpc_conn *conn_new(rpc_node *n, int fd, enum rpc_conn_state state)
     c->node = n;
     c->fd = fd;
     c->state = state;
-    mpscan_init(&c->scan, RPC_MAX_MESSAGE, RPC_MAX_ELEMENTS);
+    mpscan_init(&c->scan, MPSCAN_MESSAGE_MAX, RPC_MAX_ELEMENTS);
     if (!msgpack_unpacker_init(&c->unp, MSGPACK_UNPACKER_INIT_BUFFER_SIZE)) {
         fprintf(stderr, "out of memory\n");
         abort();
@@ -469,7 +468,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             return;
         }
         /* Vet the new bytes before the unpacker may act on a header in them; this also
-         * enforces RPC_MAX_MESSAGE, since the scanner bounds each message's size. */
+         * enforces MPSCAN_MESSAGE_MAX, since the scanner bounds each message's size. */
         enum mpscan_error se =
             mpscan_execute(&c->scan, msgpack_unpacker_buffer(&c->unp), (size_t)r);
         if (se != MPSCAN_OK) {

@@ -81,17 +81,6 @@ int store_error(void)
     return store_errno;
 }
 
-/* Debian's Tokyo Cabinet calls sched_yield() from its record writer about once per put,
- * even without tchdbsetmutex (measured: 28,807 yields for 40,000 tchdbputproc calls).  In
- * a single-threaded event loop a yield only hands the CPU to other processes and adds
- * latency to every request, so the program that links the store defines it as a no-op;
- * the dynamic linker binds TC's calls to this definition.  Our own threads synchronise
- * with mutexes and never rely on yielding. */
-int sched_yield(void)
-{
-    return 0;
-}
-
 #define STORE_DEFAULT_XMSIZ (1LL << 30)
 
 /* ---- disk space: a full disk refuses writes, it never kills the server ----

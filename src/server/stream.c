@@ -23,7 +23,6 @@
 #define STREAM_CHUNK (64 * 1024)
 #define STREAM_ACK_EVERY 100        /* step 5: keep-alive after every 100 pairs */
 #define STREAM_DRAIN_TIMEOUT 10.0   /* how long an acknowledged receiver waits for EOF */
-#define STREAM_MAX_MESSAGE (64u * 1024 * 1024)  /* one [key, value] pair, as the RPC cap */
 #define STREAM_MAX_ELEMENTS 1024    /* pairs are 2-element arrays; nothing legitimate nests */
 
 enum stream_state {
@@ -209,7 +208,7 @@ static int out_flush(stream_conn *c)
 static void unpacker_start(stream_conn *c)
 {
     msgpack_unpacker_init(&c->unp, STREAM_CHUNK);
-    mpscan_init(&c->scan, STREAM_MAX_MESSAGE, STREAM_MAX_ELEMENTS);
+    mpscan_init(&c->scan, MPSCAN_MESSAGE_MAX, STREAM_MAX_ELEMENTS);
     msgpack_unpacked_init(&c->res);
     c->unp_init = true;
 }

@@ -6,6 +6,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 
 import pytest
 
@@ -262,6 +263,21 @@ def test_stat_verbosity_flush(cl):
     assert cl.get(key).status == NOT_FOUND
     cl.send(packet(FLUSHQ), packet(NOOP))
     assert cl.recv().opcode == NOOP
+
+
+def test_binary_flush_with_an_absolute_time_is_not_scheduled_decades_out(cl):
+    """A flush whose expiration is a unix time (over 30 days) runs at that time, as
+    memcached's; it was taken as a delay in seconds, about 56 years."""
+    key = k("flush-abs")
+    cl.set(key, b"x")
+    at = int(time.time()) + 2
+    assert cl.call(FLUSH, extras=struct.pack(">I", at)).status == OK
+    assert cl.get(key).status == OK                  # not yet
+    deadline = time.time() + 10
+    while cl.get(key).status == OK and time.time() < deadline:
+        time.sleep(0.2)
+    assert cl.get(key).status == NOT_FOUND
+    assert time.time() >= at - 1
 
 
 def test_large_values_are_not_truncated(cl):

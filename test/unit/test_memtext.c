@@ -544,7 +544,7 @@ static void test_key_count(void **state)
 static void test_long_lines(void **state)
 {
     (void)state;
-    size_t cap = 16 + MEMTEXT_MAX_KEYS * (MEMTEXT_KEY_MAX + 1);
+    size_t cap = 16 + MEMTEXT_MAX_KEYS * (MC_KEY_MAX + 1);
     char *buf = malloc(cap);
     assert_non_null(buf);
     memtext_request req;
@@ -554,8 +554,8 @@ static void test_long_lines(void **state)
     size_t len = (size_t)sprintf(buf, "get");
     for (unsigned i = 0; i < MEMTEXT_MAX_KEYS; i++) {
         buf[len++] = ' ';
-        memset(buf + len, 'a' + (char)(i % 26), MEMTEXT_KEY_MAX);
-        len += MEMTEXT_KEY_MAX;
+        memset(buf + len, 'a' + (char)(i % 26), MC_KEY_MAX);
+        len += MC_KEY_MAX;
     }
     memcpy(buf + len, "\r\n", 2);
     len += 2;

@@ -127,9 +127,21 @@ static void test_tombstone_collectable(void **state)
     }
 }
 
+/* dbkey_stamp hashes a key already in place, as dbkey_make does with a copy */
+static void test_dbkey_stamp_matches_make(void **state)
+{
+    (void)state;
+    uint8_t a[8 + 7], b[8 + 7];
+    dbkey_make(a, "the-key", 7);
+    memcpy(b + 8, "the-key", 7);
+    dbkey_stamp(b, 7);
+    assert_memory_equal(a, b, sizeof a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dbkey_stamp_matches_make),
         cmocka_unit_test(test_dbkey),
         cmocka_unit_test(test_value_header),
         cmocka_unit_test(test_should_replace),

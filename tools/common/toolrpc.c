@@ -22,7 +22,6 @@
 #define READ_CHUNK 4096
 /* The daemons' input limits (rpc_conn.c): a reply never comes near them, and a peer that
  * announces more cannot make msgpack-c reserve gigabytes in the tool. */
-#define MAX_MESSAGE (64u * 1024 * 1024)
 #define MAX_ELEMENTS 65536u
 
 struct toolrpc {
@@ -100,7 +99,7 @@ static toolrpc *toolrpc_new(int fd)
     c->timeout_ms = TOOLRPC_RECV_TIMEOUT_MS;
     msgpack_sbuffer_init(&c->sbuf);
     msgpack_packer_init(&c->pk, &c->sbuf, msgpack_sbuffer_write);
-    mpscan_init(&c->scan, MAX_MESSAGE, MAX_ELEMENTS);
+    mpscan_init(&c->scan, MPSCAN_MESSAGE_MAX, MAX_ELEMENTS);
     if (!msgpack_unpacker_init(&c->unp, MSGPACK_UNPACKER_INIT_BUFFER_SIZE)) {
         fprintf(stderr, "out of memory\n");
         abort();
