@@ -10,6 +10,7 @@
 #include "logic/daemon.h"
 #include "logic/log.h"
 #include "logic/xmalloc.h"
+#include "net/listener.h"
 
 #define FC_IN_INITIAL (16 * 1024)     /* input buffer start size (memcached.md §1.1) */
 #define FC_IN_MIN_FREE 4096           /* free space reserved before each read */
@@ -18,7 +19,6 @@
 #define FC_OUT_HIGH (8 * 1024 * 1024) /* unsent output before we stop reading */
 #define FC_SLOT_POOL_MAX 65536
 #define FC_SLOT_DATA_KEEP (16 * 1024)
-#define FC_ACCEPT_BUDGET 64           /* accepts per listener event */
 
 struct frontconn {
     frontconn_listener *l;
@@ -47,9 +47,7 @@ struct frontconn_listener {
     const frontconn_proto *proto;
     gwstats *stats;
     void *ud;
-    int fd;
-    ev_io aio;
-    ev_timer accept_pause;     /* after EMFILE and friends */
+    net_listener nl;           /* the accept loop (net/listener.h) */
     ev_prepare flush;          /* write every dirty connection once per loop iteration */
     frontconn *conns;
     frontconn *dirty;
@@ -460,34 +458,15 @@ static void conn_open(frontconn_listener *l, int fd)
 
 /* ------------------------------------------------------------------ listener */
 
-static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* net_accept_fn: a new client. */
+static void accepted(void *ud, int fd)
 {
-    frontconn_listener *l = w->data;
-    for (int i = 0; i < FC_ACCEPT_BUDGET; i++) {
-        int fd = accept(l->fd, NULL, NULL);
-        if (fd < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
-                errno == ECONNABORTED)
-                return;
-            /* EMFILE etc.: a runtime fault, not a reason to die; wait a second */
-            log_error("%s: accept failed: %s", l->proto->name, strerror(errno));
-            ev_io_stop(loop, &l->aio);
-            ev_timer_set(&l->accept_pause, 1.0, 0.0);   /* libev: set before a restart */
-            ev_timer_start(loop, &l->accept_pause);
-            return;
-        }
-        if (daemon_socket_setup(fd) < 0) {
-            close(fd);
-            continue;
-        }
-        conn_open(l, fd);
+    frontconn_listener *l = ud;
+    if (daemon_socket_setup(fd) < 0) {
+        close(fd);
+        return;
     }
-}
-
-static void accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    frontconn_listener *l = w->data;
-    ev_io_start(loop, &l->aio);
+    conn_open(l, fd);
 }
 
 frontconn_listener *frontconn_listen(struct ev_loop *loop, int fd, const frontconn_proto *proto,
@@ -498,15 +477,10 @@ frontconn_listener *frontconn_listen(struct ev_loop *loop, int fd, const frontco
     l->proto = proto;
     l->stats = stats;
     l->ud = ud;
-    l->fd = fd;
-    ev_io_init(&l->aio, accept_cb, fd, EV_READ);
-    l->aio.data = l;
-    ev_timer_init(&l->accept_pause, accept_resume_cb, 1.0, 0.0);
-    l->accept_pause.data = l;
     ev_prepare_init(&l->flush, flush_cb);
     l->flush.data = l;
     ev_prepare_start(loop, &l->flush);
-    ev_io_start(loop, &l->aio);
+    net_listener_start(&l->nl, loop, fd, proto->name, accepted, l);
     return l;
 }
 
@@ -514,10 +488,9 @@ void frontconn_listener_free(frontconn_listener *l)
 {
     if (!l)
         return;
-    ev_io_stop(l->loop, &l->aio);
-    ev_timer_stop(l->loop, &l->accept_pause);
+    net_listener_stop(&l->nl);
     ev_prepare_stop(l->loop, &l->flush);
-    close(l->fd);
+    close(net_listener_fd(&l->nl));
     while (l->conns)
         conn_close(l->conns);
     /* connections still referenced by requests are freed when those complete, which

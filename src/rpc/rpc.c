@@ -460,9 +460,8 @@ void rpc_node_free(rpc_node *n)
     while (n->listeners) {
         rpc_listener *l = n->listeners;
         n->listeners = l->next;
-        ev_io_stop(n->loop, &l->w);
-        ev_timer_stop(n->loop, &l->pause);
-        close(l->w.fd);
+        net_listener_stop(&l->nl);
+        close(net_listener_fd(&l->nl));
         free(l);
     }
     /* Callbacks may make new sessions and calls; keep going until nothing is left. */
@@ -511,9 +510,7 @@ void rpc_node_listen_fd(rpc_node *n, int fd)
 {
     rpc_listener *l = xcalloc(1, sizeof *l);
     l->node = n;
-    ev_io_init(&l->w, rpc_conn_accept_cb, fd, EV_READ);
-    ev_io_start(n->loop, &l->w);
-    ev_timer_init(&l->pause, rpc_conn_accept_resume_cb, 0.1, 0.0);
+    net_listener_start(&l->nl, n->loop, fd, "rpc", rpc_conn_accepted, n);
     l->next = n->listeners;
     n->listeners = l;
 }

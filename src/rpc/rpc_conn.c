@@ -23,7 +23,6 @@
  * (24-byte msgpack_object each), where the size cap alone would still let a 5-byte header
  * announcing ~2^26 elements reserve 1.5 GiB. */
 #define RPC_MAX_ELEMENTS 65536u
-#define RPC_ACCEPT_BURST 64
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -252,38 +251,12 @@ fail:
 
 /* ------------------------------------------------------------------ accept */
 
-void rpc_conn_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+void rpc_conn_accepted(void *node, int fd)
 {
-    (void)revents;
-    rpc_listener *l = RPC_CONTAINER_OF(w, rpc_listener, w);
-    for (int i = 0; i < RPC_ACCEPT_BURST; i++) {
-        int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
-            /* Out of descriptors or memory: the listener stays readable, so pause it
-             * briefly instead of spinning; pending peers wait in the backlog. */
-            log_error("accept failed: %s", strerror(errno));
-            ev_io_stop(loop, &l->w);
-            /* set again before each start: a fired one-shot timer keeps ~0 s as its
-             * interval, and the "pause" would end at once (measured: a busy spin) */
-            ev_timer_set(&l->pause, 0.1, 0.0);
-            ev_timer_start(loop, &l->pause);
-            return;
-        }
-        set_nodelay(fd);
-        rpc_conn *c = conn_new(l->node, fd, RPC_CONN_ACCEPTED);
-        ev_io_start(loop, &c->rio);
-    }
-}
-
-void rpc_conn_accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)revents;
-    rpc_listener *l = RPC_CONTAINER_OF(w, rpc_listener, pause);
-    ev_io_start(loop, &l->w);
+    rpc_node *n = node;
+    set_nodelay(fd);
+    rpc_conn *c = conn_new(n, fd, RPC_CONN_ACCEPTED);
+    ev_io_start(n->loop, &c->rio);
 }
 
 /* ------------------------------------------------------------------ decode */

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 
+#include "net/listener.h"
 #include "rpc/mpscan.h"
 #include "rpc/pending.h"
 #include "rpc/rpc.h"
@@ -67,8 +68,7 @@ struct rpc_session {
 };
 
 typedef struct rpc_listener {
-    ev_io w;
-    ev_timer pause;                /* accept paused after EMFILE & co., so the loop does not spin */
+    net_listener nl;               /* the accept loop (net/listener.h) */
     rpc_node *node;
     struct rpc_listener *next;
 } rpc_listener;
@@ -108,8 +108,7 @@ void rpc_conn_close(rpc_conn *c, bool notify);         /* notify: tell the sessi
 void rpc_conn_mark_dirty(rpc_conn *c);
 void rpc_conn_flush(rpc_conn *c);
 void rpc_conn_free(rpc_conn *c);                       /* a CLOSED connection */
-void rpc_conn_accept_cb(struct ev_loop *loop, ev_io *w, int revents);
-void rpc_conn_accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents);
+void rpc_conn_accepted(void *node, int fd);   /* net_accept_fn: a new peer on a listener */
 
 /* rpc.c */
 rpc_session *rpc_sess_get(rpc_node *n, const kaddr *addr, bool cluster, bool create);

@@ -15,6 +15,7 @@
 #include "logic/log.h"
 #include "logic/record.h"
 #include "logic/xmalloc.h"
+#include "net/listener.h"
 #include "rpc/mpscan.h"
 #include "server/replace.h"
 
@@ -71,8 +72,7 @@ typedef struct stream_conn {
 struct stream_set {
     server *srv;
     int listen_fd;
-    ev_io listen_io;
-    ev_timer accept_pause;       /* after EMFILE and friends: the listener rests */
+    net_listener listener;       /* the accept loop (net/listener.h) */
     stream_conn *conns;
     bool closing;
 };
@@ -490,48 +490,21 @@ static void conn_drive(stream_conn *c, int revents)
 
 /* ---- accept and pull ---- */
 
-static void accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* net_accept_fn: a receiver comes to pull an offer. */
+static void accepted(void *ud, int fd)
 {
-    (void)revents;
-    stream_set *ss = w->data;
-    ev_io_start(loop, &ss->listen_io);
-}
-
-static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)revents;
-    stream_set *ss = w->data;
-    for (int budget = 16; budget > 0; budget--) {
-        int fd = accept(ss->listen_fd, NULL, NULL);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
-            /* Out of descriptors or memory: the listener stays readable, so a retry at
-             * once would spin (and log) at full speed.  Rest it; the receiver retries. */
-            log_error("stream accept failed: %s", strerror(errno));
-            ev_io_stop(loop, &ss->listen_io);
-            ev_timer_set(&ss->accept_pause, 0.1, 0.0);   /* libev: set before a restart */
-            ev_timer_start(loop, &ss->accept_pause);
-            return;
-        }
-        daemon_socket_setup(fd);
-        fcntl(fd, F_SETFD, FD_CLOEXEC);
-        stream_conn *c = conn_new(ss, fd, SS_READ_HEADER);
-        conn_watch(c, EV_READ);
-        conn_timer(c, STREAM_IDLE_TIMEOUT);
-    }
+    stream_set *ss = ud;
+    daemon_socket_setup(fd);
+    stream_conn *c = conn_new(ss, fd, SS_READ_HEADER);
+    conn_watch(c, EV_READ);
+    conn_timer(c, STREAM_IDLE_TIMEOUT);
 }
 
 void stream_listen(stream_set *ss, int fd)
 {
     ss->listen_fd = fd;
-    ev_io_init(&ss->listen_io, accept_cb, fd, EV_READ);
-    ss->listen_io.data = ss;
-    ev_io_start(ss->srv->loop, &ss->listen_io);
-    ev_timer_init(&ss->accept_pause, accept_resume_cb, 0.1, 0.0);
-    ss->accept_pause.data = ss;
+    ss->listener.burst = 16;     /* receivers are few; a burst of them is a replace */
+    net_listener_start(&ss->listener, ss->srv->loop, fd, "replace stream", accepted, ss);
 }
 
 void stream_pull_start(stream_set *ss, const kaddr *stream_addr)
@@ -570,8 +543,7 @@ void stream_set_free(stream_set *ss)
 {
     ss->closing = true;
     if (ss->listen_fd >= 0) {
-        ev_io_stop(ss->srv->loop, &ss->listen_io);
-        ev_timer_stop(ss->srv->loop, &ss->accept_pause);
+        net_listener_stop(&ss->listener);
         close(ss->listen_fd);
     }
     while (ss->conns != NULL)

@@ -18,7 +18,7 @@ libs="-lev $(pkg-config --libs msgpack-c 2>/dev/null || pkg-config --libs msgpac
   $(pkg-config --libs tokyocabinet) -lcrypto -lz -lpthread -lm"
 # every library source, so a new file never breaks the harness build
 logic=$(ls "$top"/src/logic/*.c)
-rpc=$(ls "$top"/src/rpc/*.c)
+rpc=$(ls "$top"/src/rpc/*.c "$top"/src/net/*.c)
 gwsrc="$(ls "$top"/src/gateway/*.c | grep -v '/main\.c$') $memtext"
 # shellcheck disable=SC2086
 $CC $flags -o "$out/fuzz_memtext" "$top/test/fuzz/fuzz_memtext.c" "$memtext" $libs
