@@ -96,12 +96,15 @@ class Checker:
     """
 
     def __init__(self, ports, threads=2, keys=40, value_size=64, delete_ratio=0.08,
-                 max_ops=10 ** 7, max_time=600.0, timeout=30.0, prefix=None, probe=None):
+                 max_ops=10 ** 7, max_time=600.0, timeout=30.0, prefix=None, probe=None,
+                 rmw_ratio=0.0, op_interval=0.0):
         self.ports = list(ports)
         self.nthreads = threads
         self.nkeys = keys
         self.value_size = value_size
         self.delete_ratio = delete_ratio
+        self.rmw_ratio = rmw_ratio        # gets + cas (add on a miss): the Update path
+        self.op_interval = op_interval    # seconds between a thread's operations
         self.max_ops = max_ops
         self.max_time = max_time
         self.timeout = timeout
@@ -210,7 +213,9 @@ class Checker:
                     clients[port] = self._client(port)
                 mc = clients[port]
                 r = rnd.random()
-                if r < 0.45:
+                if r < self.rmw_ratio:
+                    self._op_rmw(mc, rnd.choice(states), rnd, port)
+                elif r < 0.45:
                     self._op_set(mc, rnd.choice(states), rnd)
                 elif r < 0.45 + self.delete_ratio:
                     self._op_delete(mc, rnd.choice(states))
@@ -226,6 +231,8 @@ class Checker:
                 with self._lock:
                     self.ops += 1
                 done += 1
+                if self.op_interval:
+                    time.sleep(self.op_interval)
             except (socket.timeout, TimeoutError) as e:
                 # The gateway may still apply the request later: retire the keys this
                 # operation may have touched (see the module comment).
@@ -276,6 +283,40 @@ class Checker:
             ks.ok.add(value)
             ks.note("set", value, "NOT_STORED")
             self._fail("not_stored")
+
+    def _op_rmw(self, mc, ks, rnd, port):
+        """A read-modify-write as applications write it: gets, then cas with the token
+        (add when the key is absent).  Both run on the coordinator as Update."""
+        try:
+            got, token = mc.gets(ks.name)
+        except (socket.timeout, TimeoutError) as e:
+            e._rt_key = ks
+            raise
+        self._check_read(ks, got, port)
+        ks.seq += 1
+        value = make_value(ks.name, ks.seq, self.value_size + rnd.randrange(0, 64))
+        op = "add" if got is MISS else "cas"
+        try:
+            if got is MISS:
+                res = mc.add(ks.name, value, noreply=False)
+            else:
+                res = mc.cas(ks.name, value, token, noreply=False)
+        except (socket.timeout, TimeoutError) as e:
+            e._rt_key = ks
+            raise
+        except (MemcacheError, OSError):
+            ks.ok.add(value)           # indeterminate: old or new
+            ks.note(op, value, "error")
+            raise
+        if res:
+            ks.ok = {value}
+            ks.note(op, value, "STORED")
+        else:
+            # The key has one writer, so a refused add/cas means the gateway's retry of
+            # an applied request, or a read that missed the newest version: counted.
+            ks.ok.add(value)
+            ks.note(op, value, "refused")
+            self._fail("%s_refused" % op)
 
     def _op_delete(self, mc, ks):
         try:
