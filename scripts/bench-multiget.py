@@ -6,7 +6,7 @@ test: it prints figures.
     scripts/bench-multiget.py [seconds] [rounds] [processes] [connections] [depth]
 
 The load is generated here, not with memcaslap: memcaslap's keys start with bytes
-0x10-0x1f, which the gateway refuses (doc/protocol-additions.md 4.2), and kvload has no
+0x10-0x1f, which the gateway refuses (doc/protocol-additions.md 7.2), and kvload has no
 multi-get.  Each of `processes` client processes keeps `connections` connections busy
 with `depth` pipelined `get` lines of 100 keys each, drawn from 10,000 preloaded keys
 with 100-byte values.  A reply is checked byte for byte the first time its request line
