@@ -95,7 +95,8 @@ static void slot_release(frontconn_listener *l, frontconn_slot *s)
     l->npool++;
 }
 
-static frontconn_slot *slot_push(frontconn *c, bool pending)
+/* A slot for c from the listener's pool (or a new one), not yet in any list. */
+static frontconn_slot *slot_take(frontconn *c, bool done, bool unordered)
 {
     frontconn_listener *l = c->l;
     frontconn_slot *s = l->pool;
@@ -107,9 +108,15 @@ static frontconn_slot *slot_push(frontconn *c, bool pending)
     }
     s->next = NULL;
     s->conn = c;
-    s->done = !pending;
-    s->unordered = false;
+    s->done = done;
+    s->unordered = unordered;
     s->data.len = 0;
+    return s;
+}
+
+static frontconn_slot *slot_push(frontconn *c, bool pending)
+{
+    frontconn_slot *s = slot_take(c, !pending, false);
     if (c->tail)
         c->tail->next = s;
     else
@@ -128,19 +135,7 @@ frontconn_slot *frontconn_slot_new(frontconn *c)
 
 frontconn_slot *frontconn_slot_new_unordered(frontconn *c)
 {
-    frontconn_listener *l = c->l;
-    frontconn_slot *s = l->pool;
-    if (s) {
-        l->pool = s->next;
-        l->npool--;
-    } else {
-        s = xcalloc(1, l->proto->slot_size);
-    }
-    s->next = NULL;
-    s->conn = c;
-    s->done = false;
-    s->unordered = true;
-    s->data.len = 0;
+    frontconn_slot *s = slot_take(c, false, true);
     c->refs++;
     return s;
 }

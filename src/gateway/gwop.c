@@ -400,32 +400,21 @@ static void get_done(rpc_session *s, const rpc_result *r, void *ud)
     const char *p;
     size_t len;
     bool unmodified;
+    gateway_value v;
     if (op->cached && kwire_get_bool(r->result, &unmodified) && unmodified) {
-        p = (const char *)op->cached;          /* GetIfModified: the cached copy holds */
-        len = op->cachedlen;
-        gateway_value v = {
-            .ct = dbvalue_clocktime(p),
-            .meta = dbvalue_meta(p),
-            .payload = (const uint8_t *)p + DBVALUE_HEADER_LEN,
-            .len = len - DBVALUE_HEADER_LEN,
-        };
+        /* GetIfModified: the cached copy holds (it was live when cached) */
+        gateway_value_parse(op->cached, op->cachedlen, &v);
         op_finish(op, GATEWAY_OK, &v, v.ct);
     } else if (kwire_is_nil(r->result)) {
         op_finish(op, GATEWAY_MISS, NULL, 0);   /* final: other replicas not consulted */
     } else if (kwire_get_raw(r->result, &p, &len)) {
-        if (!dbvalue_is_live(len)) {
-            op_finish(op, GATEWAY_MISS, NULL, 0);
+        if (!gateway_value_parse(p, len, &v)) {
+            op_finish(op, GATEWAY_MISS, NULL, 0);   /* a tombstone */
             return;
         }
         if (op->gw->cfg.cache)
             gwcache_put_if_newer(op->gw->cfg.cache, op->buf + DBKEY_HASH_LEN,
                                  op->keylen - DBKEY_HASH_LEN, p, len);
-        gateway_value v = {
-            .ct = dbvalue_clocktime(p),
-            .meta = dbvalue_meta(p),
-            .payload = (const uint8_t *)p + DBVALUE_HEADER_LEN,
-            .len = len - DBVALUE_HEADER_LEN,
-        };
         op_finish(op, GATEWAY_OK, &v, v.ct);
     } else {
         op_attempt_failed(op, RPC_PROTOCOL_ERROR);
