@@ -49,7 +49,7 @@ typedef struct bc_slot {
     uint32_t opaque;           /* echoed in the reply */
     uint64_t delta, initial;   /* incr/decr */
     uint32_t exptime;          /* incr/decr creation, gat */
-    frontconn_buf key;         /* incr/decr and gat need the key for a second request;
+    nbuf key;         /* incr/decr and gat need the key for a second request;
                                 * kept with the pooled slot, freed by slot_destroy */
 } bc_slot;
 
@@ -74,7 +74,7 @@ typedef struct bc_req {
 
 /* The 24-byte response header; body length is 32-bit, so large values are never
  * truncated (the original kept it in 16 bits, memcached.md §3.2). */
-static void put_header(frontconn_buf *b, uint8_t op, uint16_t status, size_t keylen,
+static void put_header(nbuf *b, uint8_t op, uint16_t status, size_t keylen,
                        size_t extlen, size_t bodylen, uint32_t opaque, uint64_t cas)
 {
     uint8_t h[BC_HEADER_LEN];
@@ -89,7 +89,7 @@ static void put_header(frontconn_buf *b, uint8_t op, uint16_t status, size_t key
     be32_put(h + 8, (uint32_t)bodylen);
     be32_put(h + 12, opaque);
     be64_put(h + 16, cas);
-    frontconn_buf_append(b, h, sizeof h);
+    nbuf_append(b, h, sizeof h);
 }
 
 /* memcached 1.6's error texts (write_bin_error), so clients print the familiar words. */
@@ -108,12 +108,12 @@ static const char *status_text(uint16_t status)
     }
 }
 
-static void put_error(frontconn_buf *b, uint8_t op, uint16_t status, uint32_t opaque)
+static void put_error(nbuf *b, uint8_t op, uint16_t status, uint32_t opaque)
 {
     const char *t = status_text(status);
     size_t n = strlen(t);
     put_header(b, op, status, 0, 0, n, opaque, 0);
-    frontconn_buf_append(b, t, n);
+    nbuf_append(b, t, n);
 }
 
 /* ------------------------------------------------------------------ slots */
@@ -135,7 +135,7 @@ static gwstats *slot_stats(bc_slot *s)
 
 static void slot_destroy(frontconn_slot *fs)
 {
-    free(((bc_slot *)fs)->key.p);
+    nbuf_destroy(&((bc_slot *)fs)->key);
 }
 
 #define slot_alive(s) frontconn_slot_alive(&(s)->base)
@@ -167,17 +167,17 @@ static bool op_gat(uint8_t op)
 }
 
 /* A found item: flags extras, the key for GETK/GATK, the data; the CAS is the item's. */
-static void put_item(bc_slot *s, frontconn_buf *b, const char *key, size_t klen,
+static void put_item(bc_slot *s, nbuf *b, const char *key, size_t klen,
                      const gateway_item *it)
 {
     size_t kl = s->withkey ? klen : 0;
     uint8_t flags[4];
     be32_put(flags, it->flags);
-    frontconn_buf_reserve(b, BC_HEADER_LEN + 4 + kl + it->len);
+    nbuf_reserve(b, BC_HEADER_LEN + 4 + kl + it->len);
     put_header(b, s->opcode, ST_OK, kl, 4, 4 + kl + it->len, s->opaque, it->cas);
-    frontconn_buf_append(b, flags, 4);
-    frontconn_buf_append(b, key, kl);
-    frontconn_buf_append(b, it->data, it->len);
+    nbuf_append(b, flags, 4);
+    nbuf_append(b, key, kl);
+    nbuf_append(b, it->data, it->len);
 }
 
 static void get_done(void *ud, int status, const gateway_value *v, const char *key, size_t klen)
@@ -192,7 +192,7 @@ static void get_done(void *ud, int status, const gateway_value *v, const char *k
     }
     if (!slot_alive(s))
         return;
-    frontconn_buf *b = slot_target(s);
+    nbuf *b = slot_target(s);
     if (hit) {
         put_item(s, b, key, klen, &it);
     } else if (status == GATEWAY_FAILED) {
@@ -200,7 +200,7 @@ static void get_done(void *ud, int status, const gateway_value *v, const char *k
     } else if (!s->quiet) {
         if (s->withkey) {                    /* memcached: GETK misses carry the key */
             put_header(b, s->opcode, ST_NOT_FOUND, klen, 0, klen, s->opaque, 0);
-            frontconn_buf_append(b, key, klen);
+            nbuf_append(b, key, klen);
         } else {
             slot_error(s, ST_NOT_FOUND);
         }
@@ -296,11 +296,11 @@ static void flush_done(void *ud, int status, clocktime_t ct)
 static void incr_reply(bc_slot *s, uint64_t n, clocktime_t ct)
 {
     if (!s->quiet) {
-        frontconn_buf *b = slot_target(s);
+        nbuf *b = slot_target(s);
         uint8_t v[8];
         be64_put(v, n);
         put_header(b, s->opcode, ST_OK, 0, 0, 8, s->opaque, ct);
-        frontconn_buf_append(b, v, 8);
+        nbuf_append(b, v, 8);
     }
     slot_complete(s);
 }
@@ -317,11 +317,11 @@ static void incr_send(bc_slot *s)
         char num[24];
         int n = snprintf(num, sizeof num, "%llu", (unsigned long long)s->initial);
         gateway_update(slot_gateway(s), decr ? GATEWAY_DECR_CREATE : GATEWAY_INCR_CREATE,
-                       s->key.p, s->key.len, 0, s->exptime, num, (size_t)n, s->delta, false,
+                       s->key.data, s->key.len, 0, s->exptime, num, (size_t)n, s->delta, false,
                        incr_done, s);
         return;
     }
-    gateway_update(slot_gateway(s), decr ? GATEWAY_DECR : GATEWAY_INCR, s->key.p, s->key.len,
+    gateway_update(slot_gateway(s), decr ? GATEWAY_DECR : GATEWAY_INCR, s->key.data, s->key.len,
                    0, 0, NULL, 0, s->delta, false, incr_done, s);
 }
 
@@ -362,7 +362,7 @@ static void incr_done(void *ud, int status, clocktime_t ct, const char *value, s
         char num[24];
         int n = snprintf(num, sizeof num, "%llu", (unsigned long long)s->initial);
         s->step = 1;
-        gateway_update(slot_gateway(s), GATEWAY_ADD, s->key.p, s->key.len, 0, s->exptime, num,
+        gateway_update(slot_gateway(s), GATEWAY_ADD, s->key.data, s->key.len, 0, s->exptime, num,
                        (size_t)n, 0, false, incr_done, s);
         return;
     }
@@ -386,7 +386,7 @@ static void touch_done(void *ud, int status, clocktime_t ct, const char *value, 
         uint8_t flags[4];
         be32_put(flags, it.flags);
         put_header(slot_target(s), s->opcode, ST_OK, 0, 4, 4, s->opaque, it.cas);
-        frontconn_buf_append(slot_target(s), flags, 4);
+        nbuf_append(slot_target(s), flags, 4);
         slot_complete(s);
         return;
     }
@@ -395,7 +395,7 @@ static void touch_done(void *ud, int status, clocktime_t ct, const char *value, 
          * passed already (memcached returns it, then it is gone) */
         if (gateway_value_parse(value, vlen, &gv) &&
             gateway_item_decode_any(slot_gateway(s), &gv, &it))
-            put_item(s, slot_target(s), s->key.p, s->key.len, &it);
+            put_item(s, slot_target(s), s->key.data, s->key.len, &it);
         else
             slot_error(s, ST_NOT_FOUND);
         slot_complete(s);
@@ -403,7 +403,7 @@ static void touch_done(void *ud, int status, clocktime_t ct, const char *value, 
     }
     if (status == GATEWAY_OK && gat) {
         /* the touched item's value: a get, still holding this slot */
-        gateway_get(slot_gateway(s), s->key.p, s->key.len, get_done, s);
+        gateway_get(slot_gateway(s), s->key.data, s->key.len, get_done, s);
         return;
     }
     if (status == GATEWAY_OK)
@@ -439,7 +439,7 @@ static bc_slot *pending_slot(frontconn *c, const bc_req *r)
     s->withkey = false;
     s->cas = false;
     s->step = 0;
-    s->key.len = 0;
+    nbuf_clear(&s->key);
     s->quiet = op_quiet(r->opcode);
     return s;
 }
@@ -523,7 +523,7 @@ static void cmd_incr(frontconn *c, const bc_req *r)
     s->delta = be64_get(r->extras);
     s->initial = be64_get(r->extras + 8);
     s->exptime = be32_get(r->extras + 16);
-    frontconn_buf_append(&s->key, r->key, r->keylen);
+    nbuf_append(&s->key, r->key, r->keylen);
     incr_send(s);
 }
 
@@ -532,7 +532,7 @@ static void cmd_touch(frontconn *c, const bc_req *r)
     bc_slot *s = pending_slot(c, r);
     s->withkey = r->opcode == OP_GATK || r->opcode == OP_GATKQ;
     s->exptime = be32_get(r->extras);
-    frontconn_buf_append(&s->key, r->key, r->keylen);
+    nbuf_append(&s->key, r->key, r->keylen);
     gwstats *st = frontconn_stats(c);
     st->cmd_touch++;
     st->cmd_get += op_gat(r->opcode);
@@ -562,14 +562,14 @@ static void cmd_quit(frontconn *c, const bc_req *r)
 
 static void cmd_version(frontconn *c, const bc_req *r)
 {
-    frontconn_buf *b = frontconn_reply_buf(c);
+    nbuf *b = frontconn_reply_buf(c);
     put_header(b, r->opcode, ST_OK, 0, 0, sizeof GWSTATS_VERSION - 1, r->opaque, 0);
-    frontconn_buf_append(b, GWSTATS_VERSION, sizeof GWSTATS_VERSION - 1);
+    nbuf_append(b, GWSTATS_VERSION, sizeof GWSTATS_VERSION - 1);
 }
 
 /* One stat packet per statistic (gwstats_emit_fn; ud is the stat_ctx). */
 typedef struct stat_ctx {
-    frontconn_buf *b;
+    nbuf *b;
     const bc_req *r;
 } stat_ctx;
 
@@ -578,8 +578,8 @@ static void put_stat(void *ud, const char *k, const char *v)
     stat_ctx *x = ud;
     size_t kl = strlen(k), vl = strlen(v);
     put_header(x->b, x->r->opcode, ST_OK, kl, 0, kl + vl, x->r->opaque, 0);
-    frontconn_buf_append(x->b, k, kl);
-    frontconn_buf_append(x->b, v, vl);
+    nbuf_append(x->b, k, kl);
+    nbuf_append(x->b, v, vl);
 }
 
 /* The gateway's general statistics (the same counters as the text `stats`), then the
@@ -587,7 +587,7 @@ static void put_stat(void *ud, const char *k, const char *v)
  * other groups are NOT_FOUND. */
 static void cmd_stat(frontconn *c, const bc_req *r)
 {
-    frontconn_buf *b = frontconn_reply_buf(c);
+    nbuf *b = frontconn_reply_buf(c);
     if (r->keylen == 5 && memcmp(r->key, "reset", 5) == 0) {
         gwstats_reset(frontconn_stats(c));
     } else if (r->keylen) {
@@ -705,15 +705,15 @@ static void cloudy_get_done(void *ud, int status, const gateway_value *v, const 
     st->get_misses += status != GATEWAY_OK;
     if (!slot_alive(s))
         return;
-    frontconn_buf *b = slot_target(s);
+    nbuf *b = slot_target(s);
     if (status == GATEWAY_OK) {
         static const uint8_t zero_flags[4];
         size_t kl = s->withkey ? klen : 0;
-        frontconn_buf_reserve(b, BC_HEADER_LEN + 4 + kl + v->len);
+        nbuf_reserve(b, BC_HEADER_LEN + 4 + kl + v->len);
         put_header(b, s->opcode, ST_OK, kl, 4, 4 + kl + v->len, s->opaque, 0);
-        frontconn_buf_append(b, zero_flags, 4);
-        frontconn_buf_append(b, key, kl);
-        frontconn_buf_append(b, v->payload, v->len);
+        nbuf_append(b, zero_flags, 4);
+        nbuf_append(b, key, kl);
+        nbuf_append(b, v->payload, v->len);
     } else if (!s->quiet) {
         put_header(b, s->opcode, status == GATEWAY_FAILED ? CL_ST_FAILED : ST_NOT_FOUND, 0, 0,
                    0, s->opaque, 0);

@@ -33,11 +33,10 @@ struct frontconn {
     bool dead;                 /* closed; freed when refs and in_dirty drop */
     unsigned refs;             /* pending slots (gateway requests in flight) */
     unsigned nslots;
-    frontconn_buf in;          /* unparsed input from offset 0 */
+    nbuf in;                   /* unparsed input: [in.off, in.len) */
     size_t need;               /* bytes the parser asked for (0 unknown) */
     size_t swallow;            /* FRONTCONN_SWALLOW: bytes still to discard */
-    frontconn_buf out;         /* replies ready to write */
-    size_t outpos;
+    nbuf out;                  /* replies ready to write: [out.off, out.len) */
     frontconn_slot *head, *tail;  /* reply FIFO */
     void *pstate;              /* proto->conn_size bytes, allocated with the connection */
 };
@@ -55,25 +54,6 @@ struct frontconn_listener {
     size_t npool;
 };
 
-/* ------------------------------------------------------------------ buffers */
-
-void frontconn_buf_grow(frontconn_buf *b, size_t extra)
-{
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap - b->len < extra)
-        cap *= 2;
-    b->p = xrealloc(b->p, cap);
-    b->cap = cap;
-}
-
-static void buf_shrink(frontconn_buf *b, size_t to)
-{
-    if (b->cap > FC_BUF_SHRINK && b->len <= to) {
-        b->p = xrealloc(b->p, to);
-        b->cap = to;
-    }
-}
-
 /* ------------------------------------------------------------------ slots */
 
 static void slot_release(frontconn_listener *l, frontconn_slot *s)
@@ -81,15 +61,12 @@ static void slot_release(frontconn_listener *l, frontconn_slot *s)
     if (l->npool >= FC_SLOT_POOL_MAX) {
         if (l->proto->slot_destroy)
             l->proto->slot_destroy(s);
-        free(s->data.p);
+        nbuf_destroy(&s->reply);
         free(s);
         return;
     }
-    if (s->data.cap > FC_SLOT_DATA_KEEP) {
-        free(s->data.p);
-        s->data.p = NULL;
-        s->data.cap = 0;
-    }
+    if (s->reply.cap > FC_SLOT_DATA_KEEP)
+        nbuf_destroy(&s->reply);
     s->next = l->pool;
     l->pool = s;
     l->npool++;
@@ -110,7 +87,7 @@ static frontconn_slot *slot_take(frontconn *c, bool done, bool unordered)
     s->conn = c;
     s->done = done;
     s->unordered = unordered;
-    s->data.len = 0;
+    nbuf_clear(&s->reply);
     return s;
 }
 
@@ -149,9 +126,9 @@ static void conn_mark_dirty(frontconn *c)
     }
 }
 
-frontconn_buf *frontconn_slot_target(frontconn_slot *s)
+nbuf *frontconn_slot_target(frontconn_slot *s)
 {
-    return s->unordered || s == s->conn->head ? &s->conn->out : &s->data;
+    return s->unordered || s == s->conn->head ? &s->conn->out : &s->reply;
 }
 
 /* Move every completed slot at the head of the FIFO into the output. */
@@ -162,7 +139,7 @@ static void conn_advance(frontconn *c)
         c->head = h->next;
         if (!c->head)
             c->tail = NULL;
-        frontconn_buf_append(&c->out, h->data.p, h->data.len);
+        nbuf_append(&c->out, nbuf_head(&h->reply), nbuf_pending(&h->reply));
         c->nslots--;
         slot_release(c->l, h);
     }
@@ -199,10 +176,10 @@ void frontconn_slot_complete(frontconn_slot *s)
     }
 }
 
-frontconn_buf *frontconn_reply_buf(frontconn *c)
+nbuf *frontconn_reply_buf(frontconn *c)
 {
     conn_mark_dirty(c);
-    return c->head ? &slot_push(c, false)->data : &c->out;
+    return c->head ? &slot_push(c, false)->reply : &c->out;
 }
 
 void *frontconn_ud(const frontconn *c)
@@ -242,10 +219,8 @@ static void conn_close(frontconn *c)
             slot_release(l, s);
     }
     c->head = c->tail = NULL;
-    free(c->in.p);
-    free(c->out.p);
-    c->in = (frontconn_buf){0};
-    c->out = (frontconn_buf){0};
+    nbuf_destroy(&c->in);
+    nbuf_destroy(&c->out);
     conn_maybe_free(c);
 }
 
@@ -278,7 +253,7 @@ void frontconn_swallow(frontconn *c, size_t n)
 
 static bool conn_overloaded(const frontconn *c)
 {
-    return c->nslots >= FC_MAX_SLOTS || c->out.len - c->outpos >= FC_OUT_HIGH;
+    return c->nslots >= FC_MAX_SLOTS || nbuf_pending(&c->out) >= FC_OUT_HIGH;
 }
 
 /* Run every complete request in the input buffer through the protocol (a work budget
@@ -287,9 +262,9 @@ static void conn_process(frontconn *c)
 {
     const frontconn_proto *proto = c->l->proto;
     size_t pos = 0;
-    while (!c->dead && pos < c->in.len) {
-        const char *p = c->in.p + pos;
-        size_t avail = c->in.len - pos;
+    while (!c->dead && pos < nbuf_pending(&c->in)) {
+        const char *p = nbuf_head(&c->in) + pos;
+        size_t avail = nbuf_pending(&c->in) - pos;
         if (c->state == FRONTCONN_SWALLOW) {
             size_t d = avail < c->swallow ? avail : c->swallow;
             pos += d;
@@ -321,23 +296,21 @@ static void conn_process(frontconn *c)
     if (c->dead)
         return;
     if (c->state == FRONTCONN_DRAIN)
-        pos = c->in.len;              /* input after quit / EOF / garbage is ignored */
-    if (pos) {
-        memmove(c->in.p, c->in.p + pos, c->in.len - pos);
-        c->in.len -= pos;
-    }
-    if (c->need == 0)
-        buf_shrink(&c->in, FC_IN_INITIAL);
+        pos = nbuf_pending(&c->in);   /* input after quit / EOF / garbage is ignored */
+    if (pos)
+        nbuf_consume(&c->in, pos);    /* the rest moves to the front when room is needed */
+    if (c->need == 0 && c->in.cap > FC_BUF_SHRINK)
+        nbuf_shrink(&c->in, FC_IN_INITIAL);
 }
 
 /* Write what is ready; decide on the write watcher, draining close and resume. */
 static void conn_flush(frontconn *c)
 {
     frontconn_listener *l = c->l;
-    while (c->outpos < c->out.len) {
-        ssize_t n = write(c->fd, c->out.p + c->outpos, c->out.len - c->outpos);
+    while (nbuf_pending(&c->out) > 0) {
+        ssize_t n = write(c->fd, nbuf_head(&c->out), nbuf_pending(&c->out));
         if (n > 0) {
-            c->outpos += (size_t)n;
+            nbuf_consume(&c->out, (size_t)n);
             l->stats->bytes_written += (size_t)n;
         } else if (n < 0 && errno == EINTR) {
             continue;
@@ -348,9 +321,9 @@ static void conn_flush(frontconn *c)
             return;
         }
     }
-    if (c->outpos == c->out.len) {
-        c->outpos = c->out.len = 0;
-        buf_shrink(&c->out, FC_IN_INITIAL);
+    if (nbuf_pending(&c->out) == 0) {
+        if (c->out.cap > FC_BUF_SHRINK)
+            nbuf_shrink(&c->out, FC_IN_INITIAL);
         if (c->writing) {
             ev_io_stop(l->loop, &c->wio);
             c->writing = false;
@@ -376,9 +349,10 @@ static void conn_flush(frontconn *c)
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     frontconn *c = w->data;
-    size_t want = c->need > c->in.len ? c->need - c->in.len : 0;
-    frontconn_buf_reserve(&c->in, want > FC_IN_MIN_FREE ? want : FC_IN_MIN_FREE);
-    ssize_t n = read(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len);
+    size_t have = nbuf_pending(&c->in);
+    size_t want = c->need > have ? c->need - have : 0;
+    nbuf_reserve(&c->in, want > FC_IN_MIN_FREE ? want : FC_IN_MIN_FREE);
+    ssize_t n = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             return;
@@ -436,8 +410,7 @@ static void conn_open(frontconn_listener *l, int fd)
     c->l = l;
     c->fd = fd;
     c->state = FRONTCONN_READ;
-    c->in.p = xmalloc(FC_IN_INITIAL);
-    c->in.cap = FC_IN_INITIAL;
+    nbuf_reserve(&c->in, FC_IN_INITIAL);
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
     c->rio.data = c->wio.data = c;
@@ -501,7 +474,7 @@ void frontconn_listener_free(frontconn_listener *l)
         l->pool = s->next;
         if (l->proto->slot_destroy)
             l->proto->slot_destroy(s);
-        free(s->data.p);
+        nbuf_destroy(&s->reply);
         free(s);
     }
     free(l);

@@ -12,32 +12,7 @@
 #include <string.h>
 
 #include "gateway/gwstats.h"
-
-/* A growable byte buffer; the connection's buffers are reused for its whole life. */
-typedef struct frontconn_buf {
-    char *p;
-    size_t len, cap;
-} frontconn_buf;
-
-/* Grow b to hold extra more bytes (aborts on out-of-memory, as xmalloc). */
-void frontconn_buf_grow(frontconn_buf *b, size_t extra);
-
-/* Make room for extra more bytes.  Inline: the reply path calls it for every reply. */
-static inline void frontconn_buf_reserve(frontconn_buf *b, size_t extra)
-{
-    if (b->cap - b->len < extra)
-        frontconn_buf_grow(b, extra);
-}
-
-/* Append n bytes (n may be 0). */
-static inline void frontconn_buf_append(frontconn_buf *b, const void *d, size_t n)
-{
-    if (n == 0)
-        return;
-    frontconn_buf_reserve(b, n);
-    memcpy(b->p + b->len, d, n);
-    b->len += n;
-}
+#include "net/nbuf.h"
 
 /* Connection input states; frontconn_set_state is the one place that changes them. */
 enum frontconn_state {
@@ -58,7 +33,7 @@ typedef struct frontconn_slot {
     frontconn *conn;
     bool done;
     bool unordered;            /* frontconn_slot_new_unordered: not in the FIFO */
-    frontconn_buf data;        /* the reply, when completed before its turn */
+    nbuf reply;                /* the reply, when completed before its turn */
 } frontconn_slot;
 
 typedef struct frontconn_proto {
@@ -100,7 +75,7 @@ void frontconn_swallow(frontconn *c, size_t n);
 /* The buffer for a reply known now: the output itself when no reply is pending before
  * it, else a completed slot queued behind the pending ones.  Borrowed until the next
  * frontconn call on c. */
-frontconn_buf *frontconn_reply_buf(frontconn *c);
+nbuf *frontconn_reply_buf(frontconn *c);
 
 /* Queue a pending reply slot (slot_size bytes, frontconn fields set, data empty; the
  * protocol part keeps what the previous user left).  Complete it exactly once with
@@ -121,7 +96,7 @@ bool frontconn_slot_alive(frontconn_slot *s);
 
 /* Where a completing slot writes its reply: the output when it is first in line (saves
  * a copy), else its own buffer until its turn. */
-frontconn_buf *frontconn_slot_target(frontconn_slot *s);
+nbuf *frontconn_slot_target(frontconn_slot *s);
 
 /* The reply of s is written: move every completed reply at the FIFO head to the output. */
 void frontconn_slot_complete(frontconn_slot *s);

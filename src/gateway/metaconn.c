@@ -74,23 +74,23 @@ bool metaconn_is_meta(const char *buf, size_t len)
 
 /* ------------------------------------------------------------------ helpers */
 
-static void put_str(frontconn_buf *b, const char *s)
+static void put_str(nbuf *b, const char *s)
 {
-    frontconn_buf_append(b, s, strlen(s));
+    nbuf_append(b, s, strlen(s));
 }
 
-static void put_u64(frontconn_buf *b, char flag, uint64_t v)
+static void put_u64(nbuf *b, char flag, uint64_t v)
 {
     char tmp[32];
     int n = snprintf(tmp, sizeof tmp, " %c%llu", flag, (unsigned long long)v);
-    frontconn_buf_append(b, tmp, (size_t)n);
+    nbuf_append(b, tmp, (size_t)n);
 }
 
 static void put_line(frontconn *c, const char *s)
 {
-    frontconn_buf *b = frontconn_reply_buf(c);
+    nbuf *b = frontconn_reply_buf(c);
     put_str(b, s);
-    frontconn_buf_append(b, "\r\n", 2);
+    nbuf_append(b, "\r\n", 2);
 }
 
 static int b64_val(unsigned char ch)
@@ -169,23 +169,23 @@ static int64_t ttl_left(const gateway *gw, uint32_t exptime)
 }
 
 /* The return flags that a miss echoes (memcached: O and k). */
-static void put_echo(frontconn_buf *b, const meta_req *m)
+static void put_echo(nbuf *b, const meta_req *m)
 {
     for (unsigned i = 0; i < m->nret; i++) {
         if (m->ret[i] == 'O') {
-            frontconn_buf_append(b, " O", 2);
-            frontconn_buf_append(b, m->opaque, m->olen);
+            nbuf_append(b, " O", 2);
+            nbuf_append(b, m->opaque, m->olen);
         } else if (m->ret[i] == 'k') {
-            frontconn_buf_append(b, " k", 2);
-            frontconn_buf_append(b, m->rkey, m->rklen);
+            nbuf_append(b, " k", 2);
+            nbuf_append(b, m->rkey, m->rklen);
             if (m->b64)
-                frontconn_buf_append(b, " b", 2);
+                nbuf_append(b, " b", 2);
         }
     }
 }
 
 /* Return flags for a found item (it may be NULL when only a CAS is known: ms, ma). */
-static void put_ret(frontconn_buf *b, const meta_req *m, const gateway *gw,
+static void put_ret(nbuf *b, const meta_req *m, const gateway *gw,
                     const gateway_item *it, uint64_t cas)
 {
     for (unsigned i = 0; i < m->nret; i++) {
@@ -197,29 +197,29 @@ static void put_ret(frontconn_buf *b, const meta_req *m, const gateway *gw,
             if (it) {
                 char tmp[32];
                 int n = snprintf(tmp, sizeof tmp, " t%lld", (long long)ttl_left(gw, it->exptime));
-                frontconn_buf_append(b, tmp, (size_t)n);
+                nbuf_append(b, tmp, (size_t)n);
             }
             break;
         case 'O':
-            frontconn_buf_append(b, " O", 2);
-            frontconn_buf_append(b, m->opaque, m->olen);
+            nbuf_append(b, " O", 2);
+            nbuf_append(b, m->opaque, m->olen);
             break;
         case 'k':
-            frontconn_buf_append(b, " k", 2);
-            frontconn_buf_append(b, m->rkey, m->rklen);
+            nbuf_append(b, " k", 2);
+            nbuf_append(b, m->rkey, m->rklen);
             if (m->b64)
-                frontconn_buf_append(b, " b", 2);
+                nbuf_append(b, " b", 2);
             break;
         }
     }
 }
 
 /* A status line with the echo flags (miss-style), unless quiet hides it. */
-static void put_status(frontconn_buf *b, const meta_req *m, const char *code)
+static void put_status(nbuf *b, const meta_req *m, const char *code)
 {
     put_str(b, code);
     put_echo(b, m);
-    frontconn_buf_append(b, "\r\n", 2);
+    nbuf_append(b, "\r\n", 2);
 }
 
 /* ------------------------------------------------------------------ slots */
@@ -259,7 +259,7 @@ static const gateway *slot_gw(meta_slot *s)
 static void get_reply(meta_slot *s, int status, const gateway_item *it)
 {
     meta_req *m = s->m;
-    frontconn_buf *b = frontconn_slot_target(&s->base);
+    nbuf *b = frontconn_slot_target(&s->base);
     const gateway *gw = slot_gw(s);
     if (status == GATEWAY_FAILED) {
         put_str(b, "SERVER_ERROR get failed\r\n");
@@ -272,21 +272,21 @@ static void get_reply(meta_slot *s, int status, const gateway_item *it)
                          (long long)ttl_left(gw, it->exptime), (unsigned long long)it->cas,
                          it->len);
         put_str(b, "ME ");
-        frontconn_buf_append(b, m->rkey, m->rklen);
-        frontconn_buf_append(b, tmp, (size_t)n);
+        nbuf_append(b, m->rkey, m->rklen);
+        nbuf_append(b, tmp, (size_t)n);
     } else if (m->value) {
         char tmp[32];
         int n = snprintf(tmp, sizeof tmp, "VA %zu", it->len);
-        frontconn_buf_reserve(b, (size_t)n + 200 + it->len);
-        frontconn_buf_append(b, tmp, (size_t)n);
+        nbuf_reserve(b, (size_t)n + 200 + it->len);
+        nbuf_append(b, tmp, (size_t)n);
         put_ret(b, m, gw, it, it->cas);
-        frontconn_buf_append(b, "\r\n", 2);
-        frontconn_buf_append(b, it->data, it->len);
-        frontconn_buf_append(b, "\r\n", 2);
+        nbuf_append(b, "\r\n", 2);
+        nbuf_append(b, it->data, it->len);
+        nbuf_append(b, "\r\n", 2);
     } else {
         put_str(b, "HD");
         put_ret(b, m, gw, it, it->cas);
-        frontconn_buf_append(b, "\r\n", 2);
+        nbuf_append(b, "\r\n", 2);
     }
     slot_done(s);
 }
@@ -332,12 +332,12 @@ static void gat_done(void *ud, int status, clocktime_t ct, const char *value, si
 static void store_reply(meta_slot *s, int status, clocktime_t ct)
 {
     meta_req *m = s->m;
-    frontconn_buf *b = frontconn_slot_target(&s->base);
+    nbuf *b = frontconn_slot_target(&s->base);
     if (status == GATEWAY_OK) {
         if (!m->quiet) {
             put_str(b, "HD");
             put_ret(b, m, slot_gw(s), NULL, ct);
-            frontconn_buf_append(b, "\r\n", 2);
+            nbuf_append(b, "\r\n", 2);
         }
     } else if (status == GATEWAY_FAILED) {
         put_str(b, m->cmd == 'd' ? "SERVER_ERROR delete failed\r\n" : "SERVER_ERROR store failed\r\n");
@@ -418,21 +418,21 @@ static void arith_value(meta_slot *s, const char *num, size_t n, clocktime_t ct,
                         const gateway_item *it)
 {
     meta_req *m = s->m;
-    frontconn_buf *b = frontconn_slot_target(&s->base);
+    nbuf *b = frontconn_slot_target(&s->base);
     if (m->quiet) {
         /* memcached's ma q hides the success reply, value included */
     } else if (m->value) {
         char tmp[32];
         int k = snprintf(tmp, sizeof tmp, "VA %zu", n);
-        frontconn_buf_append(b, tmp, (size_t)k);
+        nbuf_append(b, tmp, (size_t)k);
         put_ret(b, m, slot_gw(s), it, ct);
-        frontconn_buf_append(b, "\r\n", 2);
-        frontconn_buf_append(b, num, n);
-        frontconn_buf_append(b, "\r\n", 2);
+        nbuf_append(b, "\r\n", 2);
+        nbuf_append(b, num, n);
+        nbuf_append(b, "\r\n", 2);
     } else {
         put_str(b, "HD");
         put_ret(b, m, slot_gw(s), it, ct);
-        frontconn_buf_append(b, "\r\n", 2);
+        nbuf_append(b, "\r\n", 2);
     }
     slot_done(s);
 }
@@ -452,7 +452,7 @@ static void arith_done(void *ud, int status, clocktime_t ct, const char *value, 
     }
     if (!slot_alive(s))
         return;
-    frontconn_buf *b = frontconn_slot_target(&s->base);
+    nbuf *b = frontconn_slot_target(&s->base);
     if (m->step == 1) {                    /* the create of the initial value came back */
         if (status == GATEWAY_OK) {
             char num[24];

@@ -74,11 +74,11 @@ static char *put_u64(char *p, uint64_t v)
 }
 
 /* "VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n" */
-static void put_value(frontconn_buf *b, const char *key, size_t klen, const gateway_item *it,
+static void put_value(nbuf *b, const char *key, size_t klen, const gateway_item *it,
                       bool with_cas, clocktime_t cas)
 {
-    frontconn_buf_reserve(b, 6 + klen + 1 + 10 + 1 + 20 + 1 + 20 + 2 + it->len + 2);
-    char *p = b->p + b->len;
+    nbuf_reserve(b, 6 + klen + 1 + 10 + 1 + 20 + 1 + 20 + 2 + it->len + 2);
+    char *p = b->data + b->len;
     memcpy(p, "VALUE ", 6);
     p += 6;
     memcpy(p, key, klen);
@@ -97,7 +97,7 @@ static void put_value(frontconn_buf *b, const char *key, size_t klen, const gate
     p += it->len;
     *p++ = '\r';
     *p++ = '\n';
-    b->len = (size_t)(p - b->p);
+    b->len = (size_t)(p - b->data);
 }
 
 /* ------------------------------------------------------------------ slots */
@@ -123,7 +123,7 @@ static textconn_listener *slot_listener(txt_slot *s)
 /* A reply that is known now: straight to the output when nothing is pending before it. */
 static void conn_reply(frontconn *c, const char *str, size_t len)
 {
-    frontconn_buf_append(frontconn_reply_buf(c), str, len);
+    nbuf_append(frontconn_reply_buf(c), str, len);
 }
 
 #define conn_reply_lit(c, s) conn_reply((c), s, sizeof(s) - 1)
@@ -145,15 +145,15 @@ static void get_done(void *ud, int status, const gateway_value *v, const char *k
     }
     if (!slot_alive(s))
         return;
-    frontconn_buf *b = slot_target(s);
+    nbuf *b = slot_target(s);
     if (hit)
         put_value(b, key, klen, &it, s->gets, it.cas);
     if (s->kind == SLOT_GET1) {
         /* a multi-key get omits failures; a single key says so (memcached.md §2.3) */
         if (status == GATEWAY_FAILED)
-            frontconn_buf_append(b, "SERVER_ERROR get failed\r\n", 25);
+            nbuf_append(b, "SERVER_ERROR get failed\r\n", 25);
         else
-            frontconn_buf_append(b, "END\r\n", 5);
+            nbuf_append(b, "END\r\n", 5);
     }
     slot_complete(s);
 }
@@ -165,7 +165,7 @@ static void store_done(void *ud, int status, clocktime_t ct)
     if (s->kind == SLOT_TOOBIG) {
         if (!slot_alive(s))
             return;
-        frontconn_buf_append(slot_target(s), "SERVER_ERROR object too large for cache\r\n", 41);
+        nbuf_append(slot_target(s), "SERVER_ERROR object too large for cache\r\n", 41);
         slot_complete(s);
         return;
     }
@@ -190,7 +190,7 @@ static void store_done(void *ud, int status, clocktime_t ct)
         [GATEWAY_FAILED] = "SERVER_ERROR delete failed\r\n",
     };
     const char *r = (s->kind == SLOT_DELETE ? delete_reply : set_reply)[status];
-    frontconn_buf_append(slot_target(s), r, strlen(r));
+    nbuf_append(slot_target(s), r, strlen(r));
     slot_complete(s);
 }
 
@@ -255,9 +255,9 @@ static void update_done(void *ud, int status, clocktime_t ct, const char *value,
         break;
     case SLOT_INCR: case SLOT_DECR:
         if (status == GATEWAY_OK) {
-            frontconn_buf *b = slot_target(s);
-            frontconn_buf_append(b, value, vlen);
-            frontconn_buf_append(b, "\r\n", 2);
+            nbuf *b = slot_target(s);
+            nbuf_append(b, value, vlen);
+            nbuf_append(b, "\r\n", 2);
         } else {
             r = status == GATEWAY_NOT_FOUND ? "NOT_FOUND\r\n"
                 : status == GATEWAY_NON_NUMERIC
@@ -274,16 +274,17 @@ static void update_done(void *ud, int status, clocktime_t ct, const char *value,
             /* the touched item came back with the touch: printed even when the new
              * exptime has already passed (memcached returns it, then it is gone) */
             char key[MC_KEY_MAX];
-            size_t klen = s->base.data.len < sizeof key ? s->base.data.len : sizeof key;
-            memcpy(key, s->base.data.p, klen);
-            s->base.data.len = 0;
-            frontconn_buf *b = slot_target(s);
+            size_t have = nbuf_pending(&s->base.reply);
+            size_t klen = have < sizeof key ? have : sizeof key;
+            memcpy(key, nbuf_head(&s->base.reply), klen);
+            nbuf_clear(&s->base.reply);
+            nbuf *b = slot_target(s);
             gateway_value gv;
             gateway_item it;
             if (gateway_value_parse(value, vlen, &gv) && gateway_item_decode_any(l->gw, &gv, &it))
                 put_value(b, key, klen, &it, s->gets, it.cas);
             if (s->kind == SLOT_GAT1)
-                frontconn_buf_append(b, "END\r\n", 5);
+                nbuf_append(b, "END\r\n", 5);
             slot_complete(s);
             return;
         }
@@ -292,17 +293,18 @@ static void update_done(void *ud, int status, clocktime_t ct, const char *value,
              * get/gets; the key waits in s->data (the get copies it before returning,
              * and its completion is always later) */
             s->kind = s->kind == SLOT_GAT1 ? SLOT_GET1 : SLOT_GETN;
-            gateway_get(l->gw, s->base.data.p, s->base.data.len, get_done, s);
-            s->base.data.len = 0;
+            gateway_get(l->gw, nbuf_head(&s->base.reply), nbuf_pending(&s->base.reply),
+                        get_done, s);
+            nbuf_clear(&s->base.reply);
             return;
         }
-        s->base.data.len = 0;
+        nbuf_clear(&s->base.reply);
         if (s->kind == SLOT_GAT1)
             r = status == GATEWAY_FAILED ? "SERVER_ERROR get failed\r\n" : "END\r\n";
         break;
     }
     if (r)
-        frontconn_buf_append(slot_target(s), r, strlen(r));
+        nbuf_append(slot_target(s), r, strlen(r));
     slot_complete(s);
 }
 
@@ -312,7 +314,7 @@ static void flush_done(void *ud, int status, clocktime_t ct)
     if (!slot_alive(s))
         return;
     const char *r = status == GATEWAY_OK ? "OK\r\n" : "SERVER_ERROR flush failed\r\n";
-    frontconn_buf_append(slot_target(s), r, strlen(r));
+    nbuf_append(slot_target(s), r, strlen(r));
     slot_complete(s);
 }
 
@@ -335,7 +337,7 @@ static void gat_one(frontconn *c, bool gats, bool single, int64_t exptime, const
     txt_slot *s = slot_new(c, single ? SLOT_GAT1 : SLOT_GATN);
     s->gets = gats;
     s->gat = true;
-    frontconn_buf_append(&s->base.data, key, klen);
+    nbuf_append(&s->base.reply, key, klen);
     gateway_update(conn_listener(c)->gw, GATEWAY_GAT, key, klen, 0, exptime, NULL, 0, 0,
                    false, update_done, s);
 }
@@ -456,14 +458,14 @@ static void cmd_verbosity(frontconn *c, const memtext_request *req)
 /* "STAT <name> <value>\r\n" (gwstats_emit_fn; ud is the reply buffer) */
 static void stat_line(void *ud, const char *name, const char *value)
 {
-    frontconn_buf *b = ud;
+    nbuf *b = ud;
     size_t nl = strlen(name), vl = strlen(value);
-    frontconn_buf_reserve(b, 5 + nl + 1 + vl + 2);
-    frontconn_buf_append(b, "STAT ", 5);
-    frontconn_buf_append(b, name, nl);
-    frontconn_buf_append(b, " ", 1);
-    frontconn_buf_append(b, value, vl);
-    frontconn_buf_append(b, "\r\n", 2);
+    nbuf_reserve(b, 5 + nl + 1 + vl + 2);
+    nbuf_append(b, "STAT ", 5);
+    nbuf_append(b, name, nl);
+    nbuf_append(b, " ", 1);
+    nbuf_append(b, value, vl);
+    nbuf_append(b, "\r\n", 2);
 }
 
 static bool args_is(const memtext_request *req, const char *w)
@@ -477,9 +479,9 @@ static bool args_is(const memtext_request *req, const char *w)
 static void cmd_stats(frontconn *c, const memtext_request *req)
 {
     if (req->argslen == 0) {
-        frontconn_buf *b = frontconn_reply_buf(c);
+        nbuf *b = frontconn_reply_buf(c);
         gwstats_report(frontconn_stats(c), stat_line, b);
-        frontconn_buf_append(b, "END\r\n", 5);
+        nbuf_append(b, "END\r\n", 5);
     } else if (args_is(req, "reset")) {
         gwstats_reset(frontconn_stats(c));
         conn_reply_lit(c, "RESET\r\n");
@@ -652,9 +654,9 @@ static size_t txt_parse(frontconn *c, const char *buf, size_t len, size_t *need)
         gateway_delete(l->gw, l->req.keys[0].ptr, l->req.keys[0].len, false,
                        s ? store_done : NULL, s);
     } else if (!l->req.noreply) {
-        frontconn_buf *b = frontconn_reply_buf(c);
-        frontconn_buf_append(b, errmsg, strlen(errmsg));
-        frontconn_buf_append(b, "\r\n", 2);
+        nbuf *b = frontconn_reply_buf(c);
+        nbuf_append(b, errmsg, strlen(errmsg));
+        nbuf_append(b, "\r\n", 2);
     }
     if (consumed == 0) {              /* a parser that cannot skip: give up on the client */
         frontconn_set_state(c, FRONTCONN_DRAIN);

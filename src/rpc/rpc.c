@@ -99,9 +99,9 @@ static rpc_session *sess_alloc(rpc_node *n, const kaddr *addr)
     s->addr = *addr;
     s->role = RPC_ROLE_NONE;
     s->refs = 1;   /* the node's */
-    wbuf_init(&s->queued);
+    nbuf_init(&s->queued);
     pending_init(&s->pending);
-    msgpack_packer_init(&s->pk, &s->queued, wbuf_msgpack_write);
+    msgpack_packer_init(&s->pk, &s->queued, nbuf_msgpack_write);
     list_push(&n->sessions, s);
     return s;
 }
@@ -327,11 +327,11 @@ void rpc_sess_bind(rpc_session *s, rpc_conn *c)
     *pp = c;   /* appended: the first connection keeps carrying our traffic */
     s->nconns++;
     s->retry = 0;   /* algorithms.md §3: reset whenever a connection binds */
-    if (wbuf_pending(&s->queued) > 0) {
-        wbuf_append(&c->out, s->queued.data + s->queued.off, wbuf_pending(&s->queued));
-        wbuf_clear(&s->queued);
+    if (nbuf_pending(&s->queued) > 0) {
+        nbuf_append(&c->out, s->queued.data + s->queued.off, nbuf_pending(&s->queued));
+        nbuf_clear(&s->queued);
     }
-    if (wbuf_pending(&c->out) > 0)
+    if (nbuf_pending(&c->out) > 0)
         rpc_conn_mark_dirty(c);
 }
 
@@ -358,7 +358,7 @@ void rpc_sess_lose(rpc_session *s, int err)
         rpc_conn_close(s->connecting, false);
     while (s->conns)
         rpc_conn_close(s->conns, false);
-    wbuf_clear(&s->queued);
+    nbuf_clear(&s->queued);
     list_remove(&n->sessions, s);
     list_push(&n->dead, s);   /* the node's reference is dropped at the next prepare */
     rpc_session_ref(s);
@@ -569,7 +569,7 @@ void rpc_session_unref(rpc_session *s)
         return;
     assert((s->lost || !s->node) && "rpc_session_unref: live session freed");
     pending_destroy(&s->pending);
-    wbuf_destroy(&s->queued);
+    nbuf_destroy(&s->queued);
     free(s);
 }
 
@@ -581,7 +581,7 @@ void rpc_session_shutdown(rpc_session *s)
 
 /* Where the next message for s goes: the first bound connection, else the session queue
  * (sent once connected; asking for the connect).  NULL when nothing will be sent. */
-static wbuf *sess_out(rpc_session *s)
+static nbuf *sess_out(rpc_session *s)
 {
     s->pk_conn = NULL;
     if (s->lost || !s->node)
@@ -600,9 +600,9 @@ msgpack_packer *rpc_call_begin(rpc_session *s, uint32_t method, unsigned timeout
 {
     uint32_t msgid = ++s->msgid;   /* first call on a session is msgid 1; wraps mod 2^32 */
     pending_insert(&s->pending, msgid, timeout_steps, cb, ud);
-    wbuf *out = sess_out(s);
+    nbuf *out = sess_out(s);
     /* A lost session packs into its (cleared) queue and the call fails at the prepare. */
-    msgpack_packer_init(&s->pk, out ? out : &s->queued, wbuf_msgpack_write);
+    msgpack_packer_init(&s->pk, out ? out : &s->queued, nbuf_msgpack_write);
     msgpack_pack_array(&s->pk, 4);
     msgpack_pack_uint8(&s->pk, 0);
     msgpack_pack_uint32(&s->pk, msgid);
@@ -619,7 +619,7 @@ void rpc_call_end(rpc_session *s)
     }
     if (!s->lost && s->node)
         return;   /* queued until a connection binds */
-    wbuf_clear(&s->queued);
+    nbuf_clear(&s->queued);
     if (s->node)
         schedule_fail(s);   /* "later": never inside rpc_call_* */
     else
@@ -628,8 +628,8 @@ void rpc_call_end(rpc_session *s)
 
 msgpack_packer *rpc_reply_begin(rpc_session *s, uint32_t msgid)
 {
-    wbuf *out = sess_out(s);
-    msgpack_packer_init(&s->pk, out ? out : &s->queued, wbuf_msgpack_write);
+    nbuf *out = sess_out(s);
+    msgpack_packer_init(&s->pk, out ? out : &s->queued, nbuf_msgpack_write);
     msgpack_pack_array(&s->pk, 4);
     msgpack_pack_uint8(&s->pk, 1);
     msgpack_pack_uint32(&s->pk, msgid);
@@ -644,7 +644,7 @@ void rpc_reply_end(rpc_session *s)
         return;
     }
     if (s->lost || !s->node)
-        wbuf_clear(&s->queued);   /* answers to a lost session are dropped */
+        nbuf_clear(&s->queued);   /* answers to a lost session are dropped */
 }
 
 void rpc_reply_error(rpc_session *s, uint32_t msgid, int code)

@@ -44,7 +44,7 @@ static rpc_conn *conn_new(rpc_node *n, int fd, enum rpc_conn_state state)
         fprintf(stderr, "out of memory\n");
         abort();
     }
-    wbuf_init(&c->out);
+    nbuf_init(&c->out);
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
     c->nnext = n->conns;
@@ -58,7 +58,7 @@ void rpc_conn_free(rpc_conn *c)
 {
     assert(c->state == RPC_CONN_CLOSED && "rpc_conn_free: connection still open");
     msgpack_unpacker_destroy(&c->unp);
-    wbuf_destroy(&c->out);
+    nbuf_destroy(&c->out);
     free(c);
 }
 
@@ -118,10 +118,10 @@ void rpc_conn_mark_dirty(rpc_conn *c)
 
 void rpc_conn_flush(rpc_conn *c)
 {
-    while (wbuf_pending(&c->out) > 0) {
-        ssize_t w = send(c->fd, c->out.data + c->out.off, wbuf_pending(&c->out), MSG_NOSIGNAL);
+    while (nbuf_pending(&c->out) > 0) {
+        ssize_t w = send(c->fd, c->out.data + c->out.off, nbuf_pending(&c->out), MSG_NOSIGNAL);
         if (w > 0) {
-            wbuf_consume(&c->out, (size_t)w);
+            nbuf_consume(&c->out, (size_t)w);
             continue;
         }
         if (w < 0 && errno == EINTR)
@@ -149,7 +149,7 @@ static void conn_write_init(rpc_conn *c)
 {
     const rpc_config *cfg = &c->node->cfg;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &c->out, wbuf_msgpack_write);
+    msgpack_packer_init(&pk, &c->out, nbuf_msgpack_write);
     msgpack_pack_array(&pk, 3);
     msgpack_pack_uint8(&pk, 2);
     msgpack_pack_v4raw(&pk, cfg->self.len);

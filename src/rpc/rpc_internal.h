@@ -8,7 +8,7 @@
 #include "rpc/mpscan.h"
 #include "rpc/pending.h"
 #include "rpc/rpc.h"
-#include "rpc/wbuf.h"
+#include "net/nbuf.h"
 
 #define RPC_CONTAINER_OF(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
@@ -33,7 +33,7 @@ typedef struct rpc_conn {
     ev_timer ctimer;               /* connect timeout (-Ys) */
     mpscan scan;                   /* vets every read byte before unp sees it (sizes, depth) */
     msgpack_unpacker unp;          /* streaming decoder; scan keeps each message <= RPC_MAX_MESSAGE */
-    wbuf out;                      /* pending output, reused across messages */
+    nbuf out;                      /* pending output, reused across messages */
     struct rpc_conn *snext;        /* session's bound connections */
     struct rpc_conn *nprev, *nnext;/* node's open connections */
     struct rpc_conn *dnext;        /* node->dirty */
@@ -57,7 +57,7 @@ struct rpc_session {
     rpc_conn *conns;               /* bound live connections; writes go to the first */
     unsigned nconns;
     rpc_conn *connecting;          /* connect attempt in progress */
-    wbuf queued;                   /* messages made while unconnected (a discard area once lost) */
+    nbuf queued;                   /* messages made while unconnected (a discard area once lost) */
     pending_table pending;         /* outstanding calls, any connection may answer (wire.md §4.4) */
     msgpack_packer pk;             /* returned by rpc_call_begin / rpc_reply_begin */
     rpc_conn *pk_conn;             /* where pk currently writes (NULL: queued) */

@@ -16,6 +16,7 @@
 #include "logic/record.h"
 #include "logic/xmalloc.h"
 #include "net/listener.h"
+#include "net/nbuf.h"
 #include "rpc/mpscan.h"
 #include "server/replace.h"
 
@@ -46,8 +47,7 @@ typedef struct stream_conn {
     ev_io io;
     ev_timer timer;
     kaddr peer;                  /* receiver's cluster address / sender's stream address */
-    uint8_t *out;                /* bytes queued for the socket */
-    size_t out_len, out_off, out_cap;
+    nbuf out;                    /* bytes queued for the socket */
     /* sender */
     uint8_t hdr[STREAM_HEADER_LEN];
     size_t hdr_len;
@@ -133,7 +133,7 @@ static void conn_close(stream_conn *c, bool ok)
         ss->conns = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
-    free(c->out);
+    nbuf_destroy(&c->out);
     free(c);
 }
 
@@ -177,21 +177,14 @@ static stream_conn *conn_new(stream_set *ss, int fd, enum stream_state state)
 
 static void out_queue(stream_conn *c, const void *p, size_t len)
 {
-    if (c->out_off == c->out_len)
-        c->out_off = c->out_len = 0;
-    if (c->out_len + len > c->out_cap) {
-        c->out_cap = (c->out_len + len) * 2;
-        c->out = xrealloc(c->out, c->out_cap);
-    }
-    memcpy(c->out + c->out_len, p, len);
-    c->out_len += len;
+    nbuf_append(&c->out, p, len);
 }
 
 /* Write queued bytes.  Returns -1 on a socket error, 1 when drained, 0 if more remain. */
 static int out_flush(stream_conn *c)
 {
-    while (c->out_off < c->out_len) {
-        ssize_t n = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+    while (nbuf_pending(&c->out) > 0) {
+        ssize_t n = write(c->fd, nbuf_head(&c->out), nbuf_pending(&c->out));
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -199,9 +192,8 @@ static int out_flush(stream_conn *c)
                 return 0;
             return -1;
         }
-        c->out_off += (size_t)n;
+        nbuf_consume(&c->out, (size_t)n);
     }
-    c->out_off = c->out_len = 0;
     return 1;
 }
 
@@ -248,7 +240,7 @@ static void send_header_read(stream_conn *c)
 static void send_file(stream_conn *c)
 {
     for (int budget = 16; budget > 0; budget--) {
-        if (c->out_off == c->out_len) {
+        if (nbuf_pending(&c->out) == 0) {
             if (c->file_off >= c->file_size) {
                 c->state = SS_READ_ACK;
                 unpacker_start(c);
@@ -256,21 +248,17 @@ static void send_file(stream_conn *c)
                 conn_timer(c, STREAM_IDLE_TIMEOUT);
                 return;
             }
-            if (c->out_cap < STREAM_CHUNK) {
-                c->out = xrealloc(c->out, STREAM_CHUNK);
-                c->out_cap = STREAM_CHUNK;
-            }
             off_t want = c->file_size - c->file_off;
             size_t len = want > STREAM_CHUNK ? STREAM_CHUNK : (size_t)want;
-            ssize_t n = pread(c->file_fd, c->out, len, c->file_off);
+            nbuf_reserve(&c->out, len);           /* empty: the chunk goes at the front */
+            ssize_t n = pread(c->file_fd, c->out.data, len, c->file_off);
             if (n <= 0) {
                 log_error("replace stream: reading the offer file failed: %s", strerror(errno));
                 conn_close(c, false);
                 return;
             }
             c->file_off += n;
-            c->out_off = 0;
-            c->out_len = (size_t)n;
+            c->out.len = (size_t)n;
         }
         int rc = out_flush(c);
         if (rc < 0) {
