@@ -257,8 +257,9 @@ static void job_done_task(server *srv, void *arg)
     free(d);
 }
 
-int replace_offer_open(replace *r, const kaddr *dst, uint64_t *id, off_t *size)
+static int offer_open(void *ud, const kaddr *dst, uint64_t *id, off_t *size)
 {
+    replace *r = ud;
     for (size_t i = 0; i < r->noffers; i++) {
         if (!kaddr_eq(&r->offers[i].dst, dst))
             continue;
@@ -331,8 +332,9 @@ static void offer_failed(replace *r, size_t i)
     offer_end(r, i);
 }
 
-void replace_offer_finished(replace *r, uint64_t id, bool ok)
+static void offer_finished(void *ud, uint64_t id, bool ok)
 {
+    replace *r = ud;
     long i = offer_find(r, id);
     if (i < 0)
         return;
@@ -931,4 +933,11 @@ void replace_free(replace *r)
     pthread_cond_destroy(&r->cond);
     pthread_mutex_destroy(&r->lock);
     free(r);
+}
+
+void replace_stream_offers(replace *r, stream_offers *out)
+{
+    out->open = offer_open;
+    out->finished = offer_finished;
+    out->ud = r;
 }

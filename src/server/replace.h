@@ -33,12 +33,10 @@ void replace_delete_start(replace *r, const kaddr *mgr);
 bool replace_is_copying(const replace *r);
 bool replace_is_deleting(const replace *r);
 
-/* The stream sender looks up the pending offer for a receiver (wire.md §10 step 4).
- * Returns a dup'd descriptor of the offer file (the caller closes it) with its id and
- * size, or -1 if there is no offer for dst. */
-int replace_offer_open(replace *r, const kaddr *dst, uint64_t *id, off_t *size);
-
-/* A stream transfer of offer id ended: ok = acknowledged by the receiver. */
-void replace_offer_finished(replace *r, uint64_t id, bool ok);
+/* The offers of r for the replace-stream sender (stream_set_new): the pending offer for
+ * a receiver, as a dup'd descriptor of its file with id and size (wire.md §10 step 4),
+ * and the end of a transfer. */
+struct stream_offers;
+void replace_stream_offers(replace *r, struct stream_offers *out);
 
 #endif

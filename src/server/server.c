@@ -690,7 +690,9 @@ server *server_new(struct ev_loop *loop, store *st, const server_config *cfg)
     };
     srv->rpc = rpc_node_new(loop, &rc);
     srv->repl = replace_new(srv);
-    srv->streams = stream_set_new(srv);
+    stream_offers offers;
+    replace_stream_offers(srv->repl, &offers);
+    srv->streams = stream_set_new(srv, &offers);
     return srv;
 }
 

@@ -18,7 +18,6 @@
 #include "net/listener.h"
 #include "net/nbuf.h"
 #include "rpc/mpscan.h"
-#include "server/replace.h"
 
 #define STREAM_HEADER_LEN 23        /* wire.md §10 step 3 */
 #define STREAM_IDLE_TIMEOUT 60.0    /* step 6: per-read receive timeout */
@@ -71,6 +70,7 @@ typedef struct stream_conn {
 
 struct stream_set {
     server *srv;
+    stream_offers offers;        /* the sender's source of offer files (replace.c) */
     int listen_fd;
     net_listener listener;       /* the accept loop (net/listener.h) */
     stream_conn *conns;
@@ -126,7 +126,7 @@ static void conn_close(stream_conn *c, bool ok)
                      kaddr_format(&c->peer, buf), (unsigned long long)c->pairs);
     }
     if (c->offer_bound && !ss->closing)
-        replace_offer_finished(ss->srv->repl, c->offer_id, ok);
+        ss->offers.finished(ss->offers.ud, c->offer_id, ok);
     if (c->prev != NULL)
         c->prev->next = c->next;
     else
@@ -225,7 +225,7 @@ static void send_header_read(stream_conn *c)
         conn_close(c, false);
         return;
     }
-    c->file_fd = replace_offer_open(c->ss->srv->repl, &c->peer, &c->offer_id, &c->file_size);
+    c->file_fd = c->ss->offers.open(c->ss->offers.ud, &c->peer, &c->offer_id, &c->file_size);
     if (c->file_fd < 0) {
         char buf[KADDR_STRLEN];
         log_warn("replace stream: no offer for %s", kaddr_format(&c->peer, buf));
@@ -519,10 +519,11 @@ void stream_pull_start(stream_set *ss, const kaddr *stream_addr)
     conn_timer(c, ss->srv->cfg.connect_timeout > 0 ? ss->srv->cfg.connect_timeout : 10.0);
 }
 
-stream_set *stream_set_new(server *srv)
+stream_set *stream_set_new(server *srv, const stream_offers *offers)
 {
     stream_set *ss = xcalloc(1, sizeof(*ss));
     ss->srv = srv;
+    ss->offers = *offers;
     ss->listen_fd = -1;
     return ss;
 }
