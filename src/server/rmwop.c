@@ -234,7 +234,7 @@ static void flush_step_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* Flush now: the store hides every item at once (store_flush_begin), and the walk that
  * tombstones them in the file runs in paced steps. */
-static void do_flush(server *srv)
+static void flush_now(server *srv)
 {
     kclock_update_time(&srv->clock);
     store_flush_begin(srv->st, kclock_event(&srv->clock));
@@ -259,7 +259,7 @@ static void flush_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         }
     }
     if (!job->srv->stopping)
-        do_flush(job->srv);
+        flush_now(job->srv);
     free(job);
 }
 
@@ -271,7 +271,7 @@ void rmwop_flush(server *srv, const rpc_request *req)
         return;
     }
     if (delay == 0) {
-        do_flush(srv);
+        flush_now(srv);
     } else {
         flush_job *job = xmalloc(sizeof(*job));
         job->srv = srv;

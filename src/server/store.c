@@ -50,6 +50,7 @@ typedef struct dump_watch {
     TCMAP *keys;
 } dump_watch;
 
+/* Naming: a do_ function runs with st->mu held; every public store_ function takes it. */
 struct store {
     TCHDB *db;
     /* Serialises TC access between the event loop and the replace/backup threads.  We do
