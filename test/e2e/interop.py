@@ -78,8 +78,10 @@ def restart_server_as(c, i, original, fresh=False, timeout=60):
     c.kumoctl("attach")
     kumo.wait_for(lambda: c.status()[0].get(addr) == "active", timeout=timeout,
                   what="server %d active" % i)
-    # the replace that attaches it has ended (both managers log "replace finished")
-    kumo.wait_for(lambda: c.replaces_finished() > before, timeout=timeout,
+    # the replace that attaches it has ended (both managers log "replace finished"); a
+    # copy phase that waits on an original peer's ReplicateDelete retries takes longer on
+    # a loaded host (it once passed 60 s at a load average of 20)
+    kumo.wait_for(lambda: c.replaces_finished() > before, timeout=2 * timeout,
                   what="replace after attaching server %d" % i)
 
 
