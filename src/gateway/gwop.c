@@ -294,9 +294,9 @@ static void op_update_fallback(gw_op *op)
     op_free(op);
 }
 
-static void get_done(rpc_session *s, const rpc_result *r, void *ud);
-static void store_done(rpc_session *s, const rpc_result *r, void *ud);
-static void update_done(rpc_session *s, const rpc_result *r, void *ud);
+static void on_get_reply(rpc_session *s, const rpc_result *r, void *ud);
+static void on_store_reply(rpc_session *s, const rpc_result *r, void *ud);
+static void on_update_reply(rpc_session *s, const rpc_result *r, void *ud);
 
 /* One attempt: resolve the target in the current hash space and send. */
 static void op_send(gw_op *op)
@@ -325,18 +325,18 @@ static void op_send(gw_op *op)
             op->cached = gwcache_get(gw->cfg.cache, op->buf + DBKEY_HASH_LEN,
                                      op->keylen - DBKEY_HASH_LEN, &op->cachedlen);
         if (op->cached) {   /* GetIfModified [dbkey, if_time] */
-            pk = rpc_call_begin(s, SRV_GET_IF_MODIFIED, RPC_DEFAULT_TIMEOUT_STEPS, get_done, op);
+            pk = rpc_call_begin(s, SRV_GET_IF_MODIFIED, RPC_DEFAULT_TIMEOUT_STEPS, on_get_reply, op);
             msgpack_pack_array(pk, 2);
             kwire_pack_raw(pk, op->buf, op->keylen);
             msgpack_pack_uint64(pk, dbvalue_clocktime(op->cached));
             break;
         }
-        pk = rpc_call_begin(s, SRV_GET, RPC_DEFAULT_TIMEOUT_STEPS, get_done, op);
+        pk = rpc_call_begin(s, SRV_GET, RPC_DEFAULT_TIMEOUT_STEPS, on_get_reply, op);
         msgpack_pack_array(pk, 1);
         kwire_pack_raw(pk, op->buf, op->keylen);
         break;
     case OP_SET:   /* Set [operation, dbkey, dbvalue] */
-        pk = rpc_call_begin(s, SRV_SET, RPC_DEFAULT_TIMEOUT_STEPS, store_done, op);
+        pk = rpc_call_begin(s, SRV_SET, RPC_DEFAULT_TIMEOUT_STEPS, on_store_reply, op);
         msgpack_pack_array(pk, 3);
         msgpack_pack_uint32(pk, op->setop);
         kwire_pack_raw(pk, op->buf, op->keylen);
@@ -358,7 +358,7 @@ static void op_send(gw_op *op)
         default:
             break;
         }
-        pk = rpc_call_begin(s, SRV_UPDATE, RPC_DEFAULT_TIMEOUT_STEPS, update_done, op);
+        pk = rpc_call_begin(s, SRV_UPDATE, RPC_DEFAULT_TIMEOUT_STEPS, on_update_reply, op);
         msgpack_pack_array(pk, 5);
         msgpack_pack_uint32(pk, op->setop);
         msgpack_pack_uint32(pk, (op->async ? UPDATE_FLAG_ASYNC : 0) |
@@ -368,7 +368,7 @@ static void op_send(gw_op *op)
         msgpack_pack_uint64(pk, op->arg);
         break;
     default:       /* Delete [flags, dbkey] */
-        pk = rpc_call_begin(s, SRV_DELETE, RPC_DEFAULT_TIMEOUT_STEPS, store_done, op);
+        pk = rpc_call_begin(s, SRV_DELETE, RPC_DEFAULT_TIMEOUT_STEPS, on_store_reply, op);
         msgpack_pack_array(pk, 2);
         msgpack_pack_uint32(pk, op->async ? STORE_FLAG_ASYNC : 0);
         kwire_pack_raw(pk, op->buf, op->keylen);
@@ -392,7 +392,7 @@ static bool op_reply_usable(gw_op *op, const rpc_result *r)
     return true;
 }
 
-static void get_done(rpc_session *s, const rpc_result *r, void *ud)
+static void on_get_reply(rpc_session *s, const rpc_result *r, void *ud)
 {
     gw_op *op = ud;
     if (!op_reply_usable(op, r))
@@ -421,7 +421,7 @@ static void get_done(rpc_session *s, const rpc_result *r, void *ud)
     }
 }
 
-static void store_done(rpc_session *s, const rpc_result *r, void *ud)
+static void on_store_reply(rpc_session *s, const rpc_result *r, void *ud)
 {
     gw_op *op = ud;
     if (!op_reply_usable(op, r))
@@ -443,7 +443,7 @@ static void store_done(rpc_session *s, const rpc_result *r, void *ud)
 }
 
 /* Update result [status, clocktime, value|nil] (doc/protocol-additions.md). */
-static void update_done(rpc_session *s, const rpc_result *r, void *ud)
+static void on_update_reply(rpc_session *s, const rpc_result *r, void *ud)
 {
     gw_op *op = ud;
     if (r->err == RPC_PROTOCOL_ERROR && !op->gw->closing) {
@@ -602,7 +602,7 @@ typedef struct gw_flush {
     bool failed;
 } gw_flush;
 
-static void flush_done(rpc_session *s, const rpc_result *r, void *ud)
+static void on_flush_reply(rpc_session *s, const rpc_result *r, void *ud)
 {
     gw_flush *f = ud;
     bool b = false;
@@ -652,7 +652,7 @@ void gateway_flush_all(gateway *gw, int64_t when, gateway_store_cb cb, void *ud)
             rpc_session *s = gw_space_session(gw, sp, i);
             f->pending++;
             msgpack_packer *pk = rpc_call_begin(s, SRV_FLUSH, RPC_DEFAULT_TIMEOUT_STEPS,
-                                                flush_done, f);
+                                                on_flush_reply, f);
             msgpack_pack_array(pk, 1);
             msgpack_pack_uint32(pk, delay);
             rpc_call_end(s);
