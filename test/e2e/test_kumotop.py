@@ -196,7 +196,9 @@ def test_curses_shows_every_server_and_q_quits(two_servers, cols):
 def test_curses_screen_layout(two_servers, cols):
     """The exact screen of reference-outputs.md, captured from a private tmux server."""
     c = two_servers
-    sock = "kumotop-test-%d" % os.getpid()
+    # a socket of its own per run: the previous run's tmux server may still be exiting
+    # (kill-server returns before it is gone), and new-session on its socket then fails
+    sock = "kumotop-test-%d-%d" % (os.getpid(), cols)
     tmux = ["tmux", "-L", sock, "-f", "/dev/null"]
     cmd = "%s -m %s; sleep 30" % (KUMOTOP, c.mgr)
     try:
