@@ -44,9 +44,16 @@ static void pending_grow(pending_table *t)
 
 void pending_insert(pending_table *t, uint32_t msgid, uint32_t steps, rpc_callback cb, void *ud)
 {
+    pending_insert_timed(t, msgid, steps, 0.0, 0.0, cb, ud);
+}
+
+void pending_insert_timed(pending_table *t, uint32_t msgid, uint32_t steps, double sent,
+                          double deadline, rpc_callback cb, void *ud)
+{
     if ((t->count + 1) * 2 > pending_capacity(t))
         pending_grow(t);
-    pending_call c = { .msgid = msgid, .steps = steps, .cb = cb, .ud = ud, .used = true };
+    pending_call c = { .msgid = msgid, .steps = steps, .sent = sent, .deadline = deadline,
+                       .cb = cb, .ud = ud, .used = true };
     do_pending_put(t->slots, t->mask, &c);
     t->count++;
 }

@@ -259,14 +259,14 @@ static void repl_send(repl_target *t)
     /* algorithms.md §2: adjust_clock is the clock part of the record's new version */
     msgpack_packer *pk;
     if (op->kind == OP_KIND_SET) {
-        pk = rpc_call_begin(s, SRV_REPLICATE_SET, RPC_DEFAULT_TIMEOUT_STEPS, repl_callback, t);
+        pk = rpc_call_begin_timed(s, SRV_REPLICATE_SET, SERVER_REPLICATE_TIMEOUT, repl_callback, t);
         msgpack_pack_array(pk, 4);
         msgpack_pack_uint32(pk, clocktime_clock(op->ct));
         msgpack_pack_uint32(pk, flags);
         kwire_pack_raw(pk, op->data, op->klen);
         kwire_pack_raw(pk, op->data + op->klen, op->vlen);
     } else {
-        pk = rpc_call_begin(s, SRV_REPLICATE_DELETE, RPC_DEFAULT_TIMEOUT_STEPS, repl_callback, t);
+        pk = rpc_call_begin_timed(s, SRV_REPLICATE_DELETE, SERVER_REPLICATE_TIMEOUT, repl_callback, t);
         msgpack_pack_array(pk, 4);
         msgpack_pack_uint32(pk, clocktime_clock(op->ct));
         /* ask for the reply that tells whether the replica held a live value; an
@@ -337,8 +337,8 @@ static void op_restamp(repl_op *op)
     } else {
         ok = store_remove(srv->st, op->data, op->klen, ct);
     }
-    if (!ok) {
-        op_fail(op);
+    if (!ok || srv->resync) {
+        op_fail(op);   /* resync: stopped for a while, the cluster may have moved on */
         return;
     }
     log_debug("re-stamping a write %llu -> %llu (a replica had %llu)",
@@ -503,6 +503,9 @@ static void repl_callback(rpc_session *s, const rpc_result *r, void *ud)
             target_unknown(t);             /* cannot learn its version: a W refusal fails */
         else
             op_count_success(op);
+    } else if (r->err == RPC_TIMEOUT
+               && !hashspace_is_active(t->by_rhs ? &srv->rhs : &srv->whs, &t->peer)) {
+        op_count_success(op);   /* the peer was declared fault meanwhile: not needed */
     } else {
         unsigned *retry = t->by_rhs ? &op->r_retry : &op->w_retry;
         unsigned limit = op->kind == OP_KIND_SET ? srv->cfg.set_retry : srv->cfg.delete_retry;
