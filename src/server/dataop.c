@@ -52,6 +52,8 @@ typedef struct repl_op {
     bool lost;                   /* a W replica refused and its version is unknown */
     bool store_failed;           /* a W replica's disk refused the write: say so */
     clocktime_t seen_max;        /* newest version a refusing replica reported */
+    double born;                 /* ev_now when the write was stamped (restamp_allowed) */
+    clocktime_t whs_ct;          /* srv->whs.clocktime then */
     bool replied;
     bool result;                 /* Delete's answer */
     dataop_answer_fn answer;     /* NULL: Set's/Delete's own answers */
@@ -317,12 +319,41 @@ static void op_count_conflict(repl_op *op, clocktime_t seen)
     op_count_success(op);
 }
 
+/* May op still be stamped again (kumofs-c)?  A re-stamp puts an old write above the
+ * version a replica holds, which is only right while that version cannot be a write the
+ * cluster acknowledged after this one's client stopped waiting.  So not when
+ * - the write hash space changed since the write was stamped: this server may have been
+ *   declared fault meanwhile (a freeze, a cut) and another coordinator have taken writes
+ *   of the key, or a replace have moved the key;
+ * - the write is older than RESTAMP_MAX_AGE: its gateway may have answered its client
+ *   with an error already (-Rt, 2 s by default; the client then sets the key again
+ *   through another coordinator), e.g. after a stall whose resync already ended when the
+ *   refusals came in;
+ * - a resync runs (the server was stopped or lost its manager lease: its hash spaces may
+ *   be stale).
+ * The write then fails (nil): its outcome is indefinite, as for any failed write. */
+#define RESTAMP_MAX_AGE 1.0
+static bool restamp_allowed(const repl_op *op)
+{
+    const server *srv = op->srv;
+    return !srv->resync && srv->whs.clocktime == op->whs_ct
+           && ev_now(srv->loop) - op->born <= RESTAMP_MAX_AGE;
+}
+
 /* DECISIONS.md §2: stamp the write again past every version seen for the key, store it
  * locally and send it to all targets once more.  The original acknowledged the write
  * here although its replicas kept the older value. */
 static void op_restamp(repl_op *op)
 {
     server *srv = op->srv;
+    if (!restamp_allowed(op)) {
+        /* before anything is stored: the newer version the replica holds may be one
+         * the cluster acknowledged after this write's client was given up on */
+        log_info("not re-stamping a write of %.1f s ago (a replica had %llu): answering nil",
+                 ev_now(srv->loop) - op->born, (unsigned long long)op->seen_max);
+        op_fail(op);
+        return;
+    }
     clocktime_t base = op->seen_max, local;
     if (clocktime_less(base, op->ct))
         base = op->ct;
@@ -337,8 +368,8 @@ static void op_restamp(repl_op *op)
     } else {
         ok = store_remove(srv->st, op->data, op->klen, ct);
     }
-    if (!ok || srv->resync) {
-        op_fail(op);   /* resync: stopped for a while, the cluster may have moved on */
+    if (!ok) {
+        op_fail(op);
         return;
     }
     log_debug("re-stamping a write %llu -> %llu (a replica had %llu)",
@@ -559,6 +590,8 @@ static void replicate(server *srv, const rpc_request *req, enum op_kind kind, cl
     op->msgid = req->msgid;
     op->kind = kind;
     op->ct = ct;
+    op->born = ev_now(srv->loop);
+    op->whs_ct = srv->whs.clocktime;
     op->result = result;
     op->async = async;
     op->answer = answer;

@@ -359,6 +359,128 @@ def test_get_never_reads_fault_replica_cut_from_manager(net3):
     c.wait_replace_done(timeout=120)
 
 
+def _raw_get(addr, key):
+    """Get [dbkey] straight to the server at addr ("ip:port"): the stored DBValue (bytes),
+    None (nil), or the error code.  Call it in the client host's namespace."""
+    import socket
+    import mpack
+    ip, port = addr.rsplit(":", 1)
+    with socket.create_connection((ip, int(port)), timeout=5) as sock:
+        sock.sendall(mpack.pack([0, 1, 34, [mpack.dbkey(key)]]))   # wire.md §8.2 Get
+        buf = b""
+        while True:
+            try:
+                msg, _ = mpack.unpack(buf)
+                return msg[3] if msg[2] is None else ("error", msg[2])
+            except mpack.NeedMore:
+                data = sock.recv(65536)
+                assert data, "server closed the connection"
+                buf += data
+
+
+def _coordinated_by(c, addr, prefix, limit=200):
+    """A key name whose coordinator (first whs slot) is the server at addr, and the
+    addresses of its other two replicas."""
+    for i in range(limit):
+        key = "%s-%d" % (prefix, i)
+        out = c.tool("kumohash", "-m", c.mgr, "assign", key).stdout
+        addrs = [line.split(":", 1)[1].strip() for line in out.splitlines()
+                 if line.startswith("  ") and ":" in line]
+        if addrs and addrs[0] == addr:
+            return key, addrs[1:]
+    raise AssertionError("no key of %d coordinated by %s" % (limit, addr))
+
+
+def test_resumed_coordinator_does_not_restamp_a_write_the_cluster_moved_past(net3):
+    """Regression (the stale reads that got the first merge of issue 15 reverted): a
+    coordinator frozen while its write's ReplicateSets were still on the way resumed
+    after the manager had marked it fault and the key's new coordinator had acknowledged
+    a newer set.  The old ReplicateSets came in, the replicas refused them (they held the
+    newer version), and the resumed server -- its resync already over -- "re-stamped"
+    its old write above the newer version (the DECISIONS.md §2 cure for a coordinator
+    whose clock is behind) and sent it again: the replicas then served the old value.
+
+    Here the write's ReplicateSets are held in the network (the coordinator is cut from
+    its replicas), the coordinator is frozen, marked fault, a newer value is stored
+    through the new coordinator, and then the cut heals and the old coordinator resumes.
+    Every read afterwards must return the newer value, also after the rejoin."""
+    import threading
+    import pymemcache.client.base as mc
+    c = net3
+    victim = 1
+    vaddr, vhost = c.server_addr(victim), c.servers[victim]["host"]
+    gw = (c.bed.addr("gw"), GW_PORT)
+    kumo.wait_for(lambda: all(v == "active" for v in c.status()[0].values()), timeout=60,
+                  what="all servers active")
+    key, replicas = _coordinated_by(c, vaddr, "restamp-%d" % os.getpid())
+    rhosts = [c.servers[i]["host"] for i in c.servers if c.server_addr(i) in replicas]
+    assert len(rhosts) == 2, (replicas, rhosts)
+
+    def store(val, tries=40):
+        for _ in range(tries):   # errors while the hash space moves: try again, bounded
+            try:
+                if mc.Client(gw, connect_timeout=2, timeout=8).set(key, val, noreply=False):
+                    return True
+            except Exception:  # noqa: BLE001 - retried
+                pass
+            time.sleep(0.25)
+        return False
+
+    assert _on_client(c, lambda: store(b"v1")), "set v1 never stored"
+    old_try = {}
+    frozen = False
+    try:
+        for h in rhosts:
+            c.bed.cut(vhost, h)          # the next write's ReplicateSets hang in the network
+
+        def old_write():
+            c.bed.enter("cl")
+            try:
+                old_try["stored"] = mc.Client(gw, connect_timeout=2, timeout=8).set(
+                    key, b"v2-old", noreply=False)
+            except Exception as e:  # noqa: BLE001 - an error is the expected answer
+                old_try["stored"] = type(e).__name__
+        t = threading.Thread(target=old_write)
+        t.start()
+        # the coordinator stored v2-old locally and waits for its replicas
+        kumo.wait_for(lambda: _on_client(c, lambda: _raw_get(vaddr, key) or b"").endswith(b"v2-old"),
+                      timeout=10, interval=0.05, what="v2-old on the coordinator")
+        os.kill(c.servers[victim]["daemon"].proc.pid, signal.SIGSTOP)
+        frozen = True
+        kumo.wait_for(lambda: c.status()[0].get(vaddr) == "fault", timeout=20, interval=0.1,
+                      what="frozen coordinator marked fault")
+        t.join(15)
+        assert not t.is_alive()
+        print("\n  the write in flight to the frozen coordinator: %r" % (old_try,))
+        assert old_try["stored"] is not True, "v2-old acknowledged without its replicas"
+        assert _on_client(c, lambda: store(b"v3-new")), "set v3-new never stored"
+    finally:
+        c.bed.heal(vhost)
+        if frozen:
+            os.kill(c.servers[victim]["daemon"].proc.pid, signal.SIGCONT)
+
+    def reads(secs):
+        got = []
+        end = time.time() + secs
+        while time.time() < end:
+            try:
+                got.append(mc.Client(gw, connect_timeout=2, timeout=8).get(key))
+            except Exception as e:  # noqa: BLE001 - an error is not a stale read
+                got.append(type(e).__name__)
+            time.sleep(0.05)
+        return got
+    # the held ReplicateSets arrive, are refused, and the resumed server acts on that
+    got = _on_client(c, lambda: reads(4.0))
+    stale = [g for g in got if g == b"v2-old"]
+    assert not stale, "%d of %d reads after the resume were stale: %r" % (
+        len(stale), len(got), sorted(set(map(repr, got))))
+    assert b"v3-new" in got, got
+    c.attach_all(timeout=60)
+    c.wait_replace_done(timeout=120)
+    after = _on_client(c, lambda: reads(1.0))
+    assert set(after) == {b"v3-new"}, "after the rejoin: %r" % (sorted(set(map(repr, after))),)
+
+
 @pytest.mark.skipif(not HEAVY, reason="HEAVY=1: 15 s faults at 3 and 12 servers")
 @pytest.mark.parametrize("nservers", [3, 12])
 def test_silent_server_fault_table(fresh_bed, nservers):
