@@ -5,7 +5,8 @@ set -e
 PKGS="build-essential autoconf automake pkg-config libtokyocabinet-dev tokyocabinet-bin
 libmsgpack-dev libssl-dev zlib1g-dev ragel libev-dev libncurses-dev libcmocka-dev
 python3 python3-pytest python3-pymemcache python3-pylibmc libcache-memcached-fast-perl
-libmemcached-tools memcached procps tmux clang libclang-rt-dev ruby ruby-msgpack"
+libmemcached-tools memcached procps tmux clang libclang-rt-dev iproute2 nftables
+ruby ruby-msgpack"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -71,6 +71,51 @@ rpc_session *gw_space_session(gateway *gw, gw_space *sp, size_t idx)
     return s;
 }
 
+double gw_attempt_timeout(const gateway *gw, rpc_session *s, bool get, double remaining)
+{
+    if (!(gw->cfg.request_timeout > 0))
+        return 0.0;
+    remaining -= 2 * RPC_DEADLINE_RESOLUTION;   /* the answer is due by the budget's end */
+    double t = remaining;
+    if (get) {
+        double srtt, var;
+        t = gw->cfg.attempt_max;
+        if (rpc_session_rtt(s, &srtt, &var)) {
+            t = srtt + 4 * var;
+            if (t < 4 * srtt)
+                t = 4 * srtt;
+            if (t > gw->cfg.attempt_max)
+                t = gw->cfg.attempt_max;
+        }
+        if (t < gw->cfg.attempt_min)
+            t = gw->cfg.attempt_min;
+        if (remaining > 0 && t > remaining)
+            t = remaining;
+    }
+    return t > 0.01 ? t : 0.01;
+}
+
+bool gw_session_suspect(const rpc_session *s)
+{
+    return rpc_session_timeouts(s) > 0;
+}
+
+bool gw_write_blocked(gateway *gw, rpc_session *s)
+{
+    if (!(gw->cfg.request_timeout > 0) || rpc_session_timeouts(s) < GW_SUSPECT_TIMEOUTS)
+        return false;
+    if (ev_now(gw->loop) - rpc_session_last_call(s) >= GW_PROBE_INTERVAL) {
+        /* a cheap probe (GetStatus pid): its answer, when it comes, clears the
+         * suspicion in the rpc layer; no client request waits for it */
+        msgpack_packer *pk = rpc_call_begin_timed(s, SRV_GET_STATUS, gw->cfg.attempt_max,
+                                                  NULL, NULL);
+        msgpack_pack_array(pk, 1);
+        msgpack_pack_uint32(pk, STATUS_PID);
+        rpc_call_end(s);
+    }
+    return true;
+}
+
 /* Accept a HashSpacePair [wseed, rseed] (wire.md §7.8).  False on a type error. */
 static bool gw_accept_pair(gateway *gw, const msgpack_object *pair)
 {

@@ -29,6 +29,10 @@ typedef struct gateway_config {
     unsigned connect_retry_limit;  /* -Yn */
     double clock_interval;         /* -Ci */
     struct gwcache *cache;         /* -lc: the local read cache (borrowed), or NULL */
+    double request_timeout;        /* -Rt: a client request is answered (an error at worst)
+                                    * within this many seconds; 0 = the original's retries */
+    double attempt_min;            /* -At: floor of a get attempt's adaptive deadline */
+    double attempt_max;            /* -Ax: its ceiling */
 } gateway_config;
 
 /* Create the gateway on loop (cfg copied; key_prefix borrowed).  Nothing is sent until

@@ -68,6 +68,25 @@ void gw_renew(gateway *gw);
 /* algorithms.md §4 renew threshold: count one error; every -rn+1 errors gw_renew. */
 void gw_renew_check(gateway *gw);
 
+/* Deadline in seconds for one attempt to server session s (kumofs-c): for a get an
+ * adaptive one, max(4 srtt, srtt + 4 rttvar) clamped to [-At, -Ax]; for a write the rest
+ * of the request's budget.  remaining: seconds left of the -Rt budget (<= 0: no budget).
+ * Returns 0 when neither applies (-Rt 0: the original's step timeouts). */
+double gw_attempt_timeout(const gateway *gw, rpc_session *s, bool get, double remaining);
+
+/* Has s stopped answering: calls timed out since its last answer (rpc layer)?  Gets
+ * then go to the key's other replicas first. */
+bool gw_session_suspect(const rpc_session *s);
+
+/* Should a write to coordinator session s fail at once (kumofs-c)?  Yes when s stopped
+ * answering (GW_SUSPECT_TIMEOUTS calls timed out since its last answer): the write is
+ * answered with an error now instead of holding its client for -Rt (a gateway cut from
+ * one server while the manager still sees it, or a frozen server not yet marked fault).
+ * Every GW_PROBE_INTERVAL seconds a cheap probe goes to s; its answer ends this. */
+#define GW_SUSPECT_TIMEOUTS 2
+#define GW_PROBE_INTERVAL 0.5
+bool gw_write_blocked(gateway *gw, rpc_session *s);
+
 /* ---- gwop.c */
 
 /* How this gateway lays out raw (meta 0) payloads: its -E/-F as ITEM_RAW_* bits. */

@@ -19,6 +19,9 @@
 
 /* A pseudo error for "the needed hash space has no active node" (cli.md §9.5 "No server"). */
 #define GW_ERR_NO_SERVER 100
+/* kumofs-c: the write's coordinator stopped answering and was just tried by another
+ * request; answered at once instead of waiting out -Rt (see gw_write_blocked). */
+#define GW_ERR_UNREACHABLE 101
 
 #define GW_RETRY_DELAY 1.0            /* algorithms.md §5.1: "after a ~1 s delay" */
 /* The first retry after an error 6 ("obsolete hash space" / "server not ready"): the
@@ -41,7 +44,8 @@ struct gw_op {
     uint8_t setop;             /* SET_OP_*; update: GATEWAY_ADD.. */
     bool async;                /* delete: STORE_FLAG_ASYNC */
     bool noserver_logged;
-    bool fail_pending;         /* the delay timer delivers a "no server" attempt failure */
+    bool fail_pending;         /* the delay timer delivers the attempt failure fail_err */
+    int fail_err;              /* GW_ERR_NO_SERVER or GW_ERR_UNREACHABLE */
     bool fast_retried;         /* the one fast retry after an error 6 is used up */
     bool raw_ok;               /* update: UPDATE_FLAG_RAW (this gateway has no -E/-F) */
     bool once;                 /* set: Update's retry rules (gw_set_once) */
@@ -49,6 +53,7 @@ struct gw_op {
     uint8_t uflags;            /* update: UPDATE_FLAG_VALUE / _CREATE / _TTL */
     unsigned retry;            /* retries made so far */
     int last_err;
+    double started;            /* ev_now at the start: the -Rt budget counts from here */
     ev_timer delay;
     uint64_t arg;              /* update: CAS unique or delta */
     union { gateway_get_cb get; gateway_store_cb store; gateway_update_cb update; } cb;
@@ -183,6 +188,15 @@ static void op_finish(gw_op *op, int status, const gateway_value *v, clocktime_t
 
 static void op_send(gw_op *op);
 
+/* Seconds left of the -Rt budget; a large number without one (kumofs-c). */
+static double op_budget_left(const gw_op *op)
+{
+    const gateway *gw = op->gw;
+    if (!(gw->cfg.request_timeout > 0))
+        return 1e9;
+    return op->started + gw->cfg.request_timeout - ev_now(gw->loop);
+}
+
 static unsigned op_retry_limit(const gw_op *op)
 {
     const gateway_config *c = &op->gw->cfg;
@@ -219,7 +233,9 @@ static void op_attempt_failed(gw_op *op, int err)
 {
     gateway *gw = op->gw;
     op->last_err = err;
-    if (op->retry >= op_retry_limit(op) || !op_retryable(op, err)) {
+    /* no time left for another attempt within -Rt: answer now rather than late */
+    bool out_of_time = op_budget_left(op) < 0.05 || err == GW_ERR_UNREACHABLE;
+    if (op->retry >= op_retry_limit(op) || !op_retryable(op, err) || out_of_time) {
         if (err == RPC_TRANSPORT_LOST || err == RPC_SERVER_ERROR)
             gw_renew(gw);
         size_t klen;
@@ -254,6 +270,9 @@ static void op_attempt_failed(gw_op *op, int err)
             gw_renew(gw);
         }
     }
+    double left = op_budget_left(op);
+    if (delay > left - 0.05)
+        delay = left - 0.05 > 0 ? left - 0.05 : 0.0;
     ev_timer_set(&op->delay, delay, 0.0);
     ev_timer_start(gw->loop, &op->delay);
 }
@@ -263,7 +282,7 @@ static void op_delay_cb(struct ev_loop *loop, ev_timer *w, int revents)
     gw_op *op = w->data;
     if (op->fail_pending) {
         op->fail_pending = false;
-        op_attempt_failed(op, GW_ERR_NO_SERVER);
+        op_attempt_failed(op, op->fail_err);
     } else {
         op_send(op);
     }
@@ -311,13 +330,41 @@ static void op_send(gw_op *op)
         gw_renew_check(gw);
         /* fail the attempt from the loop, so callbacks never run inside gateway_get */
         op->fail_pending = true;
+        op->fail_err = GW_ERR_NO_SERVER;
         ev_timer_set(&op->delay, 0.0, 0.0);
         ev_timer_start(gw->loop, &op->delay);
         return;
     }
     unsigned offset = op->kind == OP_GET ? op->retry % 3 : 0;
     const hs_node *n = hashspace_server_for(&sp->hs, dbkey_hash(op->buf), offset);
+    /* kumofs-c: a get never goes to a fault node (server_for falls back to one when the
+     * slots from the offset on are all fault: a fault server may be alive, cut off from
+     * the manager only, and hold stale values), and skips replicas that stopped
+     * answering while another may answer */
+    for (unsigned k = 1; op->kind == OP_GET && k < 3 && !n->active; k++)
+        n = hashspace_server_for(&sp->hs, dbkey_hash(op->buf), (offset + k) % 3);
+    if (op->kind == OP_GET && !n->active) {
+        op->fail_pending = true;
+        op->fail_err = GW_ERR_NO_SERVER;
+        ev_timer_set(&op->delay, 0.0, 0.0);
+        ev_timer_start(gw->loop, &op->delay);
+        return;
+    }
     rpc_session *s = gw_space_session(gw, sp, (size_t)(n - sp->hs.nodes));
+    for (unsigned k = 1; op->kind == OP_GET && k < 3 && gw_session_suspect(s); k++) {
+        const hs_node *alt = hashspace_server_for(&sp->hs, dbkey_hash(op->buf), (offset + k) % 3);
+        rpc_session *as = gw_space_session(gw, sp, (size_t)(alt - sp->hs.nodes));
+        if (alt->active && !gw_session_suspect(as))
+            s = as;
+    }
+    if (op->kind != OP_GET && gw_write_blocked(gw, s)) {
+        op->fail_pending = true;
+        op->fail_err = GW_ERR_UNREACHABLE;
+        ev_timer_set(&op->delay, 0.0, 0.0);
+        ev_timer_start(gw->loop, &op->delay);
+        return;
+    }
+    double tmo = gw_attempt_timeout(gw, s, op->kind == OP_GET, op_budget_left(op));
     msgpack_packer *pk;
     switch (op->kind) {
     case OP_GET:   /* wire.md §8.2 Get [dbkey] */
@@ -325,18 +372,18 @@ static void op_send(gw_op *op)
             op->cached = gwcache_get(gw->cfg.cache, op->buf + DBKEY_HASH_LEN,
                                      op->keylen - DBKEY_HASH_LEN, &op->cachedlen);
         if (op->cached) {   /* GetIfModified [dbkey, if_time] */
-            pk = rpc_call_begin(s, SRV_GET_IF_MODIFIED, RPC_DEFAULT_TIMEOUT_STEPS, on_get_reply, op);
+            pk = rpc_call_begin_timed(s, SRV_GET_IF_MODIFIED, tmo, on_get_reply, op);
             msgpack_pack_array(pk, 2);
             kwire_pack_raw(pk, op->buf, op->keylen);
             msgpack_pack_uint64(pk, dbvalue_clocktime(op->cached));
             break;
         }
-        pk = rpc_call_begin(s, SRV_GET, RPC_DEFAULT_TIMEOUT_STEPS, on_get_reply, op);
+        pk = rpc_call_begin_timed(s, SRV_GET, tmo, on_get_reply, op);
         msgpack_pack_array(pk, 1);
         kwire_pack_raw(pk, op->buf, op->keylen);
         break;
     case OP_SET:   /* Set [operation, dbkey, dbvalue] */
-        pk = rpc_call_begin(s, SRV_SET, RPC_DEFAULT_TIMEOUT_STEPS, on_store_reply, op);
+        pk = rpc_call_begin_timed(s, SRV_SET, tmo, on_store_reply, op);
         msgpack_pack_array(pk, 3);
         msgpack_pack_uint32(pk, op->setop);
         kwire_pack_raw(pk, op->buf, op->keylen);
@@ -358,7 +405,7 @@ static void op_send(gw_op *op)
         default:
             break;
         }
-        pk = rpc_call_begin(s, SRV_UPDATE, RPC_DEFAULT_TIMEOUT_STEPS, on_update_reply, op);
+        pk = rpc_call_begin_timed(s, SRV_UPDATE, tmo, on_update_reply, op);
         msgpack_pack_array(pk, 5);
         msgpack_pack_uint32(pk, op->setop);
         msgpack_pack_uint32(pk, (op->async ? UPDATE_FLAG_ASYNC : 0) |
@@ -368,7 +415,7 @@ static void op_send(gw_op *op)
         msgpack_pack_uint64(pk, op->arg);
         break;
     default:       /* Delete [flags, dbkey] */
-        pk = rpc_call_begin(s, SRV_DELETE, RPC_DEFAULT_TIMEOUT_STEPS, on_store_reply, op);
+        pk = rpc_call_begin_timed(s, SRV_DELETE, tmo, on_store_reply, op);
         msgpack_pack_array(pk, 2);
         msgpack_pack_uint32(pk, op->async ? STORE_FLAG_ASYNC : 0);
         kwire_pack_raw(pk, op->buf, op->keylen);
@@ -486,6 +533,7 @@ static gw_op *op_start(gateway *gw, int kind, const char *key, size_t keylen, si
     gw_op *op = op_new(gw, kind, DBKEY_HASH_LEN + gw->prefixlen + keylen + extra);
     ev_timer_init(&op->delay, op_delay_cb, 0.0, 0.0);
     op->delay.data = op;
+    op->started = ev_now(gw->loop);
     op_set_key(op, key, keylen);
     return op;
 }

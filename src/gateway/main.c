@@ -33,6 +33,9 @@ static const char usage_fmt[] =
     "  -D  <number=20>   --delete-retry           delete retry limit\n"
     "  -rn <number=4>    --renew-threshold        hash space renew threshold\n"
     "  -k <string>       --key-prefix             add prefix to keys automatically\n"
+    "  -Rt <number=2>    --request-timeout        answer every request within sec., 0 = off (kumofs-c)\n"
+    "  -At <number=0.2>  --attempt-timeout        min. deadline of one get attempt in sec.\n"
+    "  -Ax <number=1>    --attempt-timeout-max    max. deadline of one get attempt in sec.\n"
     DAEMON_USAGE_COMMON("2");
 
 typedef struct gw_options {
@@ -51,6 +54,7 @@ typedef struct gw_options {
     const char *log_path, *binary_log, *pidfile;
     bool verbose;
     unsigned long item_size_max;    /* our addition: -x / --item-size-max */
+    double request_timeout, attempt_min, attempt_max;   /* ours: -Rt -At -Ax */
 } gw_options;
 
 static void on_tick(void *arg)
@@ -70,6 +74,7 @@ int main(int argc, char **argv)
         .keepalive = 2, .connect_timeout = 10, .connect_retry_limit = 4,
         .clock_interval = 2, .write_threads = 2, .read_threads = 8,
         .item_size_max = TEXTCONN_ITEM_SIZE_MAX_DEFAULT,
+        .request_timeout = 2.0, .attempt_min = 0.2, .attempt_max = 1.0,
     };
     const cmdline_opt opts[] = {
         {"-m", "--manager1", CMDLINE_CONNECT, &o.manager1, true, 19700, NULL},
@@ -99,6 +104,9 @@ int main(int argc, char **argv)
         {"-v", "--verbose", CMDLINE_BOOL, &o.verbose, false, 0, NULL},
         {"-d", "--daemon", CMDLINE_STRING, &o.pidfile, false, 0, NULL},
         {"-x", "--item-size-max", CMDLINE_ULONG, &o.item_size_max, false, 0, NULL},
+        {"-Rt", "--request-timeout", CMDLINE_DOUBLE, &o.request_timeout, false, 0, NULL},
+        {"-At", "--attempt-timeout", CMDLINE_DOUBLE, &o.attempt_min, false, 0, NULL},
+        {"-Ax", "--attempt-timeout-max", CMDLINE_DOUBLE, &o.attempt_max, false, 0, NULL},
         {NULL, NULL, 0, NULL, false, 0, NULL},
     };
 
@@ -112,6 +120,8 @@ int main(int argc, char **argv)
         cmdline_fail(usage, "-t, -b or -c is required");
     if (o.item_size_max == 0)
         cmdline_fail(usage, "-x must be at least 1");
+    if (o.request_timeout < 0 || !(o.attempt_min > 0) || o.attempt_max < o.attempt_min)
+        cmdline_fail(usage, "-Rt must be >= 0 and 0 < -At <= -Ax");
 
     if (daemon_startup(o.log_path, o.verbose, o.pidfile, o.binary_log) != 0)
         return 1;
@@ -142,6 +152,9 @@ int main(int argc, char **argv)
         .connect_retry_limit = o.connect_retry_limit,
         .clock_interval = o.clock_interval,
         .cache = cache,
+        .request_timeout = o.request_timeout,
+        .attempt_min = o.attempt_min,
+        .attempt_max = o.attempt_max,
     };
     gateway *gw = gateway_new(loop, &gc);
     binlog_gateway_start(&o.manager1, &o.manager2);

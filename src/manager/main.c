@@ -19,6 +19,9 @@ static const char usage_fmt[] =
     "  -p  <addr[:port=19700]>   --partner        master-slave replication partner\n"
     "  -a                        --auto-replace   enable auto replacing\n"
     "  -Rs <number=4>            --replace-delay  delay time of auto replacing in sec.\n"
+    "  -Ws <number=1>            --watch-timeout  heartbeat deadline in sec. (kumofs-c)\n"
+    "  -Wn <number=2>            --watch-misses   missed heartbeats before fault, 0 = off\n"
+    "  -Wr <number=4>            --watch-recover  heartbeats before auto re-attach\n"
     DAEMON_USAGE_COMMON("2");
 
 static void on_tick(void *arg)
@@ -37,7 +40,8 @@ int main(int argc, char **argv)
     bool auto_replace = false, verbose = false;
     unsigned short replace_delay = 4, retry_limit = 4, write_threads = 2, read_threads = 8;
     unsigned long keepalive_interval = 2;
-    double connect_timeout = 10, clock_interval = 2;
+    double connect_timeout = 10, clock_interval = 2, watch_timeout = 1.0;
+    unsigned short watch_misses = 2, watch_recover = 4;
     const char *logfile = NULL, *binlog = NULL, *pidfile = NULL;
 
     /* cli.md §2, §3.  -k, -TW and -TR are accepted and have no effect. */
@@ -46,6 +50,9 @@ int main(int argc, char **argv)
         { "-p", "--partner", CMDLINE_CONNECT, &partner, false, MANAGER_DEFAULT_PORT, NULL },
         { "-a", "--auto-replace", CMDLINE_BOOL, &auto_replace, false, 0, NULL },
         { "-Rs", "--replace-delay", CMDLINE_USHORT, &replace_delay, false, 0, NULL },
+        { "-Ws", "--watch-timeout", CMDLINE_DOUBLE, &watch_timeout, false, 0, NULL },
+        { "-Wn", "--watch-misses", CMDLINE_USHORT, &watch_misses, false, 0, NULL },
+        { "-Wr", "--watch-recover", CMDLINE_USHORT, &watch_recover, false, 0, NULL },
         { "-k", "--keepalive-interval", CMDLINE_ULONG, &keepalive_interval, false, 0, NULL },
         { "-Ys", "--connect-timeout", CMDLINE_DOUBLE, &connect_timeout, false, 0, NULL },
         { "-Yn", "--connect-retry-limit", CMDLINE_USHORT, &retry_limit, false, 0, NULL },
@@ -60,6 +67,8 @@ int main(int argc, char **argv)
     };
 
     char *usage = daemon_cmdline(argc, argv, opts, usage_fmt, "kumo-manager");
+    if (watch_misses > 0 && !(watch_timeout >= 0.05))
+        cmdline_fail(usage, "-Ws must be at least 0.05");
 
     /* DECISIONS.md §4: bind exactly the -l address (the original bound INADDR_ANY) */
     int fd = daemon_listen_or_fail(&listen_addr, usage);
@@ -79,6 +88,9 @@ int main(int argc, char **argv)
         .connect_timeout = connect_timeout,
         .connect_retry_limit = retry_limit,
         .clock_interval = clock_interval,
+        .watch_timeout = watch_timeout,
+        .watch_misses = watch_misses,
+        .watch_recover = watch_recover,
     };
     manager *mgr = manager_new(loop, &cfg);
     manager_listen_fd(mgr, fd);

@@ -16,6 +16,7 @@
 #include "logic/xmalloc.h"
 #include "manager/handlers.h"
 #include "manager/manager_internal.h"
+#include "manager/watch.h"
 #include "rpc/rpc.h"
 
 /* algorithms.md §3: a session whose keepalives fail more than this often in a row is
@@ -345,6 +346,17 @@ static void election_done(rpc_session *s, const rpc_result *r, void *ud)
     log_info("replace election: partner takes over");
 }
 
+/* A returning server the failure detector holds back (watch.c: not healthy long enough
+ * after a loss) postpones the auto-replace election, so that a flapping server does not
+ * start a replace each time it comes and goes. */
+static bool newcomers_held(manager *m)
+{
+    for (size_t i = 0; i < m->newcomers.n; i++)
+        if (server_alive(m, &m->newcomers.v[i]) && !watch_may_attach(m->watch, &m->newcomers.v[i]))
+            return true;
+    return false;
+}
+
 static void run_election(manager *m)
 {
     mgr_attach_new_servers(m);
@@ -395,6 +407,7 @@ static void on_server_lost(manager *m, rpc_session *s)
     kaddr a = *rpc_session_addr(s);
     log_warn("server lost %s", fmt_addr(&a, buf));
     binlog_lost_server(&a);
+    watch_server_lost(m->watch, &a);
 
     clocktime_t ct = kclock_event(&m->clock);
     bool changed = mark_fault(&m->whs, &a, ct);
@@ -476,8 +489,9 @@ static void keepalive_done(rpc_session *s, const rpc_result *r, void *ud)
 void manager_keepalive(manager *m)
 {
     mgr_sess_list l = {0};
-    mgr_connected_servers(m, &l);
-    for (size_t i = 0; i < m->newcomers.n; i++) {
+    if (!watch_enabled(m->watch))   /* else watch.c's heartbeats keep the servers */
+        mgr_connected_servers(m, &l);
+    for (size_t i = 0; i < m->newcomers.n && !watch_enabled(m->watch); i++) {
         rpc_session *s = rpc_node_find_session(m->node, &m->newcomers.v[i]);
         if (s != NULL && !rpc_session_is_lost(s))
             sess_list_add(&l, s);
@@ -525,8 +539,13 @@ void manager_tick(manager *m)
         return;
     }
     m->election_ticks = -1;
-    if (m->auto_replace)
-        run_election(m);
+    if (!m->auto_replace)
+        return;
+    if (newcomers_held(m)) {
+        m->election_ticks = 2;   /* look again in a second */
+        return;
+    }
+    run_election(m);
 }
 
 manager *manager_new(struct ev_loop *loop, const manager_config *cfg)
@@ -551,6 +570,12 @@ manager *manager_new(struct ev_loop *loop, const manager_config *cfg)
         .ud = m,
     };
     m->node = rpc_node_new(loop, &rc);
+    watch_config wc = {
+        .timeout = cfg->watch_timeout,
+        .misses = cfg->watch_misses,
+        .recover = cfg->watch_recover,
+    };
+    m->watch = watch_new(m, loop, &wc);
     return m;
 }
 
@@ -572,6 +597,7 @@ void manager_free(manager *m)
         return;
     m->closing = true;   /* pending callbacks fire inside rpc_node_free */
     rpc_node_free(m->node);
+    watch_free(m->watch);   /* after the node: its callbacks may still run in there */
     hashspace_destroy(&m->whs);
     hashspace_destroy(&m->rhs);
     addr_list_free(&m->newcomers);

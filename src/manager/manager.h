@@ -18,6 +18,9 @@ typedef struct manager_config {
     double connect_timeout;        /* -Ys seconds */
     unsigned connect_retry_limit;  /* -Yn */
     double clock_interval;         /* -Ci seconds (RPC step period) */
+    double watch_timeout;          /* -Ws: heartbeat deadline, seconds (watch.h) */
+    unsigned watch_misses;         /* -Wn: misses that mark a server fault; 0 = off */
+    unsigned watch_recover;        /* -Wr: answers before auto-replace re-attaches */
 } manager_config;
 
 /* Create the manager and its RPC endpoint on loop (cfg is copied).  The caller drives it

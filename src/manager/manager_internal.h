@@ -41,6 +41,7 @@ struct manager {
     mgr_progress copying;
     mgr_progress deleting;
     int election_ticks;       /* ticks until the debounced election; -1 = none (§6.8) */
+    struct mgr_watch *watch;  /* failure detector (watch.c); NULL = the original's keepalive only */
     bool closing;             /* manager_free running: ignore late callbacks */
 };
 

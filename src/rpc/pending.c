@@ -21,7 +21,7 @@ void pending_destroy(pending_table *t)
     pending_init(t);
 }
 
-static void do_pending_put(pending_call *slots, uint32_t mask, const pending_call *c)
+static void slot_put(pending_call *slots, uint32_t mask, const pending_call *c)
 {
     uint32_t i = c->msgid & mask;
     while (slots[i].used)
@@ -36,7 +36,7 @@ static void pending_grow(pending_table *t)
     pending_call *slots = xcalloc(cap, sizeof *slots);
     for (uint32_t i = 0; i < oldcap; i++)
         if (t->slots[i].used)
-            do_pending_put(slots, cap - 1, &t->slots[i]);
+            slot_put(slots, cap - 1, &t->slots[i]);
     free(t->slots);
     t->slots = slots;
     t->mask = cap - 1;
@@ -44,10 +44,17 @@ static void pending_grow(pending_table *t)
 
 void pending_insert(pending_table *t, uint32_t msgid, uint32_t steps, rpc_callback cb, void *ud)
 {
+    pending_insert_timed(t, msgid, steps, 0.0, 0.0, cb, ud);
+}
+
+void pending_insert_timed(pending_table *t, uint32_t msgid, uint32_t steps, double sent,
+                          double deadline, rpc_callback cb, void *ud)
+{
     if ((t->count + 1) * 2 > pending_capacity(t))
         pending_grow(t);
-    pending_call c = { .msgid = msgid, .steps = steps, .cb = cb, .ud = ud, .used = true };
-    do_pending_put(t->slots, t->mask, &c);
+    pending_call c = { .msgid = msgid, .steps = steps, .sent = sent, .deadline = deadline,
+                       .cb = cb, .ud = ud, .used = true };
+    slot_put(t->slots, t->mask, &c);
     t->count++;
 }
 

@@ -12,6 +12,8 @@
 typedef struct pending_call {
     uint32_t msgid;
     uint32_t steps;        /* remaining step budget (algorithms.md §1) */
+    double sent;           /* ev_now when the call was made (round-trip estimate) */
+    double deadline;       /* ev_now after which it times out; 0 = the step budget only */
     rpc_callback cb;       /* may be NULL: the answer is dropped */
     void *ud;
     bool used;             /* slot occupied */
@@ -31,6 +33,10 @@ void pending_destroy(pending_table *t);
 
 /* Add a call.  The caller keeps msgids unique among outstanding calls. */
 void pending_insert(pending_table *t, uint32_t msgid, uint32_t steps, rpc_callback cb, void *ud);
+
+/* The same with its send time and an absolute deadline (0 = none). */
+void pending_insert_timed(pending_table *t, uint32_t msgid, uint32_t steps, double sent,
+                          double deadline, rpc_callback cb, void *ud);
 
 /* Remove the call with msgid into *out.  Returns false (and leaves *out alone) if unknown. */
 bool pending_take(pending_table *t, uint32_t msgid, pending_call *out);

@@ -6,6 +6,7 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "logic/log.h"
@@ -262,6 +263,76 @@ static void node_idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
     (void)revents;
 }
 
+/* Complete taken-out calls with RPC_TIMEOUT; each v[i].s carries a reference.
+ * deadline: they were calls with a deadline in seconds.  A session whose deadline calls
+ * time out RPC_RESET_TIMEOUTS times in a row without any answer drops its connections
+ * (a cluster session reconnects, a plain one is made anew on next use): after a
+ * partition heals, a TCP connection that retransmitted into the void has backed off for
+ * many seconds and everything queued behind it would wait for its next retransmission,
+ * while a fresh connection works at once. */
+#define RPC_RESET_TIMEOUTS 3
+static void expire_calls(rpc_expired *v, size_t k, bool deadline)
+{
+    rpc_result r = { .err = RPC_TIMEOUT, .error = &rpc_nil, .result = &rpc_nil };
+    for (size_t i = 0; i < k; i++)
+        v[i].s->timeouts++;
+    for (size_t i = 0; i < k; i++) {
+        if (v[i].cb)
+            v[i].cb(v[i].s, &r, v[i].ud);
+    }
+    for (size_t i = 0; i < k; i++) {
+        rpc_session *s = v[i].s;
+        if (deadline && s->timeouts >= RPC_RESET_TIMEOUTS && s->node && !s->lost
+            && !s->accepted && s->conns != NULL && !s->node->freeing) {
+            char a[KADDR_STRLEN];
+            log_info("rpc: %u calls to %s timed out in a row: reconnecting", s->timeouts,
+                     kaddr_format(&s->addr, a));
+            /* the session stays (and stays suspect until it answers); calls written to
+             * the old connection fail now, a new one is opened at the prepare */
+            while (s->conns) {
+                /* abortive close: requests still in the send buffer are dropped here,
+                 * not delivered late by retransmission once the network heals */
+                struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+                (void)setsockopt(s->conns->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+                rpc_conn_close(s->conns, false);
+            }
+            schedule_fail(s);
+            schedule_connect(s);
+        }
+        rpc_session_unref(s);
+    }
+}
+
+/* Record the k-th expired call (session s, msgid) in the node's scratch list. */
+static void note_expired(rpc_node *n, size_t k, rpc_session *s, uint32_t msgid)
+{
+    if (k == n->expired_cap) {
+        n->expired_cap = n->expired_cap ? n->expired_cap * 2 : 64;
+        n->expired = xrealloc(n->expired, n->expired_cap * sizeof *n->expired);
+    }
+    n->expired[k].s = s;
+    n->expired[k].msgid = msgid;
+}
+
+/* Take the k recorded calls out of their tables, then run their callbacks (expire_calls;
+ * by_deadline as it says).  Copied out first: a callback may run a nested step and reuse
+ * the scratch list. */
+static void take_expired(rpc_node *n, size_t k, bool by_deadline)
+{
+    rpc_expired *v = xmemdup(n->expired, k * sizeof *v);
+    for (size_t i = 0; i < k; i++) {
+        pending_call pc;
+        bool found = pending_take(&v[i].s->pending, v[i].msgid, &pc);
+        assert(found && "expired call vanished");
+        (void)found;
+        v[i].cb = pc.cb;
+        v[i].ud = pc.ud;
+        rpc_session_ref(v[i].s);
+    }
+    expire_calls(v, k, by_deadline);
+    free(v);
+}
+
 /* algorithms.md §1: every step decrements each outstanding budget; a call whose budget is
  * already 0 completes with TIMEOUT.  Expired calls are taken out of their tables before any
  * callback runs, so callbacks may freely call, reply or shut sessions down. */
@@ -283,36 +354,43 @@ static void node_step_cb(struct ev_loop *loop, ev_timer *w, int revents)
                 pc->steps--;
                 continue;
             }
-            if (k == n->expired_cap) {
-                n->expired_cap = n->expired_cap ? n->expired_cap * 2 : 64;
-                n->expired = xrealloc(n->expired, n->expired_cap * sizeof *n->expired);
-            }
-            n->expired[k].s = s;
-            n->expired[k].msgid = pc->msgid;
-            k++;
+            note_expired(n, k++, s, pc->msgid);
         }
     }
     if (k == 0)
         return;
-    /* Copy out: a callback may re-enter nothing of this timer, but keep the scratch free
-     * for the next step in case a callback runs a nested loop. */
-    rpc_expired *v = xmemdup(n->expired, k * sizeof *v);
-    for (size_t i = 0; i < k; i++) {
-        pending_call pc;
-        bool found = pending_take(&v[i].s->pending, v[i].msgid, &pc);
-        assert(found && "step: expired call vanished");
-        (void)found;
-        v[i].cb = pc.cb;
-        v[i].ud = pc.ud;
-        rpc_session_ref(v[i].s);
+    take_expired(n, k, false);
+}
+
+/* Calls with a deadline in seconds (rpc_call_begin_timed): the same, at a finer grain.
+ * The timer stops itself once no such call is outstanding. */
+static void node_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    rpc_node *n = RPC_CONTAINER_OF(w, rpc_node, deadlines);
+    double now = ev_now(loop);
+    size_t k = 0, timed = 0;
+    for (rpc_session *s = n->sessions; s; s = s->next) {
+        pending_table *t = &s->pending;
+        if (t->count == 0)
+            continue;
+        for (uint32_t i = 0; i < pending_capacity(t); i++) {
+            pending_call *pc = &t->slots[i];
+            if (!pc->used || pc->deadline <= 0)
+                continue;
+            timed++;
+            if (pc->deadline > now)
+                continue;
+            note_expired(n, k++, s, pc->msgid);
+        }
     }
-    rpc_result r = { .err = RPC_TIMEOUT, .error = &rpc_nil, .result = &rpc_nil };
-    for (size_t i = 0; i < k; i++) {
-        if (v[i].cb)
-            v[i].cb(v[i].s, &r, v[i].ud);
-        rpc_session_unref(v[i].s);
+    if (timed == k) {
+        ev_ref(loop);   /* balances the ev_unref made when it was started */
+        ev_timer_stop(loop, w);
     }
-    free(v);
+    if (k == 0)
+        return;
+    take_expired(n, k, true);
 }
 
 /* ------------------------------------------------------------------ session events */
@@ -404,8 +482,23 @@ void rpc_sess_response(rpc_session *s, uint32_t msgid, const msgpack_object *err
                        const msgpack_object *result)
 {
     pending_call pc;
+    double now = s->node ? ev_now(s->node->loop) : 0.0;
+    s->last_response = now;
+    s->timeouts = 0;   /* a late answer too: the peer is alive */
     if (!pending_take(&s->pending, msgid, &pc))
         return;   /* unknown msgid: already answered or timed out (wire.md §4.2) */
+    if (pc.sent > 0 && now >= pc.sent) {
+        /* RFC 6298 §2: alpha 1/8, beta 1/4 */
+        double sample = now - pc.sent;
+        if (s->srtt <= 0) {
+            s->srtt = sample > 0 ? sample : 1e-6;
+            s->rttvar = sample / 2;
+        } else {
+            double d = s->srtt > sample ? s->srtt - sample : sample - s->srtt;
+            s->rttvar = 0.75 * s->rttvar + 0.25 * d;
+            s->srtt = 0.875 * s->srtt + 0.125 * sample;
+        }
+    }
     if (!pc.cb)
         return;
     int err;
@@ -440,6 +533,8 @@ rpc_node *rpc_node_new(struct ev_loop *loop, const rpc_config *cfg)
     ev_timer_init(&n->step, node_step_cb, period, period);
     ev_timer_start(loop, &n->step);
     ev_unref(loop);
+    ev_timer_init(&n->deadlines, node_deadline_cb, RPC_DEADLINE_RESOLUTION,
+                  RPC_DEADLINE_RESOLUTION);
     ev_prepare_init(&n->prep, node_prepare_cb);
     ev_prepare_start(loop, &n->prep);
     ev_unref(loop);
@@ -454,6 +549,10 @@ void rpc_node_free(rpc_node *n)
     n->freeing = true;
     ev_ref(n->loop);
     ev_timer_stop(n->loop, &n->step);
+    if (ev_is_active(&n->deadlines)) {
+        ev_ref(n->loop);
+        ev_timer_stop(n->loop, &n->deadlines);
+    }
     ev_ref(n->loop);
     ev_prepare_stop(n->loop, &n->prep);
     ev_idle_stop(n->loop, &n->idle);
@@ -595,11 +694,23 @@ static nbuf *sess_out(rpc_session *s)
     return &s->queued;
 }
 
-msgpack_packer *rpc_call_begin(rpc_session *s, uint32_t method, unsigned timeout_steps,
-                               rpc_callback cb, void *ud)
+static msgpack_packer *call_begin(rpc_session *s, uint32_t method, unsigned timeout_steps,
+                                  double seconds, rpc_callback cb, void *ud)
 {
     uint32_t msgid = ++s->msgid;   /* first call on a session is msgid 1; wraps mod 2^32 */
-    pending_insert(&s->pending, msgid, timeout_steps, cb, ud);
+    double now = 0.0, deadline = 0.0;
+    if (s->node) {
+        now = ev_now(s->node->loop);
+        s->last_call = now;
+        if (seconds > 0) {
+            deadline = now + seconds;
+            if (!ev_is_active(&s->node->deadlines)) {
+                ev_timer_start(s->node->loop, &s->node->deadlines);
+                ev_unref(s->node->loop);   /* housekeeping: never keeps the loop alive */
+            }
+        }
+    }
+    pending_insert_timed(&s->pending, msgid, timeout_steps, now, deadline, cb, ud);
     nbuf *out = sess_out(s);
     /* A lost session packs into its (cleared) queue and the call fails at the prepare. */
     msgpack_packer_init(&s->pk, out ? out : &s->queued, nbuf_msgpack_write);
@@ -608,6 +719,35 @@ msgpack_packer *rpc_call_begin(rpc_session *s, uint32_t method, unsigned timeout
     msgpack_pack_uint32(&s->pk, msgid);
     msgpack_pack_uint32(&s->pk, method);
     return &s->pk;
+}
+
+msgpack_packer *rpc_call_begin(rpc_session *s, uint32_t method, unsigned timeout_steps,
+                               rpc_callback cb, void *ud)
+{
+    return call_begin(s, method, timeout_steps, 0.0, cb, ud);
+}
+
+msgpack_packer *rpc_call_begin_timed(rpc_session *s, uint32_t method, double seconds,
+                                     rpc_callback cb, void *ud)
+{
+    return call_begin(s, method, RPC_DEFAULT_TIMEOUT_STEPS, seconds, cb, ud);
+}
+
+bool rpc_session_rtt(const rpc_session *s, double *srtt, double *rttvar)
+{
+    *srtt = s->srtt;
+    *rttvar = s->rttvar;
+    return s->srtt > 0;
+}
+
+unsigned rpc_session_timeouts(const rpc_session *s)
+{
+    return s->timeouts;
+}
+
+double rpc_session_last_call(const rpc_session *s)
+{
+    return s->last_call;
 }
 
 void rpc_call_end(rpc_session *s)

@@ -120,6 +120,25 @@ msgpack_packer *rpc_call_begin(rpc_session *s, uint32_t method, unsigned timeout
                                rpc_callback cb, void *ud);
 void rpc_call_end(rpc_session *s);
 
+/* The same with a deadline in seconds (kumofs-c): the call completes with RPC_TIMEOUT
+ * once `seconds` have passed without an answer (checked every RPC_DEADLINE_RESOLUTION
+ * seconds), whatever the step timer says.  seconds <= 0: the step budget only, as
+ * rpc_call_begin(s, method, RPC_DEFAULT_TIMEOUT_STEPS, ...). */
+#define RPC_DEADLINE_RESOLUTION 0.02
+msgpack_packer *rpc_call_begin_timed(rpc_session *s, uint32_t method, double seconds,
+                                     rpc_callback cb, void *ud);
+
+/* Round-trip estimate over the session's answered calls (RFC 6298 smoothing): srtt and
+ * its mean deviation in seconds.  False (both 0) before the first answer. */
+bool rpc_session_rtt(const rpc_session *s, double *srtt, double *rttvar);
+
+/* Calls of this session that timed out since its last response (any answer, even an
+ * error, resets it): a peer that stopped answering shows a growing count. */
+unsigned rpc_session_timeouts(const rpc_session *s);
+
+/* ev_now when the last call on this session was made, 0 = none yet. */
+double rpc_session_last_call(const rpc_session *s);
+
 /* Answer a request: rpc_reply_begin writes [1, msgid, and returns a packer; pack the error
  * field then the result, then rpc_reply_end.  Answers to a lost session are dropped. */
 msgpack_packer *rpc_reply_begin(rpc_session *s, uint32_t msgid);

@@ -59,6 +59,10 @@ struct rpc_session {
     rpc_conn *connecting;          /* connect attempt in progress */
     nbuf queued;                   /* messages made while unconnected (a discard area once lost) */
     pending_table pending;         /* outstanding calls, any connection may answer (wire.md §4.4) */
+    double srtt, rttvar;           /* smoothed round trip of answered calls, seconds (0: none yet) */
+    double last_response;          /* ev_now of the last response, 0 = none yet */
+    unsigned timeouts;             /* calls timed out since the last response */
+    double last_call;              /* ev_now of the last call made */
     msgpack_packer pk;             /* returned by rpc_call_begin / rpc_reply_begin */
     rpc_conn *pk_conn;             /* where pk currently writes (NULL: queued) */
     struct rpc_session *prev, *next; /* node->sessions (live) or node->dead */
@@ -85,6 +89,7 @@ struct rpc_node {
     struct ev_loop *loop;
     rpc_config cfg;
     ev_timer step;                 /* algorithms.md §1 step timer */
+    ev_timer deadlines;            /* runs while calls with a deadline in seconds are out */
     ev_prepare prep;               /* once per loop iteration: connects, deferred errors, flush */
     ev_idle idle;                  /* keeps the loop from blocking while the prepare has work left */
     rpc_session *sessions;         /* live sessions */

@@ -53,6 +53,8 @@ typedef struct repl_op {
     bool lost;                   /* a W replica refused and its version is unknown */
     bool store_failed;           /* a W replica's disk refused the write: say so */
     clocktime_t seen_max;        /* newest version a refusing replica reported */
+    double born;                 /* ev_now when the write was stamped (restamp_allowed) */
+    clocktime_t whs_ct;          /* srv->whs.clocktime then */
     bool replied;
     bool result;                 /* Delete's answer */
     dataop_answer_fn answer;     /* NULL: Set's/Delete's own answers */
@@ -260,14 +262,14 @@ static void repl_send(repl_target *t)
     /* algorithms.md §2: adjust_clock is the clock part of the record's new version */
     msgpack_packer *pk;
     if (op->kind == OP_KIND_SET) {
-        pk = rpc_call_begin(s, SRV_REPLICATE_SET, RPC_DEFAULT_TIMEOUT_STEPS, repl_callback, t);
+        pk = rpc_call_begin_timed(s, SRV_REPLICATE_SET, SERVER_REPLICATE_TIMEOUT, repl_callback, t);
         msgpack_pack_array(pk, 4);
         msgpack_pack_uint32(pk, clocktime_clock(op->ct));
         msgpack_pack_uint32(pk, flags);
         kwire_pack_raw(pk, op->data, op->klen);
         kwire_pack_raw(pk, op->data + op->klen, op->vlen);
     } else {
-        pk = rpc_call_begin(s, SRV_REPLICATE_DELETE, RPC_DEFAULT_TIMEOUT_STEPS, repl_callback, t);
+        pk = rpc_call_begin_timed(s, SRV_REPLICATE_DELETE, SERVER_REPLICATE_TIMEOUT, repl_callback, t);
         msgpack_pack_array(pk, 4);
         msgpack_pack_uint32(pk, clocktime_clock(op->ct));
         /* ask for the reply that tells whether the replica held a live value; an
@@ -318,12 +320,41 @@ static void op_count_conflict(repl_op *op, clocktime_t seen)
     op_count_success(op);
 }
 
+/* May op still be stamped again (kumofs-c)?  A re-stamp puts an old write above the
+ * version a replica holds, which is only right while that version cannot be a write the
+ * cluster acknowledged after this one's client stopped waiting.  So not when
+ * - the write hash space changed since the write was stamped: this server may have been
+ *   declared fault meanwhile (a freeze, a cut) and another coordinator have taken writes
+ *   of the key, or a replace have moved the key;
+ * - the write is older than RESTAMP_MAX_AGE: its gateway may have answered its client
+ *   with an error already (-Rt, 2 s by default; the client then sets the key again
+ *   through another coordinator), e.g. after a stall whose resync already ended when the
+ *   refusals came in;
+ * - a resync runs (the server was stopped or lost its manager lease: its hash spaces may
+ *   be stale).
+ * The write then fails (nil): its outcome is indefinite, as for any failed write. */
+#define RESTAMP_MAX_AGE 1.0
+static bool restamp_allowed(const repl_op *op)
+{
+    const server *srv = op->srv;
+    return !srv->resync && srv->whs.clocktime == op->whs_ct
+           && ev_now(srv->loop) - op->born <= RESTAMP_MAX_AGE;
+}
+
 /* DECISIONS.md §2: stamp the write again past every version seen for the key, store it
  * locally and send it to all targets once more.  The original acknowledged the write
  * here although its replicas kept the older value. */
 static void op_restamp(repl_op *op)
 {
     server *srv = op->srv;
+    if (!restamp_allowed(op)) {
+        /* before anything is stored: the newer version the replica holds may be one
+         * the cluster acknowledged after this write's client was given up on */
+        log_info("not re-stamping a write of %.1f s ago (a replica had %llu): answering nil",
+                 ev_now(srv->loop) - op->born, (unsigned long long)op->seen_max);
+        op_fail(op);
+        return;
+    }
     clocktime_t base = op->seen_max, local;
     if (clocktime_less(base, op->ct))
         base = op->ct;
@@ -504,6 +535,9 @@ static void repl_callback(rpc_session *s, const rpc_result *r, void *ud)
             target_unknown(t);             /* cannot learn its version: a W refusal fails */
         else
             op_count_success(op);
+    } else if (r->err == RPC_TIMEOUT
+               && !hashspace_is_active(t->by_rhs ? &srv->rhs : &srv->whs, &t->peer)) {
+        op_count_success(op);   /* the peer was declared fault meanwhile: not needed */
     } else {
         unsigned *retry = t->by_rhs ? &op->r_retry : &op->w_retry;
         unsigned limit = op->kind == OP_KIND_SET ? srv->cfg.set_retry : srv->cfg.delete_retry;
@@ -557,6 +591,8 @@ static void replicate(server *srv, const rpc_request *req, enum op_kind kind, cl
     op->msgid = req->msgid;
     op->kind = kind;
     op->ct = ct;
+    op->born = ev_now(srv->loop);
+    op->whs_ct = srv->whs.clocktime;
     op->result = result;
     op->async = async;
     op->answer = answer;

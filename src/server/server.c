@@ -97,7 +97,11 @@ static void request_hash_space(server *srv, rpc_session *s, uint32_t method);
 typedef struct hs_request {
     server *srv;
     uint32_t method;
+    bool resync;                /* asked for by resync_begin: counts towards its end */
 } hs_request;
+
+static void resync_answered(server *srv, hs_request *q);
+static void request_hash_space_tagged(server *srv, rpc_session *s, uint32_t method, bool resync);
 
 static void hs_request_cb(rpc_session *s, const rpc_result *r, void *ud)
 {
@@ -106,7 +110,7 @@ static void hs_request_cb(rpc_session *s, const rpc_result *r, void *ud)
     if (r->err != RPC_OK) {
         /* §7: re-send to the same manager while its session is alive */
         if (!srv->stopping && !rpc_session_is_lost(s)) {
-            request_hash_space(srv, s, q->method);
+            request_hash_space_tagged(srv, s, q->method, q->resync);
         }
         free(q);
         return;
@@ -126,17 +130,131 @@ static void hs_request_cb(rpc_session *s, const rpc_result *r, void *ud)
         log_warn("bad hash space reply from manager");
     }
     hashspace_destroy(&seed);
+    resync_answered(srv, q);
     free(q);
 }
 
 static void request_hash_space(server *srv, rpc_session *s, uint32_t method)
 {
+    request_hash_space_tagged(srv, s, method, false);
+}
+
+/* ---- resync after a stall or a silence (kumofs-c) ----
+ * A server that was stopped (SIGSTOP, a hung disk, a starved machine) or cut off from
+ * the managers finds requests queued while it was away (or retransmitted once the
+ * network heals), and its hash spaces may be stale: the manager may have declared it
+ * fault and moved its keys to other coordinators.  Stamping those writes now could put
+ * an old write above newer acknowledged ones.  So after a gap in the 0.5 s tick longer
+ * than STALL_SECONDS, or when no manager answered a KeepAlive sent in the last
+ * LEASE_SECONDS (KeepAlives go out every tick), client writes are refused (error 6, the
+ * gateway tries again elsewhere) until the hash spaces were fetched again from a manager.
+ * Only when the managers' connections are refused (their processes are gone, so nobody
+ * can declare this server fault) does it go on without them: the lease is not enforced,
+ * and a resync after a stall ends after RESYNC_MAX_SECONDS. */
+#define STALL_SECONDS 1.5
+/* Longer than the manager's quickest fault verdict (-Ws 1 -Wn 2: 1.5 s after the last
+ * answer), so a loaded but healthy cluster does not refuse writes on one slow answer;
+ * the window in between is covered by the gateways' abortive reconnects (rpc.c). */
+#define LEASE_SECONDS 3.0
+#define RESYNC_ASK_SECONDS 1.0    /* the hash spaces are asked again while a resync lasts */
+#define RESYNC_MAX_SECONDS 5.0
+
+static void request_hash_space_tagged(server *srv, rpc_session *s, uint32_t method, bool resync)
+{
     hs_request *q = xmalloc(sizeof(*q));
     q->srv = srv;
     q->method = method;
+    q->resync = resync;
     msgpack_packer *pk = rpc_call_begin(s, method, RPC_DEFAULT_TIMEOUT_STEPS, hs_request_cb, q);
     msgpack_pack_array(pk, 0);
     rpc_call_end(s);
+}
+
+static void resync_ask(server *srv)
+{
+    srv->resync_asked = ev_now(srv->loop);
+    srv->resync_pending = 0;
+    const kaddr *mgrs[2] = { &srv->cfg.mgr1, &srv->cfg.mgr2 };
+    for (int i = 0; i < 2; i++) {
+        if (mgrs[i]->len == 0)
+            continue;
+        rpc_session *s = rpc_node_session(srv->rpc, mgrs[i], true);
+        request_hash_space_tagged(srv, s, MGR_WHASH_SPACE_REQUEST, true);
+        request_hash_space_tagged(srv, s, MGR_RHASH_SPACE_REQUEST, true);
+        srv->resync_pending += 2;
+    }
+}
+
+static void resync_begin(server *srv, const char *why, double secs)
+{
+    if (srv->resync)
+        return;   /* server_tick asks again while it lasts */
+    log_warn("%s for %.1f s: refusing writes until the hash spaces are fetched again",
+             why, secs);
+    srv->resync = true;
+    srv->resync_since = ev_now(srv->loop);
+    resync_ask(srv);
+}
+
+static void resync_end(server *srv, const char *why)
+{
+    srv->resync = false;
+    srv->resync_pending = 0;
+    log_warn("accepting writes again: %s", why);
+}
+
+/* Every configured manager refused its last KeepAlive's connection and none timed out
+ * lately: their processes are down (a cut or a frozen manager times out instead). */
+static bool managers_down(const server *srv, double now)
+{
+    if (!srv->mgr_refused[0] || (srv->cfg.mgr2.len != 0 && !srv->mgr_refused[1]))
+        return false;
+    return now - srv->mgr_timeout_at > LEASE_SECONDS;
+}
+
+static void lease_check(server *srv, double now)
+{
+    if (srv->mgr_ok_sent > 0 && now - srv->mgr_ok_sent > LEASE_SECONDS
+        && !managers_down(srv, now))
+        resync_begin(srv, "no manager answered", now - srv->mgr_ok_sent);
+}
+
+static void resync_answered(server *srv, hs_request *q)
+{
+    if (!q->resync || !srv->resync)
+        return;
+    /* one manager's pair of answers is enough: it knows whether we were declared lost */
+    if (srv->resync_pending > 0)
+        srv->resync_pending--;
+    if (srv->resync_pending <= (srv->cfg.mgr2.len != 0 ? 2u : 0u))
+        resync_end(srv, "hash spaces fetched again");
+}
+
+/* Work that must not run on a stale view (kumofs-c): client requests during a resync.
+ * (Replication from a coordinator listed as fault is not refused: right after an attach
+ * a replica may still list the returning coordinator as fault, and a refused old-owner
+ * copy counts as done, so the write would be acknowledged without it.)
+ * Answers error 6 and returns true when refused. */
+static bool stale_refused(server *srv, const rpc_request *req)
+{
+    double now = ev_now(srv->loop);
+    if (srv->last_tick > 0 && now - srv->last_tick > STALL_SECONDS)
+        resync_begin(srv, "the event loop stood still", now - srv->last_tick);
+    else
+        lease_check(srv, now);
+    switch (req->method) {
+    case SRV_GET:      /* its copy may have missed writes made elsewhere meanwhile */
+    case SRV_SET:
+    case SRV_DELETE:
+    case SRV_UPDATE:
+        if (!srv->resync)
+            return false;
+        break;
+    default:
+        return false;
+    }
+    rpc_reply_error(req->session, req->msgid, RPC_SERVER_ERROR);
+    return true;
 }
 
 static void request_hash_spaces_from(server *srv, const kaddr *mgr)
@@ -178,19 +296,45 @@ static bool adopt_sync(hashspace *local, hashspace *seed)
 
 /* ---- keepalive ---- */
 
+/* ud of a KeepAlive: to which manager (0 = -m, 1 = -p) and when it was sent (the lease
+ * counts from there). */
+typedef struct ka_call {
+    server *srv;
+    int mgr;
+    double sent;
+} ka_call;
+
 static void keepalive_cb(rpc_session *s, const rpc_result *r, void *ud)
 {
-    (void)ud;
+    ka_call *k = ud;
+    server *srv = k->srv;
+    double sent = k->sent;
+    int i = k->mgr;
+    free(k);
+    if (r->err == RPC_OK) {
+        if (sent > srv->mgr_ok_sent)
+            srv->mgr_ok_sent = sent;
+        srv->mgr_refused[i] = false;
+    } else if (r->err == RPC_TIMEOUT) {
+        srv->mgr_timeout_at = ev_now(srv->loop);
+        srv->mgr_refused[i] = false;
+    } else {
+        srv->mgr_refused[i] = true;   /* the connection failed or was refused */
+    }
     if (r->err != RPC_OK) {
         char buf[KADDR_STRLEN];
         log_debug("KeepAlive to %s failed: error %d", kaddr_format(rpc_session_addr(s), buf), r->err);
     }
 }
 
-static void keepalive_to(server *srv, const kaddr *mgr)
+static void keepalive_to(server *srv, const kaddr *mgr, int i)
 {
     rpc_session *s = rpc_node_session(srv->rpc, mgr, true);
-    msgpack_packer *pk = rpc_call_begin(s, MGR_KEEP_ALIVE, RPC_DEFAULT_TIMEOUT_STEPS, keepalive_cb, NULL);
+    ka_call *k = xmalloc(sizeof(*k));
+    k->srv = srv;
+    k->mgr = i;
+    k->sent = ev_now(srv->loop);
+    msgpack_packer *pk = rpc_call_begin_timed(s, MGR_KEEP_ALIVE, LEASE_SECONDS / 2, keepalive_cb, k);
     msgpack_pack_array(pk, 1);
     msgpack_pack_uint32(pk, kclock_incr(&srv->clock));
     rpc_call_end(s);
@@ -198,14 +342,26 @@ static void keepalive_to(server *srv, const kaddr *mgr)
 
 void server_keepalive(server *srv)
 {
-    keepalive_to(srv, &srv->cfg.mgr1);
+    keepalive_to(srv, &srv->cfg.mgr1, 0);
     if (srv->cfg.mgr2.len != 0)
-        keepalive_to(srv, &srv->cfg.mgr2);
+        keepalive_to(srv, &srv->cfg.mgr2, 1);
 }
 
 void server_tick(server *srv)
 {
     kclock_update_time(&srv->clock);
+    double now = ev_now(srv->loop);
+    if (srv->last_tick > 0 && now - srv->last_tick > STALL_SECONDS)
+        resync_begin(srv, "the event loop stood still", now - srv->last_tick);
+    else
+        lease_check(srv, now);
+    if (srv->resync && managers_down(srv, now) && now - srv->resync_since > RESYNC_MAX_SECONDS)
+        resync_end(srv, "the managers are not running");
+    else if (srv->resync && now - srv->resync_asked > RESYNC_ASK_SECONDS)
+        resync_ask(srv);   /* earlier requests may have died with their session */
+    srv->last_tick = now;
+    if (!srv->stopping)
+        server_keepalive(srv);   /* every tick: the lease above counts on it */
 }
 
 /* ---- cluster control requests ---- */
@@ -638,6 +794,8 @@ static void dispatch(const rpc_request *req, void *ud)
         reply_protocol_error(req);
         return;
     }
+    if (stale_refused(srv, req))
+        return;
     switch (req->method) {
     case SRV_KEEP_ALIVE:           handle_keepalive(srv, req); break;
     case SRV_HASH_SPACE_SYNC:      handle_hash_space_sync(srv, req); break;

@@ -60,6 +60,15 @@ struct server {
     hashspace rhs;               /* read hash space */
     time_t start_time;           /* for GetStatus uptime */
     bool stopping;               /* shutting down: no retries, no new work */
+    double last_tick;            /* ev_now of the last server_tick: a long gap = we were stopped */
+    bool resync;                 /* after a stall: refuse client writes until fresh hash spaces */
+    unsigned resync_pending;     /* hash-space answers still awaited for the resync */
+    double resync_since;
+    double resync_asked;         /* when the hash spaces were last asked for it */
+    double mgr_ok_sent;          /* send time of the newest KeepAlive a manager answered */
+    bool mgr_refused[2];         /* per manager (-m, -p): its last KeepAlive failed on the
+                                  * connection (no process there), not by a timeout */
+    double mgr_timeout_at;       /* when a KeepAlive to a manager last timed out */
 
     uint64_t cmd_get;            /* GetStatus counters (wire.md §9) */
     uint64_t cmd_set;
@@ -95,6 +104,10 @@ void server_free(server *srv);
 
 /* Run fn(srv, arg) on the loop thread soon.  Callable from any thread. */
 void server_post(server *srv, server_task_fn fn, void *arg);
+
+/* Replication to a peer gives up an attempt after this many seconds (kumofs-c; the
+ * original waited 10 steps of -Ci 8, ~90 s, on a peer that stopped answering). */
+#define SERVER_REPLICATE_TIMEOUT 1.0
 
 /* Is self one of the active slots of h in hs? */
 bool server_is_replica(const server *srv, const hashspace *hs, uint64_t h);

@@ -30,7 +30,7 @@ import threading
 import time
 
 from pymemcache.client.base import Client
-from pymemcache.exceptions import MemcacheError
+from pymemcache.exceptions import MemcacheError, MemcacheServerError
 
 MISS = None
 
@@ -97,7 +97,7 @@ class Checker:
 
     def __init__(self, ports, threads=2, keys=40, value_size=64, delete_ratio=0.08,
                  max_ops=10 ** 7, max_time=600.0, timeout=30.0, prefix=None, probe=None,
-                 rmw_ratio=0.0, op_interval=0.0):
+                 rmw_ratio=0.0, op_interval=0.0, host="127.0.0.1", thread_init=None):
         self.ports = list(ports)
         self.nthreads = threads
         self.nkeys = keys
@@ -109,6 +109,11 @@ class Checker:
         self.max_time = max_time
         self.timeout = timeout
         self.probe = probe                # probe(key) -> text: replica states, for reports
+        self.host = host                  # the gateways' address
+        self.thread_init = thread_init    # run first in each worker (e.g. enter a netns)
+        # (start, seconds, kind, outcome) of every operation, outcome "ok", "error" or
+        # "timeout" (no answer within `timeout`): see latency_stats()
+        self.samples = []
         self.prefix = prefix or "rt%d-%06x" % (int(time.time()) % 100000,
                                                 random.getrandbits(24))
         self._stop = threading.Event()
@@ -141,7 +146,14 @@ class Checker:
             th.join(timeout=self.timeout * 3 + 10)
         self.elapsed = time.time() - (self.started or time.time())
         if verify:
-            self._final_pass()
+            # in a thread of its own, set up like the workers (e.g. inside a netns)
+            def final():
+                if self.thread_init is not None:
+                    self.thread_init()
+                self._final_pass()
+            th = threading.Thread(target=final, name="checker-final", daemon=True)
+            th.start()
+            th.join()
         return self
 
     def summary(self):
@@ -159,8 +171,30 @@ class Checker:
         return "\n".join(lines)
 
     # ---- worker
+    def latency_stats(self, t0=None, t1=None):
+        """Figures over the operations that started in [t0, t1) (time.time() values;
+        None = unbounded): ops, ok, errors, timeouts (unanswered), max and p99 latency
+        in seconds, and ops per second over the window."""
+        lo = t0 if t0 is not None else float("-inf")
+        hi = t1 if t1 is not None else float("inf")
+        sel = [x for x in list(self.samples) if lo <= x[0] < hi]
+        lats = sorted(x[1] for x in sel)
+        span = ((t1 if t1 is not None else time.time())
+                - (t0 if t0 is not None else (self.started or time.time())))
+        n = len(lats)
+        return {
+            "ops": n,
+            "ok": sum(1 for x in sel if x[3] == "ok"),
+            "errors": sum(1 for x in sel if x[3] == "error"),
+            "timeouts": sum(1 for x in sel if x[3] == "timeout"),
+            "max": lats[-1] if n else 0.0,
+            "p99": lats[min(n - 1, int(n * 0.99))] if n else 0.0,
+            "rate": n / span if span > 0 else 0.0,
+            "ok_rate": sum(1 for x in sel if x[3] == "ok") / span if span > 0 else 0.0,
+        }
+
     def _client(self, port):
-        return Client(("127.0.0.1", port), connect_timeout=5, timeout=self.timeout,
+        return Client((self.host, port), connect_timeout=5, timeout=self.timeout,
                       no_delay=True)
 
     def _fail(self, kind):
@@ -200,6 +234,8 @@ class Checker:
         ks.note("get", got, "ok")
 
     def _run(self, t):
+        if self.thread_init is not None:
+            self.thread_init()
         rnd = random.Random(hash((self.prefix, t)))
         states = [_KeyState("%s-t%d-k%d-g0" % (self.prefix, t, i)) for i in range(self.nkeys)]
         self._states[t] = states
@@ -208,41 +244,57 @@ class Checker:
         done = 0
         while not self._stop.is_set() and done < self.max_ops and time.time() < deadline:
             port = rnd.choice(self.ports)
+            t_start, kind, outcome = time.time(), "?", "error"
             try:
                 if port not in clients:
                     clients[port] = self._client(port)
                 mc = clients[port]
                 r = rnd.random()
                 if r < self.rmw_ratio:
+                    kind = "rmw"
                     self._op_rmw(mc, rnd.choice(states), rnd, port)
                 elif r < 0.45:
+                    kind = "set"
                     self._op_set(mc, rnd.choice(states), rnd)
                 elif r < 0.45 + self.delete_ratio:
+                    kind = "delete"
                     self._op_delete(mc, rnd.choice(states))
                 elif r < 0.9:
+                    kind = "get"
                     ks = rnd.choice(states)
                     got = mc.get(ks.name)
                     self._check_read(ks, got, port)
                 else:
+                    kind = "get_multi"
                     batch = rnd.sample(states, min(5, len(states)))
                     got = mc.get_many([ks.name for ks in batch])
                     for ks in batch:
                         self._check_read(ks, got.get(ks.name, MISS), port)
+                outcome = "ok"
                 with self._lock:
                     self.ops += 1
                 done += 1
                 if self.op_interval:
                     time.sleep(self.op_interval)
             except (socket.timeout, TimeoutError) as e:
+                outcome = "timeout"
                 # The gateway may still apply the request later: retire the keys this
                 # operation may have touched (see the module comment).
                 self._fail("timeout")
                 self._retire(states, getattr(e, "_rt_key", None))
                 self._drop(clients, port)
+            except MemcacheServerError as e:
+                # SERVER_ERROR: the gateway answered; the connection is fine
+                self._fail(type(e).__name__)
+                self.samples.append((t_start, time.time() - t_start, kind, outcome))
+                continue
             except (MemcacheError, OSError) as e:
                 self._fail(type(e).__name__)
                 self._drop(clients, port)
+                self.samples.append((t_start, time.time() - t_start, kind, outcome))
                 time.sleep(0.05)
+                continue
+            self.samples.append((t_start, time.time() - t_start, kind, outcome))
         for c in clients.values():
             c.close()
 

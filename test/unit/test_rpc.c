@@ -1148,6 +1148,48 @@ static void test_timeout_steps(void **state)
     free(sv);
 }
 
+/* Deadlines in seconds (rpc_call_begin_timed) end a call long before the step timer
+ * would; the session counts it as a timeout until the peer answers anything again, and
+ * answered calls feed its round-trip estimate. */
+static void test_timed_call_deadline_and_rtt(void **state)
+{
+    (void)state;
+    server *sv = calloc(1, sizeof *sv);
+    kaddr addr;
+    rpc_node *srv = server_node(sv, &addr, RPC_ROLE_SERVER, true);
+    rpc_config cfg = make_cfg(NULL, RPC_ROLE_NONE);
+    cfg.clock_interval = 2;   /* one step every 2.5 s: budget 10 = 25 s */
+    rpc_node *cli = rpc_node_new(L, &cfg);
+    rpc_session *s = rpc_node_session(cli, &addr, false);
+    double srtt, var;
+    assert_false(rpc_session_rtt(s, &srtt, &var));
+    callrec quick = { 0 }, c = { 0 };
+    call_u64(s, 1, 5, rec_cb, &quick);
+    assert_true(wait_count(&quick.calls, 1, 2.0));
+    assert_true(rpc_session_rtt(s, &srtt, &var));
+    assert_true(srtt > 0 && srtt < 1.0);
+    double t0 = ev_time();
+    msgpack_packer *pk = rpc_call_begin_timed(s, 2, 0.2, rec_cb, &c);   /* never answered */
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_uint8(pk, 0);
+    rpc_call_end(s);
+    assert_true(wait_count(&c.calls, 1, 2.0));
+    assert_int_equal(c.err, RPC_TIMEOUT);
+    assert_true(ev_time() - t0 >= 0.2 - 0.01);
+    assert_int_equal(rpc_session_timeouts(s), 1);
+    assert_false(rpc_session_is_lost(s));
+    /* the late answer is dropped but shows the peer is alive */
+    assert_int_equal(sv->ndeferred, 1);
+    rpc_reply_u64(sv->deferred_s[0], sv->deferred_id[0], 1);
+    pump(0.1);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(rpc_session_timeouts(s), 0);
+    server_drop_deferred(sv);
+    rpc_node_free(cli);
+    rpc_node_free(srv);
+    free(sv);
+}
+
 /* A response split byte by byte across reads is reassembled. */
 static void test_fragmented_input(void **state)
 {
@@ -1567,6 +1609,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_oversized_message_closes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fragmented_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timed_call_deadline_and_rtt, setup, teardown),
         cmocka_unit_test(test_mpscan_accepts_valid_messages),
         cmocka_unit_test(test_mpscan_rejects_huge_headers),
         cmocka_unit_test(test_mpscan_rejects_deep_nesting),
