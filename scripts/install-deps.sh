@@ -2,9 +2,10 @@
 # Install the Debian packages the build and the tests need, only those missing.
 set -e
 # ruby, ruby-msgpack: the original kumofs Ruby tools in test/e2e/test_interop.py
+# memcached, nutcracker (twemproxy): the reference servers of scripts/bench.sh
 PKGS="build-essential autoconf automake pkg-config libtokyocabinet-dev tokyocabinet-bin
 libmsgpack-dev libssl-dev zlib1g-dev ragel libev-dev libncurses-dev libcmocka-dev
-python3 python3-pytest python3-pymemcache libmemcached-tools memcached procps tmux
+python3 python3-pytest python3-pymemcache libmemcached-tools memcached nutcracker procps tmux
 ruby ruby-msgpack"
 missing=""
 for p in $PKGS; do
