@@ -2,12 +2,13 @@
 # Install the Debian packages the build and the tests need, only those missing.
 set -e
 # ruby, ruby-msgpack: the original kumofs Ruby tools in test/e2e/test_interop.py
-# memcached, nutcracker (twemproxy): the reference servers of scripts/bench.sh
 PKGS="build-essential autoconf automake pkg-config libtokyocabinet-dev tokyocabinet-bin
 libmsgpack-dev libssl-dev zlib1g-dev ragel libev-dev libncurses-dev libcmocka-dev
-python3 python3-pytest python3-pymemcache libmemcached-tools memcached nutcracker procps tmux
+python3 python3-pytest python3-pymemcache libmemcached-tools memcached procps tmux
 ruby ruby-msgpack"
 missing=""
+# nutcracker (twemproxy), next to memcached: the reference servers of scripts/bench.sh
+PKGS="$PKGS nutcracker"
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
