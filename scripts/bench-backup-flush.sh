@@ -5,10 +5,9 @@
 #   scripts/bench-backup-flush.sh
 #
 # Environment: SERVERS (3), SIZE_MB per server to back up (1024), VALUE bytes (4000),
-# FLUSH_KEYS (1000000), LOAD_CONNS for the background kvload (8), STEPS (backup,flush:
-# either or both); binaries from
-# $KUMO_BUILD_DIR (default ./build), kvload from $KVLOAD (default
-# /work/shared/tools/kvload/kvload).  Daemons listen on free loopback ports; their files
+# FLUSH_KEYS (1000000), LOAD_CONNS for the background kumo-bench load (8), STEPS
+# (backup,flush: either or both); binaries and the load generator (test/tools/kumo-bench)
+# from $KUMO_BUILD_DIR (default ./build).  Daemons listen on free loopback ports; their files
 # live in a temporary directory that is removed at the end.  Steps and figures: see
 # scripts/bench_backup_flush.py.
 set -eu

@@ -8,6 +8,8 @@ python3 python3-pytest python3-pymemcache python3-pylibmc libcache-memcached-fas
 libmemcached-tools memcached procps tmux clang libclang-rt-dev iproute2 nftables
 ruby ruby-msgpack"
 missing=""
+# nutcracker (twemproxy), next to memcached: the reference servers of scripts/bench.sh
+PKGS="$PKGS nutcracker"
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done

@@ -64,23 +64,48 @@ typedef struct repl_op {
     uint8_t data[];              /* key, then value (Set only) */
 } repl_op;
 
-/* ---- tracker pool: the hot Set path allocates nothing once warm ---- */
+/* ---- tracker pool: the hot Set path allocates nothing once warm ----
+ * One free list per size class: data capacities of 1 KiB << i plus room for the key
+ * (a 1 KiB value with its key and header is past 1 KiB), up to 64 KiB values.  Each list
+ * keeps at most POOL_CLASS_BYTES, so a burst of large values does not pin memory. */
 
-#define POOL_CAP 1024            /* data bytes of pooled trackers */
-#define POOL_MAX 256             /* trackers kept on the free list */
+#define POOL_CLASSES 7                     /* 1 KiB .. 64 KiB */
+#define POOL_KEY_ROOM 512                  /* key (<= 250 bytes) and value header */
+#define POOL_CLASS_BYTES (2u << 20)
+#define POOL_MAX 256                       /* trackers kept per class at most */
 
-static repl_op *pool_head;
-static unsigned pool_count;
+static struct op_pool {
+    repl_op *head;
+    unsigned count;
+} pools[POOL_CLASSES];
+
+static size_t pool_cap(int c) { return ((size_t)1024 << c) + POOL_KEY_ROOM; }
+
+/* The smallest class whose capacity holds need bytes, or -1 (not pooled). */
+static int pool_class(size_t need)
+{
+    for (int c = 0; c < POOL_CLASSES; c++)
+        if (need <= pool_cap(c))
+            return c;
+    return -1;
+}
+
+static unsigned pool_limit(int c)
+{
+    size_t n = POOL_CLASS_BYTES / (sizeof(repl_op) + pool_cap(c));
+    return n < POOL_MAX ? (unsigned)n : POOL_MAX;
+}
 
 static repl_op *op_alloc(size_t need)
 {
+    int c = pool_class(need);
     repl_op *op;
-    if (need <= POOL_CAP && pool_head != NULL) {
-        op = pool_head;
-        pool_head = op->next_free;
-        pool_count--;
+    if (c >= 0 && pools[c].head != NULL) {
+        op = pools[c].head;
+        pools[c].head = op->next_free;
+        pools[c].count--;
     } else {
-        size_t cap = need <= POOL_CAP ? POOL_CAP : need;
+        size_t cap = c >= 0 ? pool_cap(c) : need;
         op = xmalloc(sizeof(*op) + cap);
         op->cap = cap;
     }
@@ -94,10 +119,11 @@ static void op_release(repl_op *op)
 {
     if (op->client != NULL)
         rpc_session_unref(op->client);
-    if (op->cap == POOL_CAP && pool_count < POOL_MAX) {
-        op->next_free = pool_head;
-        pool_head = op;
-        pool_count++;
+    int c = pool_class(op->cap);
+    if (c >= 0 && op->cap == pool_cap(c) && pools[c].count < pool_limit(c)) {
+        op->next_free = pools[c].head;
+        pools[c].head = op;
+        pools[c].count++;
     } else {
         free(op);
     }
@@ -105,12 +131,14 @@ static void op_release(repl_op *op)
 
 void dataop_pool_free(void)
 {
-    while (pool_head != NULL) {
-        repl_op *op = pool_head;
-        pool_head = op->next_free;
-        free(op);
+    for (int c = 0; c < POOL_CLASSES; c++) {
+        while (pools[c].head != NULL) {
+            repl_op *op = pools[c].head;
+            pools[c].head = op->next_free;
+            free(op);
+        }
+        pools[c].count = 0;
     }
-    pool_count = 0;
 }
 
 /* ---- parameter helpers ---- */
