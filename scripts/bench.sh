@@ -5,6 +5,7 @@
 # own verifying kumo-bench (build/test/tools/kumo-bench): every get hit is checked.
 #
 #   scripts/bench.sh [--quick] [--rounds N] [--time SEC] [--rows LIST] [--keys N] [--keep]
+#                    [--save FILE] [--baseline FILE] [--tolerance PCT]
 #
 #   --quick      smoke run: 1 round of 2 s per target and row, 20,000 keys
 #   --rounds N   interleaved rounds per row (default 3; the table shows medians)
@@ -12,18 +13,22 @@
 #   --rows LIST  only these rows, e.g. 2 or 1,3 (default: all six)
 #   --keys N     distinct keys (default 100000)
 #   --keep       keep the temporary directory (logs, every run's output)
+#   --save FILE  write kumofs's ratio per row to FILE (a baseline for later runs)
+#   --baseline FILE  compare kumofs's ratios with a saved run: a row whose ratio fell by
+#                more than --tolerance percent (default 10) is a REGRESSION (exit 3)
 #
 # Per row and round the targets run one after another (twemproxy, kumofs, memcached);
 # ratio = median over the rounds of (target ops/s / twemproxy ops/s in the same round).
 # Binaries from $KUMO_BUILD_DIR (default ./build).  Exit status 1 if any run reported an
-# error (a wrong, stale or lost value, a failed request), 2 on bad arguments.
+# error (a wrong, stale or lost value, a failed request), 2 on bad arguments, 3 when a
+# row's ratio fell below the --baseline by more than the tolerance.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin=${KUMO_BUILD_DIR:-$top/build}
 gen="$bin/test/tools/kumo-bench"
-rounds=3 secs=5 warm=1 keys=100000 rows="1,2,3,4,5,6" keep=0
+rounds=3 secs=5 warm=1 keys=100000 rows="1,2,3,4,5,6" keep=0 save="" baseline="" tolerance=10
 
-usage() { sed -n '7,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '7,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) rounds=1 secs=2 keys=20000; shift ;;
@@ -32,6 +37,9 @@ while [ $# -gt 0 ]; do
     --rows) rows=${2:?}; shift 2 ;;
     --keys) keys=${2:?}; shift 2 ;;
     --keep) keep=1; shift ;;
+    --save) save=${2:?}; shift 2 ;;
+    --baseline) baseline=${2:?}; [ -r "$baseline" ] || usage; shift 2 ;;
+    --tolerance) tolerance=${2:?}; shift 2 ;;
     *) usage ;;
     esac
 done
@@ -134,6 +142,7 @@ for r in ${rows//,/ }; do
                  "$(median <<<"${p99[$j]}")" "${errs[$j]}")
     done
     table[$r]=$(printf '%-27s %s| %s-%s' "${row_name[$r]}" "$cells" "$load0" "$load1")
+    kratio[$r]=$(median <<<"${ratio[1]}")
 done
 
 echo
@@ -141,5 +150,22 @@ echo "medians of $rounds interleaved round(s), ${secs} s each, $keys keys; ratio
 printf '%-27s | %-27s| %-27s| %-27s| %s\n' "" twemproxy kumofs memcached "load avg"
 printf '%-27s ' workload; for j in 0 1 2; do printf '| %8s %6s %6s %3s ' ops/s ratio p99us err; done; echo "|"
 for r in ${rows//,/ }; do echo "${table[$r]}"; done
-[ $status = 0 ] || echo "bench.sh: some runs reported errors (see above)" >&2
+if [ -n "$save" ]; then
+    { echo "# scripts/bench.sh ratios of kumofs to twemproxy, $(date -u '+%F %T') UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
+      for r in ${rows//,/ }; do printf '%s\t%s\t%s\n' "$r" "${kratio[$r]}" "${row_name[$r]}"; done; } >"$save"
+    echo "ratios saved to $save"
+fi
+if [ -n "$baseline" ]; then
+    echo
+    echo "kumofs against the baseline $baseline (a drop over $tolerance % is a regression):"
+    for r in ${rows//,/ }; do
+        old=$(awk -F'\t' -v r="$r" '$1 == r { print $2 }' "$baseline")
+        [ -n "$old" ] || { printf '  %-27s no baseline\n' "${row_name[$r]}"; continue; }
+        verdict=$(awk -v a="${kratio[$r]}" -v b="$old" -v t="$tolerance" 'BEGIN {
+            d = (a - b) / b * 100; printf "%6.3f vs %6.3f  %+6.1f %%  %s", a, b, d, (d < -t ? "REGRESSION" : "ok") }')
+        printf '  %-27s %s\n' "${row_name[$r]}" "$verdict"
+        [[ "$verdict" == *REGRESSION ]] && [ $status = 0 ] && status=3
+    done
+fi
+[ $status != 1 ] || echo "bench.sh: some runs reported errors (see above)" >&2
 exit $status
