@@ -74,10 +74,28 @@ typedef struct repl_op {
 #define POOL_CLASS_BYTES (2u << 20)
 #define POOL_MAX 256                       /* trackers kept per class at most */
 
-static struct op_pool {
+struct op_pool {
     repl_op *head;
     unsigned count;
-} pools[POOL_CLASSES];
+};
+
+/* A coordinator's memory of the versions it stamped (op_superseded). */
+struct stamp_slot {
+    uint64_t h;
+    clocktime_t ct;
+    bool used;
+};
+
+/* Per server (dataop_state_new): the tracker pools and the stamp cache. */
+struct dataop_state {
+    struct op_pool pools[POOL_CLASSES];
+    struct stamp_slot stamps[STAMP_SLOTS];
+};
+
+dataop_state *dataop_state_new(void)
+{
+    return xcalloc(1, sizeof(dataop_state));
+}
 
 static size_t pool_cap(int c) { return ((size_t)1024 << c) + POOL_KEY_ROOM; }
 
@@ -96,8 +114,9 @@ static unsigned pool_limit(int c)
     return n < POOL_MAX ? (unsigned)n : POOL_MAX;
 }
 
-static repl_op *op_alloc(size_t need)
+static repl_op *op_alloc(server *srv, size_t need)
 {
+    struct op_pool *pools = srv->dop->pools;
     int c = pool_class(need);
     repl_op *op;
     if (c >= 0 && pools[c].head != NULL) {
@@ -117,6 +136,7 @@ static repl_op *op_alloc(size_t need)
 
 static void op_release(repl_op *op)
 {
+    struct op_pool *pools = op->srv->dop->pools;
     if (op->client != NULL)
         rpc_session_unref(op->client);
     int c = pool_class(op->cap);
@@ -129,8 +149,11 @@ static void op_release(repl_op *op)
     }
 }
 
-void dataop_pool_free(void)
+void dataop_state_free(dataop_state *d)
 {
+    if (d == NULL)
+        return;
+    struct op_pool *pools = d->pools;
     for (int c = 0; c < POOL_CLASSES; c++) {
         while (pools[c].head != NULL) {
             repl_op *op = pools[c].head;
@@ -139,6 +162,7 @@ void dataop_pool_free(void)
         }
         pools[c].count = 0;
     }
+    free(d);
 }
 
 /* ---- parameter helpers ---- */
@@ -256,16 +280,10 @@ static void repl_callback(rpc_session *s, const rpc_result *r, void *ud);
 
 /* ---- versions stamped by this coordinator ---- */
 
-static struct stamp_slot {
-    uint64_t h;
-    clocktime_t ct;
-    bool used;
-} stamps[STAMP_SLOTS];
-
-static void note_stamp(const void *dbkey, clocktime_t ct)
+static void note_stamp(server *srv, const void *dbkey, clocktime_t ct)
 {
     uint64_t h = dbkey_hash(dbkey);
-    struct stamp_slot *e = &stamps[h & (STAMP_SLOTS - 1)];
+    struct stamp_slot *e = &srv->dop->stamps[h & (STAMP_SLOTS - 1)];
     e->h = h;
     e->ct = ct;
     e->used = true;
@@ -277,7 +295,7 @@ static void note_stamp(const void *dbkey, clocktime_t ct)
 static bool op_superseded(const repl_op *op)
 {
     uint64_t h = dbkey_hash(op->data);
-    const struct stamp_slot *e = &stamps[h & (STAMP_SLOTS - 1)];
+    const struct stamp_slot *e = &op->srv->dop->stamps[h & (STAMP_SLOTS - 1)];
     return e->used && e->h == h && e->ct != op->ct;
 }
 
@@ -405,7 +423,7 @@ static void op_restamp(repl_op *op)
               (unsigned long long)op->ct, (unsigned long long)ct,
               (unsigned long long)op->seen_max);
     op->ct = ct;
-    note_stamp(op->data, ct);
+    note_stamp(op->srv, op->data, ct);
     op->rounds++;
     op->restamp = false;
     op->w_retry = op->r_retry = 0;
@@ -612,7 +630,7 @@ static void replicate(server *srv, const rpc_request *req, enum op_kind kind, cl
                       const void *val, size_t vlen, bool async, bool result,
                       dataop_answer_fn answer)
 {
-    repl_op *op = op_alloc(klen + vlen);
+    repl_op *op = op_alloc(srv, klen + vlen);
     op->srv = srv;
     op->client = req->session;
     rpc_session_ref(op->client);
@@ -629,7 +647,7 @@ static void replicate(server *srv, const rpc_request *req, enum op_kind kind, cl
     memcpy(op->data, key, klen);
     if (vlen > 0)
         memcpy(op->data + klen, val, vlen);
-    note_stamp(key, ct);
+    note_stamp(srv, key, ct);
     for (unsigned i = 0; i < p->nr; i++)
         op->targets[op->ntargets++] = (repl_target){ op, p->r[i], true };
     for (unsigned i = 0; i < p->nw; i++)
@@ -649,7 +667,7 @@ void dataop_replicate_value(server *srv, const rpc_request *req, clocktime_t ct,
                             const void *val, size_t vlen, bool async, dataop_answer_fn answer)
 {
     if (p->nw + p->nr == 0) {
-        note_stamp(key, ct);
+        note_stamp(srv, key, ct);
         answer(req->session, req->msgid, true, ct, val, vlen);
         return;
     }
@@ -719,7 +737,7 @@ void dataop_set(server *srv, const rpc_request *req)
     }
     srv->cmd_set++;
     if (plan.nw + plan.nr == 0) {
-        note_stamp(key, ct);
+        note_stamp(srv, key, ct);
         rpc_reply_u64(req->session, req->msgid, ct);
         return;
     }
@@ -762,7 +780,7 @@ void dataop_delete(server *srv, const rpc_request *req)
     }
     srv->cmd_delete++;
     if (plan.nw + plan.nr == 0) {
-        note_stamp(key, ct);
+        note_stamp(srv, key, ct);
         rpc_reply_bool(req->session, req->msgid, had_live);
         return;
     }

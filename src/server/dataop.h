@@ -62,8 +62,10 @@ void dataop_replicate_value(server *srv, const rpc_request *req, clocktime_t ct,
                             const dataop_plan *p, const void *key, size_t klen,
                             const void *val, size_t vlen, bool async, dataop_answer_fn answer);
 
-/* Release the pool of replication trackers (at shutdown, after the RPC node is gone). */
-void dataop_pool_free(void);
+/* A server's replication state: the pools of replication trackers and the cache of the
+ * versions it stamped.  Released at shutdown, after the RPC node is gone. */
+dataop_state *dataop_state_new(void);
+void dataop_state_free(dataop_state *d);
 
 /* Answer a write that the local store could not make (store_error() != 0, e.g. a full
  * disk) with a string error; a kumofs-c gateway gives up on it at once instead of

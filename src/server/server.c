@@ -847,6 +847,7 @@ server *server_new(struct ev_loop *loop, store *st, const server_config *cfg)
         .ud = srv,
     };
     srv->rpc = rpc_node_new(loop, &rc);
+    srv->dop = dataop_state_new();
     srv->repl = replace_new(srv);
     stream_offers offers;
     replace_stream_offers(srv->repl, &offers);
@@ -884,7 +885,7 @@ void server_free(server *srv)
     rpc_node_free(srv->rpc);              /* pending callbacks see TRANSPORT_LOST */
     run_tasks(srv);
     replace_free(srv->repl);
-    dataop_pool_free();
+    dataop_state_free(srv->dop);
     ev_async_stop(srv->loop, &srv->task_wakeup);
     pthread_mutex_destroy(&srv->task_lock);
     hashspace_destroy(&srv->whs);

@@ -38,6 +38,7 @@ typedef struct server_config {
 typedef struct server server;
 typedef struct replace replace;     /* replace.c */
 typedef struct stream_set stream_set; /* stream.c */
+typedef struct dataop_state dataop_state; /* dataop.c */
 
 /* A closure run on the event loop thread, posted by a background thread. */
 typedef void (*server_task_fn)(server *srv, void *arg);
@@ -75,6 +76,7 @@ struct server {
     uint64_t cmd_delete;
 
     replace *repl;               /* copy/delete phases and pending offers */
+    dataop_state *dop;           /* replication trackers' pools, stamp cache (dataop.c) */
     stream_set *streams;         /* replace stream connections */
 
     /* Background threads post tasks here; ev_async wakes the loop. */
