@@ -113,14 +113,17 @@ int main(int argc, char **argv)
     if (o.item_size_max == 0)
         cmdline_fail(usage, "-x must be at least 1");
 
-    if (daemon_startup(o.log_path, o.verbose, o.pidfile, o.binary_log) != 0)
+    if (daemon_startup(o.log_path, o.verbose, o.pidfile, o.binary_log) != 0) {
+        free(usage);
         return 1;
+    }
 
     gwcache *cache = NULL;
     if (o.local_cache) {
         const char *why = NULL;
         if (!(cache = gwcache_open(o.local_cache, &why))) {
             fprintf(stderr, "kumo-gateway: -lc %s: %s\n", o.local_cache, why);
+            free(usage);
             return 1;
         }
     }
