@@ -3,7 +3,9 @@
 fuzz_stream) into test/fuzz/corpus/<name>: every message of the original's golden vectors
 (spec/vectors.jsonl) addressed to that daemon, alone and behind each cluster handshake,
 plus hand-built messages for the kumofs-c methods the vectors lack (Update, Flush,
-GetVersion, ReplaceElection) and whole valid replace streams.  Run once by hand:
+GetVersion, ReplaceElection) and whole valid replace streams.  The committed corpora are
+these seeds grown by long libFuzzer runs and minimized (-merge=1, -set_cover_merge=1 for
+rpc_server) to a few hundred files.  Run by hand:
   /usr/bin/python3 test/fuzz/mkcorpus.py [path/to/vectors.jsonl]"""
 import hashlib
 import json
