@@ -123,14 +123,17 @@ int main(int argc, char **argv)
     if (o.request_timeout < 0 || !(o.attempt_min > 0) || o.attempt_max < o.attempt_min)
         cmdline_fail(usage, "-Rt must be >= 0 and 0 < -At <= -Ax");
 
-    if (daemon_startup(o.log_path, o.verbose, o.pidfile, o.binary_log) != 0)
+    if (daemon_startup(o.log_path, o.verbose, o.pidfile, o.binary_log) != 0) {
+        free(usage);
         return 1;
+    }
 
     gwcache *cache = NULL;
     if (o.local_cache) {
         const char *why = NULL;
         if (!(cache = gwcache_open(o.local_cache, &why))) {
             fprintf(stderr, "kumo-gateway: -lc %s: %s\n", o.local_cache, why);
+            free(usage);
             return 1;
         }
     }

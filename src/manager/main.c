@@ -73,8 +73,10 @@ int main(int argc, char **argv)
     /* DECISIONS.md §4: bind exactly the -l address (the original bound INADDR_ANY) */
     int fd = daemon_listen_or_fail(&listen_addr, usage);
 
-    if (daemon_startup(logfile, verbose, pidfile, binlog) != 0)
+    if (daemon_startup(logfile, verbose, pidfile, binlog) != 0) {
+        free(usage);
         return 1;
+    }
 
     struct ev_loop *loop = ev_default_loop(0);
     if (loop == NULL)

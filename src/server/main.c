@@ -101,8 +101,10 @@ int main(int argc, char **argv)
     if (o.mgr2.len != 0 && kaddr_eq(&o.mgr1, &o.mgr2))
         cmdline_fail(usage, "-m and -p must be different");
 
-    if (daemon_startup(o.log_path, o.verbose, o.pidfile, o.binlog_path) != 0)
+    if (daemon_startup(o.log_path, o.verbose, o.pidfile, o.binlog_path) != 0) {
+        free(usage);
         return 1;
+    }
 
     char err[256];
     store *st = store_open(o.store, err, sizeof(err));

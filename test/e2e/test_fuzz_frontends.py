@@ -1,6 +1,7 @@
-"""A short libFuzzer run (seconds) of the memcached front-end harnesses in test/fuzz/:
-the text parser alone, and the text (classic + meta), binary and cloudy ports through
-the real connection machinery.  Long runs: build/fuzz/<harness> -max_total_time=3600
+"""A short libFuzzer run (seconds) of the harnesses in test/fuzz/: the memcached text
+parser alone; the text (classic + meta), binary and cloudy ports through the real
+connection machinery; kumo-server's and kumo-manager's RPC ports (every method) and the
+replace stream, each on a real daemon core.  Long runs: build/fuzz/<harness> -max_total_time=3600
 <corpus dir> test/fuzz/corpus/<name> (test/fuzz/build.sh builds them)."""
 import os
 import shutil
@@ -26,7 +27,10 @@ def fuzzers(tmp_path_factory):
 
 
 @pytest.mark.parametrize("harness,corpus", [("fuzz_memtext", "memtext"),
-                                            ("fuzz_frontend", "frontend")])
+                                            ("fuzz_frontend", "frontend"),
+                                            ("fuzz_rpc_server", "rpc_server"),
+                                            ("fuzz_rpc_manager", "rpc_manager"),
+                                            ("fuzz_stream", "stream")])
 def test_fuzz_short_run(fuzzers, tmp_path, harness, corpus):
     work = tmp_path / "corpus"
     work.mkdir()
