@@ -26,6 +26,8 @@
 #include "gateway/textconn.h"
 #include "logic/log.h"
 
+#include "fuzz_io.h"
+
 static struct ev_loop *loop;
 static gateway *gw;
 static gwstats stats;
@@ -98,42 +100,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    size_t off = 1;
-    bool closed = false, wr_done = false;
-    char sink[65536];
-    /* bounded: the gateway answers and closes after the half-close */
-    for (int i = 0; i < 20000 && !closed; i++) {
-        if (!wr_done) {
-            if (off < size) {
-                ssize_t n = write(fd, data + off, size - off);
-                if (n > 0)
-                    off += (size_t)n;
-                else if (n < 0 && errno != EAGAIN)
-                    wr_done = true;
-            }
-            if (off >= size) {
-                shutdown(fd, SHUT_WR);
-                wr_done = true;
-            }
-        }
-        ev_run(loop, EVRUN_NOWAIT);
-        for (;;) {
-            ssize_t n = read(fd, sink, sizeof sink);
-            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-                closed = true;
-                break;
-            }
-            if (n < 0)
-                break;
-        }
-    }
-    /* an abortive close (RST): an orderly one leaves a TIME_WAIT per input, and some
-     * 28,000 of them within a minute use up the loopback's ephemeral ports */
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    close(fd);
-    /* let the gateway see the close and free the connection */
-    for (int i = 0; i < 100; i++)
-        ev_run(loop, EVRUN_NOWAIT);
+    fuzz_exchange(loop, fd, data + 1, size - 1);
     return 0;
 }
