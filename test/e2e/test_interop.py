@@ -152,6 +152,9 @@ def test_replace_to_an_original_server_with_tombstones_finishes():
         kumo.wait_for(lambda: c.status()[0].get(c.server_addr(0)) == "fault",
                       timeout=20, what="server 0 fault")
         assert wrong_reads(mc, data) == {}
+    except BaseException:
+        print(c.logs()[-40000:])
+        raise
     finally:
         c.close()
 
