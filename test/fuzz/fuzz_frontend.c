@@ -75,31 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-                            .sin_port = htons((uint16_t)ports[data[0] % 3])};
-    if (fd < 0) {
-        perror("fuzz_frontend: socket");
-        abort();
-    }
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
-        /* libFuzzer's -timeout alarm interrupts a blocking connect; it goes on anyway */
-        int err = errno;
-        socklen_t len = sizeof err;
-        struct pollfd p = {.fd = fd, .events = POLLOUT};
-        if (err == EINTR) {
-            while (poll(&p, 1, 1000) < 0 && errno == EINTR)
-                ;
-            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-                err = errno;
-        }
-        if (err) {
-            errno = err;
-            perror("fuzz_frontend: connect");
-            abort();
-        }
-    }
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    int fd = fuzz_connect((uint16_t)ports[data[0] % 3]);
     fuzz_exchange(loop, fd, data + 1, size - 1);
     return 0;
 }

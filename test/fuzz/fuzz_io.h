@@ -10,6 +10,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 /* Send data on fd, half-close, read (and drop) until the daemon closes, running loop in
@@ -50,6 +56,36 @@ static void fuzz_exchange(struct ev_loop *loop, int fd, const uint8_t *data, siz
     close(fd);
     for (int i = 0; i < 100; i++)
         ev_run(loop, EVRUN_NOWAIT);
+}
+
+/* A blocking connect to 127.0.0.1:port that survives libFuzzer's -timeout alarm. */
+static int fuzz_connect(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                            .sin_port = htons(port)};
+    if (fd < 0) {
+        perror("fuzz: socket");
+        abort();
+    }
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        int err = errno;
+        socklen_t len = sizeof err;
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (err == EINTR) {
+            while (poll(&p, 1, 1000) < 0 && errno == EINTR)
+                ;
+            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+                err = errno;
+        }
+        if (err) {
+            errno = err;
+            perror("fuzz: connect");
+            abort();
+        }
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
 }
 
 #endif

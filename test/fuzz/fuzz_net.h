@@ -81,35 +81,6 @@ static int fuzz_listen(uint16_t *port)
     return fd;
 }
 
-/* A blocking connect to 127.0.0.1:port that survives libFuzzer's -timeout alarm. */
-static int fuzz_connect(uint16_t port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-                            .sin_port = htons(port)};
-    if (fd < 0) {
-        perror("fuzz: socket");
-        abort();
-    }
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
-        int err = errno;
-        socklen_t len = sizeof err;
-        struct pollfd p = {.fd = fd, .events = POLLOUT};
-        if (err == EINTR) {
-            while (poll(&p, 1, 1000) < 0 && errno == EINTR)
-                ;
-            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-                err = errno;
-        }
-        if (err) {
-            errno = err;
-            perror("fuzz: connect");
-            abort();
-        }
-    }
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    return fd;
-}
 
 
 #endif
