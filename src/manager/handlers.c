@@ -112,7 +112,7 @@ static bool h_hash_space_sync(manager *m, const rpc_request *req)
             bool behind = seed_behind(&w, &m->whs) || seed_behind(&r, &m->rhs);
             bool changed = accept_seed(&m->whs, &w);
             changed |= accept_seed(&m->rhs, &r);
-            mgr_newcomers_prune(m);
+            mgr_newcomers_adopt(m);
             /* kumofs-c: a partner that restarted faster than our connect retries gave up
              * on it is never "lost" and "connected" again here (the session just
              * reconnects), so the §9.2 exchange on connect does not happen on our side.

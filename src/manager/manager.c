@@ -139,6 +139,32 @@ void mgr_newcomers_prune(manager *m)
     m->newcomers.n = j;
 }
 
+/* After the partner's whs replaced ours: a server connected here that the new whs does
+ * not hold active is a newcomer (algorithms.md §6: "connected but not active in whs").
+ * After a split heals, the partner may have marked fault a server that never left us; it
+ * never connects again here, so without this no attach on this manager could bring it
+ * back. */
+static void schedule_election(manager *m);
+
+void mgr_newcomers_adopt(manager *m)
+{
+    bool added = false;
+    mgr_newcomers_prune(m);
+    mgr_sess_list l = {0};
+    mgr_connected_servers(m, &l);
+    for (size_t i = 0; i < l.n; i++) {
+        const kaddr *a = rpc_session_addr(l.v[i]);
+        if (!rpc_session_is_lost(l.v[i]) && !hashspace_is_active(&m->whs, a)
+                && !addr_list_contains(&m->newcomers, a)) {
+            addr_list_push(&m->newcomers, a);
+            added = true;
+        }
+    }
+    mgr_sess_list_release(&l);
+    if (added && m->auto_replace)
+        schedule_election(m);
+}
+
 /* Mark a node fault with a new timestamp if it is present (algorithms.md §6.2). */
 static bool mark_fault(hashspace *hs, const kaddr *a, clocktime_t ct)
 {

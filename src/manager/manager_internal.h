@@ -67,6 +67,7 @@ void mgr_sync_partner(manager *m);
 
 /* Drop newcomers that are active in whs or whose session died. */
 void mgr_newcomers_prune(manager *m);
+void mgr_newcomers_adopt(manager *m);
 
 /* The operations of algorithms.md §6.3-§6.6: attach newcomers, detach fault nodes (each
  * syncs the partner), start a replace, finish the copy phase. */

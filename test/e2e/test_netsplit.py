@@ -174,6 +174,53 @@ def test_split_brain_managers_and_servers_split_then_healed(bed):
     assert not r["after_violations"], r["after_report"]
 
 
+def test_split_healed_between_managers_first_lists_the_adopted_fault_server_as_newcomer(bed):
+    """The split of the test above, but the managers see each other again while the
+    servers are still split.  The newer of the two hash spaces wins on both, and it marks
+    fault a server that never lost its connection to the other manager: that manager must
+    list it as a newcomer (connected, not active), or no attach there could bring it back
+    (the server never connects again).  Found by CI: the heal raced the two syncs and the
+    cluster stayed with one server fault for good."""
+    c = NetClusterPair(bed)
+    try:
+        c.start_manager_pair()
+        for _ in range(3):
+            c.start_server()
+        c.attach_all(timeout=30)
+        c.wait_replace_done(timeout=60)
+        bed.cut("mgr", "mgr2")
+        bed.cut("s0", "mgr2")
+        bed.cut("s2", "mgr")
+        s0, s2 = c.server_addr(0), c.server_addr(2)
+        # each manager marks fault the server it lost (2 missed heartbeats of 1 s)
+        kumo.wait_for(lambda: c.status_at(0)[1].get(s2) == "fault"
+                      and c.status_at(1)[1].get(s0) == "fault", timeout=30,
+                      what="each manager marked its lost server fault")
+        bed.heal("mgr")                  # the managers' link only; s0 and s2 stay cut
+        kumo.wait_for(lambda: c.status_at(0)[:2] == c.status_at(1)[:2], timeout=30,
+                      what="the managers agree on one whs")
+        _, states, _ = c.status_at(0)
+        fault = [a for a, st in states.items() if st == "fault"]
+        assert len(fault) == 1 and fault[0] in (s0, s2), states
+        # the fault server is connected to exactly one manager: the one that did not mark
+        # it, and that one lists it as a newcomer
+        m = 0 if fault[0] == s0 else 1
+        kumo.wait_for(lambda: fault[0] in c.status_at(m)[2], timeout=10,
+                      what="%s listed as a newcomer on manager %d" % (fault[0], m))
+        c.kumoctl_at(m, "attach")
+        want = {c.server_addr(k) for k in c.servers}
+        kumo.wait_for(lambda: all(all(c.status_at(i)[1].get(a) == "active" for a in want)
+                                  for i in (0, 1)), timeout=30,
+                      what="every server active on both managers after one attach")
+        bed.heal()
+        c.wait_replace_done(timeout=120)
+    except BaseException:
+        print(c.logs()[-30000:])
+        raise
+    finally:
+        c.close()
+
+
 def _preload(c, n):
     """n keys through the gateway from the client host; returns {key: value}."""
     data = {"pre%06d" % i: ("v%06d" % i).encode() * 8 for i in range(n)}
