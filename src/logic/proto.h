@@ -99,6 +99,11 @@ enum update_status {
  * (GetVersion, protocol-additions.md §1.3).  Without it (an original coordinator, which
  * counts `false` as stored) a replica refuses a strictly older version with an error. */
 #define REPLICATE_FLAG_RESTAMP 0x04
+/* ReplicateSet/ReplicateDelete reply, kumofs-c, only to a coordinator that set 0x04 (Set) or
+ * 0x02 (Delete): refused because the replica holds a DIFFERENT write with exactly the
+ * incoming version (two coordinators stamped the same clocktime).  The coordinator
+ * re-stamps past it as for a newer version (protocol-additions.md §1.3). */
+#define REPLICATE_REPLY_COLLIDED 2
 
 /* GetStatus commands (wire.md §9). */
 enum status_cmd {

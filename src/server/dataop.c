@@ -865,6 +865,23 @@ static bool refuse_older(server *srv, const rpc_request *req, const void *key, s
     return true;
 }
 
+/* After a refusal: does the replica hold another write stamped with exactly `ct`?  Two
+ * coordinators can stamp the same clocktime (seconds and a Lamport counter, neither
+ * unique per server) for different writes of a key, e.g. when a replace or a failure
+ * moved the key between them; store-if-newer then keeps whichever arrived first, and a
+ * coordinator that took an equal version for its own retried send would acknowledge a
+ * write its replicas dropped (a stale read in rt07 under load). */
+static bool holds_other_write(server *srv, const void *key, size_t klen, clocktime_t ct,
+                              const void *ours, size_t ourlen)
+{
+    size_t oldlen = 0;
+    uint8_t *old = store_get(srv->st, key, klen, &oldlen);
+    bool other = old != NULL && oldlen >= 8 && dbvalue_clocktime(old) == ct
+                 && (oldlen != ourlen || memcmp(old, ours, ourlen) != 0);
+    free(old);
+    return other;
+}
+
 void dataop_replicate_set(server *srv, const rpc_request *req)
 {
     const char *key, *val;
@@ -887,6 +904,11 @@ void dataop_replicate_set(server *srv, const rpc_request *req)
     if (!stored && !(flags & REPLICATE_FLAG_RESTAMP)
         && refuse_older(srv, req, key, klen, dbvalue_clocktime(val)))
         return;
+    if (!stored && (flags & REPLICATE_FLAG_RESTAMP)
+        && holds_other_write(srv, key, klen, dbvalue_clocktime(val), val, vlen)) {
+        rpc_reply_u64(req->session, req->msgid, REPLICATE_REPLY_COLLIDED);
+        return;
+    }
     rpc_reply_bool(req->session, req->msgid, stored);
 }
 
@@ -922,8 +944,12 @@ void dataop_replicate_delete(server *srv, const rpc_request *req)
     bool had_live = old != NULL && rmwop_item_live(old, oldlen);  /* expired = gone */
     free(old);
     if (!store_remove(srv->st, key, klen, ct)) {
+        uint8_t tomb[TOMBSTONE_LEN];
+        be64_put(tomb, ct);
         if (store_error() != 0)
             dataop_reply_store_failed(req->session, req->msgid);
+        else if (holds_other_write(srv, key, klen, ct, tomb, sizeof tomb))
+            rpc_reply_u64(req->session, req->msgid, REPLICATE_REPLY_COLLIDED);
         else
             rpc_reply_bool(req->session, req->msgid, false);
     } else if (had_live)
