@@ -29,14 +29,16 @@ static bool in_flight(repl_target_state s)
     return s == REPL_T_SENT || s == REPL_T_ASK_VERSION || s == REPL_T_ASK_GET;
 }
 
-/* A new round: every target gets the write (again). */
+/* A new round: every target gets the write (again).  All are SENT before the first
+ * send, so the round cannot look finished while it is being sent. */
 static void send_all(repl_machine *m)
 {
     for (unsigned i = 0; i < m->ntargets; i++) {
         m->t[i].state = REPL_T_SENT;
         m->t[i].seen = 0;
-        m->env->send(m->ud, i);
     }
+    for (unsigned i = 0; i < m->ntargets; i++)
+        m->env->send(m->ud, i);
 }
 
 repl_op_state repl_start(repl_machine *m)
