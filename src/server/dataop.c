@@ -10,13 +10,8 @@
 #include "logic/proto.h"
 #include "logic/record.h"
 #include "logic/xmalloc.h"
+#include "server/repl.h"
 #include "server/rmwop.h"
-
-/* At most 2 write replicas (whs slots other than self) plus 3 read-space replicas. */
-#define MAX_TARGETS 5
-
-/* Re-stamp rounds of one write before it gives up and answers nil (DECISIONS.md §2). */
-#define MAX_RESTAMPS 3
 
 /* Last version this server stamped as coordinator, per key hash (a direct-mapped cache).
  * A replica's refusal is only fought when no later write of ours superseded the op. */
@@ -26,16 +21,17 @@ enum op_kind { OP_KIND_SET, OP_KIND_DELETE };
 
 struct repl_op;
 
-/* One replica of a pending write; the address of this struct is the RPC callback's ud. */
-typedef struct repl_target {
+/* The RPC callbacks' ud for one target of a write: which op, which machine target. */
+typedef struct op_target {
     struct repl_op *op;
     kaddr peer;
-    bool by_rhs;                 /* R group (flag 0x01) rather than W */
-} repl_target;
+    unsigned index;              /* in op->m.t[] */
+} op_target;
 
-/* A coordinated Set/Delete whose replication replies are still coming in (§5.3 step 9).
- * Lives until the last callback of its calls has run, which may be after the client was
- * answered (async ops, or a W failure that answered nil early). */
+/* A coordinated Set/Delete whose replication replies are still coming in (§5.3 step 9):
+ * the I/O side of a repl_machine (repl.h), which decides.  Lives until the machine is
+ * DONE: the last call has ended, which may be after the client was answered (async ops,
+ * or a W failure that answered nil early). */
 typedef struct repl_op {
     struct repl_op *next_free;   /* pool link */
     size_t cap;                  /* bytes available in data[] */
@@ -43,23 +39,12 @@ typedef struct repl_op {
     rpc_session *client;         /* referenced while the op lives */
     uint32_t msgid;
     enum op_kind kind;
-    clocktime_t ct;              /* the version being replicated */
-    unsigned pending;            /* replies still needed before answering */
-    unsigned inflight;           /* calls whose callback has not run yet */
-    unsigned w_retry, r_retry;   /* one retry counter per group (§5.3) */
-    bool async;                  /* client answered at once: never re-stamped */
-    unsigned rounds;             /* re-stamps done so far */
-    bool restamp;                /* a replica holds a version >= ct: stamp again */
-    bool lost;                   /* a W replica refused and its version is unknown */
-    bool store_failed;           /* a W replica's disk refused the write: say so */
-    clocktime_t seen_max;        /* newest version a refusing replica reported */
     double born;                 /* ev_now when the write was stamped (restamp_allowed) */
     clocktime_t whs_ct;          /* srv->whs.clocktime then */
-    bool replied;
-    bool result;                 /* Delete's answer */
+    bool result;                 /* Delete's answer: a live value existed here */
     dataop_answer_fn answer;     /* NULL: Set's/Delete's own answers */
-    unsigned ntargets;
-    repl_target targets[MAX_TARGETS];
+    repl_machine m;              /* the state; m.ct is the version being replicated */
+    op_target targets[REPL_MAX_TARGETS];
     size_t klen, vlen;
     uint8_t data[];              /* key, then value (Set only) */
 } repl_op;
@@ -274,9 +259,10 @@ static void reply_live(const rpc_request *req, const void *v, size_t vlen)
         rpc_reply_nil(req->session, req->msgid);
 }
 
-/* ---- replication ---- */
+/* ---- replication: the I/O side of the tracker (repl.h decides) ---- */
 
 static void repl_callback(rpc_session *s, const rpc_result *r, void *ud);
+static void ask_callback(rpc_session *s, const rpc_result *r, void *ud);
 
 /* ---- versions stamped by this coordinator ---- */
 
@@ -289,81 +275,113 @@ static void note_stamp(server *srv, const void *dbkey, clocktime_t ct)
     e->used = true;
 }
 
-/* Did this server coordinate a later write of op's key?  Then that write carries the
- * newer value and op must not be re-stamped over it.  (Two keys sharing a slot only
+/* Did this server coordinate a later write of op's key than ct?  Then that write carries
+ * the newer value and op must not be re-stamped over it.  (Two keys sharing a slot only
  * make a superseded op look current: it is then re-stamped, as before the cache.) */
-static bool op_superseded(const repl_op *op)
+static bool env_superseded(void *ud, clocktime_t ct)
 {
+    const repl_op *op = ud;
     uint64_t h = dbkey_hash(op->data);
     const struct stamp_slot *e = &op->srv->dop->stamps[h & (STAMP_SLOTS - 1)];
-    return e->used && e->h == h && e->ct != op->ct;
+    return e->used && e->h == h && e->ct != ct;
 }
 
-static void repl_send(repl_target *t)
+static void env_send(void *ud, unsigned i)
 {
-    repl_op *op = t->op;
+    repl_op *op = ud;
+    op_target *t = &op->targets[i];
     server *srv = op->srv;
     rpc_session *s = rpc_node_session(srv->rpc, &t->peer, true);
-    uint32_t flags = (t->by_rhs ? REPLICATE_FLAG_BY_RHS : 0) | REPLICATE_FLAG_RESTAMP;
+    clocktime_t ct = op->m.ct;
+    uint32_t flags = (op->m.t[i].by_rhs ? REPLICATE_FLAG_BY_RHS : 0) | REPLICATE_FLAG_RESTAMP;
     /* algorithms.md §2: adjust_clock is the clock part of the record's new version */
     msgpack_packer *pk;
     if (op->kind == OP_KIND_SET) {
         pk = rpc_call_begin_timed(s, SRV_REPLICATE_SET, SERVER_REPLICATE_TIMEOUT, repl_callback, t);
         msgpack_pack_array(pk, 4);
-        msgpack_pack_uint32(pk, clocktime_clock(op->ct));
+        msgpack_pack_uint32(pk, clocktime_clock(ct));
         msgpack_pack_uint32(pk, flags);
         kwire_pack_raw(pk, op->data, op->klen);
         kwire_pack_raw(pk, op->data + op->klen, op->vlen);
     } else {
         pk = rpc_call_begin_timed(s, SRV_REPLICATE_DELETE, SERVER_REPLICATE_TIMEOUT, repl_callback, t);
         msgpack_pack_array(pk, 4);
-        msgpack_pack_uint32(pk, clocktime_clock(op->ct));
+        msgpack_pack_uint32(pk, clocktime_clock(ct));
         /* ask for the reply that tells whether the replica held a live value; an
          * original replica ignores the bit and answers a plain boolean */
         msgpack_pack_uint32(pk, flags | REPLICATE_FLAG_LIVE_REPLY);
-        msgpack_pack_uint64(pk, op->ct);
+        msgpack_pack_uint64(pk, ct);
         kwire_pack_raw(pk, op->data, op->klen);
     }
     rpc_call_end(s);
 }
 
-/* Answer the client once: ok, or nil when a W replica finally failed -- the local copy
- * keeps the new version (the "indefinite" outcome of §5.3) and the gateway retries. */
-static void op_reply(repl_op *op, bool ok)
+/* Send [dbkey] to the target's peer: GetVersion on the cluster session, or, to an
+ * original kumo-server, Get on a plain one. */
+static void env_ask(void *ud, unsigned i, repl_ask what)
 {
-    if (op->replied)
-        return;
-    op->replied = true;
+    repl_op *op = ud;
+    op_target *t = &op->targets[i];
+    bool version = what == REPL_ASK_VERSION;
+    rpc_session *s = rpc_node_session(op->srv->rpc, &t->peer, version);
+    msgpack_packer *pk = rpc_call_begin(s, version ? SRV_GET_VERSION : SRV_GET,
+                                        RPC_DEFAULT_TIMEOUT_STEPS, ask_callback, t);
+    msgpack_pack_array(pk, 1);
+    kwire_pack_raw(pk, op->data, op->klen);
+    rpc_call_end(s);
+}
+
+/* Answer the client: ok, or nil when a W replica finally failed -- the local copy keeps
+ * the new version (the "indefinite" outcome of §5.3) and the gateway retries. */
+static void env_answer(void *ud, repl_answer a)
+{
+    repl_op *op = ud;
+    bool ok = a == REPL_ANSWER_OK;
     if (op->answer != NULL)
-        op->answer(op->client, op->msgid, ok, op->ct, op->data + op->klen, op->vlen);
-    else if (!ok && op->store_failed)
+        op->answer(op->client, op->msgid, ok, op->m.ct, op->data + op->klen, op->vlen);
+    else if (a == REPL_ANSWER_STORAGE)
         dataop_reply_store_failed(op->client, op->msgid);
     else if (!ok)
         rpc_reply_nil(op->client, op->msgid);
     else if (op->kind == OP_KIND_SET)
-        rpc_reply_u64(op->client, op->msgid, op->ct);
+        rpc_reply_u64(op->client, op->msgid, op->m.ct);
     else
-        rpc_reply_bool(op->client, op->msgid, op->result);
+        rpc_reply_bool(op->client, op->msgid, op->result || op->m.live);
 }
 
-static void op_answer(repl_op *op) { op_reply(op, true); }
-static void op_fail(repl_op *op) { op_reply(op, false); }
-
-static void op_round_end(repl_op *op);
-
-static void op_count_success(repl_op *op)
+static void env_report_failed(void *ud, unsigned i, int rpc_err)
 {
-    if (op->pending > 0 && --op->pending == 0)
-        op_round_end(op);
+    repl_op *op = ud;
+    const op_target *t = &op->targets[i];
+    char buf[KADDR_STRLEN];
+    log_error("%s to %s failed: error %d",
+              op->kind == OP_KIND_SET ? "ReplicateSet" : "ReplicateDelete",
+              kaddr_format(&t->peer, buf), rpc_err);
+    /* cli.md §10: ers/erd carry the user key and data, without kumofs headers */
+    if (op->klen < DBKEY_HASH_LEN)
+        return;
+    const uint8_t *key = op->data;
+    uint64_t hash = dbkey_hash(key);
+    if (op->kind == OP_KIND_SET && op->vlen >= DBVALUE_HEADER_LEN)
+        binlog_replicate_set_failed(key + DBKEY_HASH_LEN, op->klen - DBKEY_HASH_LEN,
+                                    key + op->klen + DBVALUE_HEADER_LEN,
+                                    op->vlen - DBVALUE_HEADER_LEN, hash, op->m.ct, &t->peer);
+    else if (op->kind != OP_KIND_SET)
+        binlog_replicate_delete_failed(key + DBKEY_HASH_LEN, op->klen - DBKEY_HASH_LEN,
+                                       hash, &t->peer);
 }
 
-/* A replica refused the write because it stores `seen`, not older than op->ct. */
-static void op_count_conflict(repl_op *op, clocktime_t seen)
+static bool env_stopping(void *ud)
 {
-    if (!op->restamp || clocktime_less(op->seen_max, seen))
-        op->seen_max = seen;
-    op->restamp = true;
-    op_count_success(op);
+    const repl_op *op = ud;
+    return op->srv->stopping;
+}
+
+static bool env_peer_active(void *ud, unsigned i)
+{
+    const repl_op *op = ud;
+    const server *srv = op->srv;
+    return hashspace_is_active(op->m.t[i].by_rhs ? &srv->rhs : &srv->whs, &op->targets[i].peer);
 }
 
 /* May op still be stamped again (kumofs-c)?  A re-stamp puts an old write above the
@@ -380,30 +398,27 @@ static void op_count_conflict(repl_op *op, clocktime_t seen)
  *   be stale).
  * The write then fails (nil): its outcome is indefinite, as for any failed write. */
 #define RESTAMP_MAX_AGE 1.0
-static bool restamp_allowed(const repl_op *op)
+static bool env_restamp_allowed(void *ud, clocktime_t seen)
 {
+    const repl_op *op = ud;
     const server *srv = op->srv;
-    return !srv->resync && srv->whs.clocktime == op->whs_ct
-           && ev_now(srv->loop) - op->born <= RESTAMP_MAX_AGE;
+    if (!srv->resync && srv->whs.clocktime == op->whs_ct
+        && ev_now(srv->loop) - op->born <= RESTAMP_MAX_AGE)
+        return true;
+    log_info("not re-stamping a write of %.1f s ago (a replica had %llu): answering nil",
+             ev_now(srv->loop) - op->born, (unsigned long long)seen);
+    return false;
 }
 
-/* DECISIONS.md §2: stamp the write again past every version seen for the key, store it
- * locally and send it to all targets once more.  The original acknowledged the write
- * here although its replicas kept the older value. */
-static void op_restamp(repl_op *op)
+/* DECISIONS.md §2: stamp the write again past every version seen for the key (base) and
+ * the local one, and store it locally; the machine then sends it to all targets once
+ * more.  The original acknowledged the write here although its replicas kept the older
+ * value. */
+static bool env_restamp(void *ud, clocktime_t base, clocktime_t *out)
 {
+    repl_op *op = ud;
     server *srv = op->srv;
-    if (!restamp_allowed(op)) {
-        /* before anything is stored: the newer version the replica holds may be one
-         * the cluster acknowledged after this write's client was given up on */
-        log_info("not re-stamping a write of %.1f s ago (a replica had %llu): answering nil",
-                 ev_now(srv->loop) - op->born, (unsigned long long)op->seen_max);
-        op_fail(op);
-        return;
-    }
-    clocktime_t base = op->seen_max, local;
-    if (clocktime_less(base, op->ct))
-        base = op->ct;
+    clocktime_t local;
     if (store_get_clocktime(srv->st, op->data, op->klen, &local) && clocktime_less(base, local))
         base = local;
     kclock_update_time(&srv->clock);
@@ -415,213 +430,87 @@ static void op_restamp(repl_op *op)
     } else {
         ok = store_remove(srv->st, op->data, op->klen, ct);
     }
-    if (!ok) {
-        op_fail(op);
-        return;
-    }
-    log_debug("re-stamping a write %llu -> %llu (a replica had %llu)",
-              (unsigned long long)op->ct, (unsigned long long)ct,
-              (unsigned long long)op->seen_max);
-    op->ct = ct;
-    note_stamp(op->srv, op->data, ct);
-    op->rounds++;
-    op->restamp = false;
-    op->w_retry = op->r_retry = 0;
-    op->pending = op->ntargets;
-    op->inflight += op->ntargets;
-    for (unsigned i = 0; i < op->ntargets; i++)
-        repl_send(&op->targets[i]);
-}
-
-/* Every target of the current round has answered. */
-static void op_round_end(repl_op *op)
-{
-    if (op->replied && !op->async)
-        return;                            /* already failed (nil) */
-    if (op->lost) {
-        op_fail(op);
-    } else if (!op->restamp || op->async || op_superseded(op)) {
-        op_answer(op);
-    } else if (op->rounds < MAX_RESTAMPS && !op->srv->stopping) {
-        op_restamp(op);
-    } else {
-        log_warn("a write lost %u re-stamp rounds to newer replica versions; answering nil",
-                 op->rounds);
-        op_fail(op);
-    }
-}
-
-/* ---- learning a refusing replica's version ---- */
-
-static bool version_of_result(const rpc_result *r, bool raw_value, clocktime_t *ct, bool *absent)
-{
-    const msgpack_object *o = r->result;
-    *absent = false;
-    if (o == NULL || o->type == MSGPACK_OBJECT_NIL) {
-        *absent = true;
-        return !raw_value;                 /* Get's nil may hide a tombstone: unknown */
-    }
-    if (!raw_value)
-        return kwire_get_u64(o, ct);
-    const char *v;
-    size_t vlen;
-    if (!kwire_get_raw(o, &v, &vlen) || vlen < TOMBSTONE_LEN)
+    if (!ok)
         return false;
-    *ct = dbvalue_clocktime(v);
+    log_debug("re-stamping a write %llu -> %llu (past %llu)", (unsigned long long)op->m.ct,
+              (unsigned long long)ct, (unsigned long long)base);
+    note_stamp(srv, op->data, ct);
+    *out = ct;
     return true;
 }
 
-/* The replica reports `seen` (absent: it holds nothing now) for op's key. */
-static void target_version(repl_target *t, bool absent, clocktime_t seen)
+static const repl_env op_env = {
+    .send = env_send,
+    .ask = env_ask,
+    .answer = env_answer,
+    .report_failed = env_report_failed,
+    .restamp = env_restamp,
+    .stopping = env_stopping,
+    .peer_active = env_peer_active,
+    .superseded = env_superseded,
+    .restamp_allowed = env_restamp_allowed,
+};
+
+/* Feed one reply to op's machine; the op ends with its machine. */
+static void op_step(op_target *t, const repl_event *ev)
 {
     repl_op *op = t->op;
-    if (!absent && seen == op->ct)
-        op_count_success(op);              /* it has our write (e.g. a retried send) */
-    else
-        op_count_conflict(op, absent ? op->ct : seen);
-}
-
-/* The version could not be learnt: an old-owner (R) refusal is let go like its failures;
- * a W refusal means the write cannot be known to win. */
-static void target_unknown(repl_target *t)
-{
-    repl_op *op = t->op;
-    if (!t->by_rhs)
-        op->lost = true;
-    op_count_success(op);
-}
-
-/* One call of op has completed: the op lives until the last one has. */
-static void op_call_done(repl_op *op)
-{
-    if (--op->inflight == 0)
+    if (repl_step(&op->m, t->index, ev) == REPL_OP_DONE)
         op_release(op);
 }
 
-/* A GetVersion (raw_value false) or Get (true) reply about t: counts t and returns true
- * if it told the replica's version. */
-static bool target_version_reply(repl_target *t, const rpc_result *r, bool raw_value)
-{
-    clocktime_t ct = 0;
-    bool absent;
-    if (r->err != RPC_OK || !version_of_result(r, raw_value, &ct, &absent))
-        return false;
-    target_version(t, absent, ct);
-    return true;
-}
-
-/* Send [dbkey] with method to t's peer (on the cluster session, or a plain one). */
-static void target_ask(repl_target *t, uint32_t method, bool cluster, rpc_callback cb)
-{
-    repl_op *op = t->op;
-    rpc_session *s = rpc_node_session(op->srv->rpc, &t->peer, cluster);
-    msgpack_packer *pk = rpc_call_begin(s, method, RPC_DEFAULT_TIMEOUT_STEPS, cb, t);
-    msgpack_pack_array(pk, 1);
-    kwire_pack_raw(pk, op->data, op->klen);
-    rpc_call_end(s);
-}
-
-static void get_callback(rpc_session *s, const rpc_result *r, void *ud)
-{
-    (void)s;
-    repl_target *t = ud;
-    if (!target_version_reply(t, r, true))
-        target_unknown(t);
-    op_call_done(t->op);
-}
-
-static void version_callback(rpc_session *s, const rpc_result *r, void *ud)
-{
-    (void)s;
-    repl_target *t = ud;
-    repl_op *op = t->op;
-    if (target_version_reply(t, r, false)) {
-        /* counted */
-    } else if (r->err == RPC_PROTOCOL_ERROR && !op->srv->stopping) {
-        /* An original kumo-server has no GetVersion: its Get (a plain client request,
-         * answered by rhs owners) shows a live value's version. */
-        target_ask(t, SRV_GET, false, get_callback);
-        return;                            /* the target stays in flight */
-    } else {
-        target_unknown(t);
-    }
-    op_call_done(op);
-}
-
-/* t refused op's write (store-if-newer kept an equal or newer version): ask which. */
-static void query_version(repl_target *t)
-{
-    target_ask(t, SRV_GET_VERSION, true, version_callback);
-}
-
+/* A Replicate* reply. */
 static void repl_callback(rpc_session *s, const rpc_result *r, void *ud)
 {
-    repl_target *t = ud;
-    repl_op *op = t->op;
-    server *srv = op->srv;
-    char buf[KADDR_STRLEN];
-
+    op_target *t = ud;
+    repl_event ev = { .session_ok = s != NULL && !rpc_session_is_lost(s), .rpc_err = r->err };
     if (r->err == RPC_OK) {
-        bool refused = r->result != NULL && r->result->type == MSGPACK_OBJECT_BOOLEAN
-                       && !r->result->via.boolean;
+        bool is_bool = r->result != NULL && r->result->type == MSGPACK_OBJECT_BOOLEAN;
+        ev.kind = is_bool && !r->result->via.boolean ? REPL_EV_REFUSED : REPL_EV_STORED;
         /* Delete answers DELETED if a live value existed on any copy, not only on this
          * coordinator (which may not have received the key yet during a replace):
          * `true` says so (an original replica's `true` only says "stored" and counts
          * too), the integer 1 says stored over nothing live (protocol-additions.md). */
-        if (op->kind == OP_KIND_DELETE && r->result != NULL
-            && r->result->type == MSGPACK_OBJECT_BOOLEAN && r->result->via.boolean)
-            op->result = true;
-        /* §5.3 step 9 counts true (stored) and false (already newer there) alike; we
-         * fight a refusal instead (DECISIONS.md §2): learn the replica's version first. */
-        if (refused && !op->async && !srv->stopping && s != NULL && !rpc_session_is_lost(s)) {
-            query_version(t);
-            return;                        /* the target stays in flight */
-        }
-        if (refused && !op->async)
-            target_unknown(t);             /* cannot learn its version: a W refusal fails */
-        else
-            op_count_success(op);
-    } else if (r->err == RPC_TIMEOUT
-               && !hashspace_is_active(t->by_rhs ? &srv->rhs : &srv->whs, &t->peer)) {
-        op_count_success(op);   /* the peer was declared fault meanwhile: not needed */
+        ev.live = t->op->kind == OP_KIND_DELETE && is_bool && r->result->via.boolean;
+    } else if (r->err == RPC_TIMEOUT) {
+        ev.kind = REPL_EV_TIMEOUT;
+    } else if (r->err == RPC_OTHER_ERROR && r->error != NULL
+               && (r->error->type == MSGPACK_OBJECT_STR || r->error->type == MSGPACK_OBJECT_BIN)) {
+        ev.kind = REPL_EV_STORAGE_ERROR;  /* a kumofs-c replica's storage failure */
     } else {
-        unsigned *retry = t->by_rhs ? &op->r_retry : &op->w_retry;
-        unsigned limit = op->kind == OP_KIND_SET ? srv->cfg.set_retry : srv->cfg.delete_retry;
-        /* a string error is a kumofs-c replica's storage failure (a full disk): a retry
-         * at once cannot help, and the client should hear it now */
-        bool storage = r->err == RPC_OTHER_ERROR && r->error != NULL
-                       && (r->error->type == MSGPACK_OBJECT_STR || r->error->type == MSGPACK_OBJECT_BIN);
-        if (storage && !t->by_rhs)
-            op->store_failed = true;
-        if (!storage && !srv->stopping && s != NULL && !rpc_session_is_lost(s) && *retry <= limit) {
-            (*retry)++;
-            repl_send(t);                  /* same peer; the call stays in flight */
-            return;
-        }
-        log_error("%s to %s failed: error %d",
-                  op->kind == OP_KIND_SET ? "ReplicateSet" : "ReplicateDelete",
-                  kaddr_format(&t->peer, buf), r->err);
-        /* cli.md §10: ers/erd carry the user key and data, without kumofs headers */
-        if (op->klen >= DBKEY_HASH_LEN) {
-            const uint8_t *key = op->data;
-            uint64_t hash = dbkey_hash(key);
-            if (op->kind == OP_KIND_SET && op->vlen >= DBVALUE_HEADER_LEN)
-                binlog_replicate_set_failed(key + DBKEY_HASH_LEN, op->klen - DBKEY_HASH_LEN,
-                                            key + op->klen + DBVALUE_HEADER_LEN,
-                                            op->vlen - DBVALUE_HEADER_LEN, hash, op->ct,
-                                            &t->peer);
-            else if (op->kind != OP_KIND_SET)
-                binlog_replicate_delete_failed(key + DBKEY_HASH_LEN, op->klen - DBKEY_HASH_LEN,
-                                               hash, &t->peer);
-        }
-        if (t->by_rhs) {
-            op_count_success(op);          /* an old-owner failure does not fail the write */
-        } else {
-            op_fail(op);
-            op_count_success(op);          /* lets the round end; replied stays set */
-        }
+        ev.kind = REPL_EV_ERROR;
     }
-    op_call_done(op);
+    op_step(t, &ev);
+}
+
+/* A GetVersion reply (a u64, or nil: absent) or a Get reply (the record, whose header
+ * holds its version; nil may hide a tombstone: unknown) about a refusing replica. */
+static void ask_callback(rpc_session *s, const rpc_result *r, void *ud)
+{
+    op_target *t = ud;
+    bool get = t->op->m.t[t->index].state == REPL_T_ASK_GET;
+    repl_event ev = { .kind = REPL_EV_NO_VERSION,
+                      .session_ok = s != NULL && !rpc_session_is_lost(s), .rpc_err = r->err };
+    const msgpack_object *o = r->result;
+    const char *v;
+    size_t vlen;
+    if (r->err == RPC_PROTOCOL_ERROR && !get) {
+        ev.kind = REPL_EV_NO_METHOD;
+    } else if (r->err != RPC_OK) {
+        /* NO_VERSION */
+    } else if (o == NULL || o->type == MSGPACK_OBJECT_NIL) {
+        if (!get) {
+            ev.kind = REPL_EV_VERSION;
+            ev.absent = true;
+        }
+    } else if (!get) {
+        if (kwire_get_u64(o, &ev.version))
+            ev.kind = REPL_EV_VERSION;
+    } else if (kwire_get_raw(o, &v, &vlen) && vlen >= TOMBSTONE_LEN) {
+        ev.kind = REPL_EV_VERSION;
+        ev.version = dbvalue_clocktime(v);
+    }
+    op_step(t, &ev);
 }
 
 /* Build a tracker for the plan and send to every target.  key/val are copied. */
@@ -636,11 +525,9 @@ static void replicate(server *srv, const rpc_request *req, enum op_kind kind, cl
     rpc_session_ref(op->client);
     op->msgid = req->msgid;
     op->kind = kind;
-    op->ct = ct;
     op->born = ev_now(srv->loop);
     op->whs_ct = srv->whs.clocktime;
     op->result = result;
-    op->async = async;
     op->answer = answer;
     op->klen = klen;
     op->vlen = vlen;
@@ -648,18 +535,18 @@ static void replicate(server *srv, const rpc_request *req, enum op_kind kind, cl
     if (vlen > 0)
         memcpy(op->data + klen, val, vlen);
     note_stamp(srv, key, ct);
-    for (unsigned i = 0; i < p->nr; i++)
-        op->targets[op->ntargets++] = (repl_target){ op, p->r[i], true };
-    for (unsigned i = 0; i < p->nw; i++)
-        op->targets[op->ntargets++] = (repl_target){ op, p->w[i], false };
-    /* One extra hold while sending, in case a callback runs before the loop ends. */
-    op->inflight = op->ntargets + 1;
-    op->pending = async ? 0 : op->ntargets;
-    if (async)
-        op_answer(op);
-    for (unsigned i = 0; i < op->ntargets; i++)
-        repl_send(&op->targets[i]);
-    op_call_done(op);
+    repl_init(&op->m, &op_env, op, ct,
+              kind == OP_KIND_SET ? srv->cfg.set_retry : srv->cfg.delete_retry, async);
+    /* old owners first, then the write replicas: the order of the sends */
+    for (unsigned i = 0; i < p->nr; i++) {
+        unsigned k = repl_add_target(&op->m, true);
+        op->targets[k] = (op_target){ op, p->r[i], k };
+    }
+    for (unsigned i = 0; i < p->nw; i++) {
+        unsigned k = repl_add_target(&op->m, false);
+        op->targets[k] = (op_target){ op, p->w[i], k };
+    }
+    repl_start(&op->m);
 }
 
 void dataop_replicate_value(server *srv, const rpc_request *req, clocktime_t ct,
