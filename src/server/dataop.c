@@ -467,6 +467,10 @@ static void repl_callback(rpc_session *s, const rpc_result *r, void *ud)
     if (r->err == RPC_OK) {
         bool is_bool = r->result != NULL && r->result->type == MSGPACK_OBJECT_BOOLEAN;
         ev.kind = is_bool && !r->result->via.boolean ? REPL_EV_REFUSED : REPL_EV_STORED;
+        /* 2: refused, another write holds exactly our version (protocol-additions.md 1.3) */
+        if (r->result != NULL && r->result->type == MSGPACK_OBJECT_POSITIVE_INTEGER
+            && r->result->via.u64 == REPLICATE_REPLY_COLLIDED)
+            ev.kind = REPL_EV_COLLIDED;
         /* Delete answers DELETED if a live value existed on any copy, not only on this
          * coordinator (which may not have received the key yet during a replace):
          * `true` says so (an original replica's `true` only says "stored" and counts

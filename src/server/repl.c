@@ -189,6 +189,17 @@ repl_op_state repl_step(repl_machine *m, unsigned i, const repl_event *ev)
                 t->state = REPL_T_UNKNOWN;
             }
             break;
+        case REPL_EV_COLLIDED:
+            /* Not our retried send although the version is ours: another coordinator
+             * stamped the same clocktime for another write of the key, and the replica
+             * kept that one.  Re-stamp past it, as past a newer version. */
+            if (m->state == REPL_OP_ASYNC) {
+                t->state = REPL_T_ACKED;
+            } else {
+                t->state = REPL_T_NEWER;
+                t->seen = m->ct;
+            }
+            break;
         case REPL_EV_TIMEOUT:
             if (!env->peer_active(m->ud, i)) {
                 t->state = REPL_T_GONE;       /* declared fault meanwhile: not needed */
@@ -296,6 +307,7 @@ const char *repl_event_name(repl_event_kind k)
     switch (k) {
     case REPL_EV_STORED: return "STORED";
     case REPL_EV_REFUSED: return "REFUSED";
+    case REPL_EV_COLLIDED: return "COLLIDED";
     case REPL_EV_TIMEOUT: return "TIMEOUT";
     case REPL_EV_ERROR: return "ERROR";
     case REPL_EV_STORAGE_ERROR: return "STORAGE_ERROR";

@@ -17,6 +17,8 @@
  *   SENT         REFUSED                         op ASYNC               ACKED      (§5.3 step 9: false counts)
  *   SENT         REFUSED                         not stopping, session  ASK_VERSION ask GetVersion
  *   SENT         REFUSED                         otherwise              UNKNOWN
+ *   SENT         COLLIDED                        op ASYNC               ACKED
+ *   SENT         COLLIDED                        otherwise              NEWER      seen = our version
  *   SENT         TIMEOUT                         peer left its hs       GONE
  *   SENT         TIMEOUT, ERROR                  not stopping, session,
  *                                                group retries <= limit SENT       retries++, send again
@@ -80,6 +82,8 @@ typedef enum repl_target_state {
 typedef enum repl_event_kind {
     REPL_EV_STORED,             /* Replicate* answered true (Delete also the integer 1) */
     REPL_EV_REFUSED,            /* Replicate* answered false: it holds a version >= ours */
+    REPL_EV_COLLIDED,           /* Replicate* answered 2: it holds ANOTHER write of exactly
+                                 * our version (two coordinators stamped the same clocktime) */
     REPL_EV_TIMEOUT,            /* Replicate* got no answer in time */
     REPL_EV_ERROR,              /* Replicate* transport error or error answer */
     REPL_EV_STORAGE_ERROR,      /* Replicate* answered a string error: the replica's disk */

@@ -201,6 +201,51 @@ static void test_refusal_by_our_own_version_counts_as_stored(void **state)
     assert_string_equal(f.log, "ask 0 version;answer ok;");
 }
 
+/* rt07 under load: two coordinators stamped the same clocktime for two writes of a key;
+ * the replica kept the other one and answers 2.  Taking that for our own retried send
+ * acknowledged a write no replica held (a stale read). */
+static void test_collided_version_restamps_past_it(void **state)
+{
+    (void)state;
+    repl_machine m;
+    fake f;
+    start(&m, &f, 0, 2, 2, false);
+    assert_int_equal(ev(&m, 0, REPL_EV_COLLIDED), REPL_OP_ROUND);
+    assert_state(&m, 0, REPL_T_NEWER);
+    assert_string_equal(f.log, "");             /* nothing to ask: it told us */
+    assert_int_equal(ev(&m, 1, REPL_EV_STORED), REPL_OP_ROUND);
+    assert_string_equal(f.log, "restamp;send 0;send 1;");
+    assert_int_equal(f.seen, CT);
+    assert_int_equal(f.base, CT);
+    assert_int_equal(m.ct, CT + 1);
+    f.log[0] = '\0';
+    ev(&m, 0, REPL_EV_STORED);
+    assert_int_equal(ev(&m, 1, REPL_EV_STORED), REPL_OP_DONE);
+    assert_string_equal(f.log, "answer ok;");
+}
+
+static void test_collided_version_in_async_mode_is_counted(void **state)
+{
+    (void)state;
+    repl_machine m;
+    fake f;
+    start(&m, &f, 0, 1, 2, true);
+    assert_int_equal(ev(&m, 0, REPL_EV_COLLIDED), REPL_OP_DONE);
+    assert_string_equal(f.log, "");
+    assert_int_equal(m.rounds, 0);
+}
+
+static void test_collided_version_where_restamp_is_not_allowed_answers_nil(void **state)
+{
+    (void)state;
+    repl_machine m;
+    fake f;
+    start(&m, &f, 0, 1, 2, false);
+    f.forbid_restamp = true;
+    assert_int_equal(ev(&m, 0, REPL_EV_COLLIDED), REPL_OP_DONE);
+    assert_string_equal(f.log, "answer nil;");
+}
+
 static void test_refusal_by_an_absent_replica_restamps_past_our_version(void **state)
 {
     (void)state;
@@ -608,6 +653,9 @@ int main(void)
         cmocka_unit_test(test_delete_notes_a_live_value_on_any_replica),
         cmocka_unit_test(test_refusal_learns_version_restamps_and_retries),
         cmocka_unit_test(test_refusal_by_our_own_version_counts_as_stored),
+        cmocka_unit_test(test_collided_version_restamps_past_it),
+        cmocka_unit_test(test_collided_version_in_async_mode_is_counted),
+        cmocka_unit_test(test_collided_version_where_restamp_is_not_allowed_answers_nil),
         cmocka_unit_test(test_refusal_by_an_absent_replica_restamps_past_our_version),
         cmocka_unit_test(test_restamp_base_is_the_newest_version_seen),
         cmocka_unit_test(test_restamp_base_is_our_version_when_the_seen_one_is_older),
