@@ -129,6 +129,13 @@ static bool gw_accept_pair(gateway *gw, const msgpack_object *pair)
     if (ok) {
         bool cw = space_accept(&gw->whs, &ws);
         bool cr = space_accept(&gw->rhs, &rs);
+        /* Connect to every active server now and learn its kind (kumofs-c or original):
+         * an Update to a server of unknown kind waits for that answer, and a get the
+         * same client pipelined after it would overtake it (a `gat -1` then `get` saw
+         * the value).  Done here, the answers are in before the first client needs them. */
+        for (size_t i = 0; cw && i < gw->whs.hs.nnodes; i++)
+            if (gw->whs.hs.nodes[i].active)
+                gw_space_session(gw, &gw->whs, i);
         if (cw || cr)
             log_debug("hash space updated: whs %zu nodes, rhs %zu nodes",
                       gw->whs.hs.nnodes, gw->rhs.hs.nnodes);
