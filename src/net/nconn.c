@@ -14,6 +14,9 @@ static void conn_queue(nconn *c)
         return;
     c->queued = true;
     c->qnext = c->g->queue;
+    if (c->qnext)
+        c->qnext->qprev = &c->qnext;
+    c->qprev = &c->g->queue;
     c->g->queue = c;
     if (!c->g->own_prepare)
         return;
@@ -54,8 +57,23 @@ void nconn_close(nconn *c)
     conn_end(c, NCONN_END_LOCAL, 0);
 }
 
+static void conn_unqueue(nconn *c)
+{
+    if (!c->queued)
+        return;
+    *c->qprev = c->qnext;
+    if (c->qnext)
+        c->qnext->qprev = c->qprev;
+    c->qnext = NULL;
+    c->qprev = NULL;
+    c->queued = false;
+}
+
+/* Close the socket and notify the owner.  Only where no callback of c is running: the
+ * end of c's own event handler, or a group run. */
 static void conn_finish(nconn *c)
 {
+    conn_unqueue(c);
     ev_io_stop(c->g->loop, &c->rio);
     ev_io_stop(c->g->loop, &c->wio);
     if (c->fd >= 0)
@@ -171,18 +189,23 @@ static void conn_run(nconn *c)
         conn_parse(c, c->budget);
     }
     conn_flush_all(c);
-    conn_update(c);
+    if (c->closing)
+        conn_finish(c);
+    else
+        conn_update(c);
 }
 
 void nconn_group_run(nconn_group *g)
 {
+    /* the connections queued so far; those queued while they run wait for the next run
+     * (a local list head, so a finished connection can still unlink itself) */
     nconn *list = g->queue;
     g->queue = NULL;
+    if (list)
+        list->qprev = &list;
     while (list) {
         nconn *c = list;
-        list = c->qnext;
-        c->qnext = NULL;
-        c->queued = false;
+        conn_unqueue(c);
         conn_run(c);
     }
     /* work queued during this run (a budget spent, a close requested by a callback) is
@@ -225,9 +248,6 @@ void nconn_group_destroy(nconn_group *g)
     /* only closing connections may be left; their closed callbacks run now */
     while (g->queue) {
         nconn *c = g->queue;
-        g->queue = c->qnext;
-        c->qnext = NULL;
-        c->queued = false;
         assert(c->closing && "nconn_group_destroy: a connection is still open");
         conn_finish(c);
     }
@@ -279,7 +299,10 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
             break;
         }
     }
-    conn_update(c);
+    if (c->closing)
+        conn_finish(c);          /* the parser has returned: nothing holds c now */
+    else
+        conn_update(c);
 }
 
 static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -301,10 +324,15 @@ static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         conn_update(c);
         c->ops->connected(c, err);
+        if (c->closing)
+            conn_finish(c);
         return;
     }
     conn_flush_all(c);
-    conn_update(c);
+    if (c->closing)
+        conn_finish(c);
+    else
+        conn_update(c);
 }
 
 /* ------------------------------------------------------------------ the protocol's side */

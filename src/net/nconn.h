@@ -14,8 +14,10 @@
  * deferred, and finishes the closes requested since the last run.
  *
  * Closing: nconn_close only requests it; the socket is closed and ops->closed is called,
- * exactly once, from the next group run, never inside a callback of the same connection.
- * So a parser may close its connection and keep using it until it returns.  After
+ * exactly once, when the connection's running event handler has returned from the
+ * protocol's callbacks (a close inside parse: right after parse returns), or else at the
+ * next group run; never inside a callback of the same connection.  So a parser may close
+ * its connection and keep using it until it returns.  After
  * ops->closed returns, nconn does not touch the connection again (the owner may free it
  * there). */
 #ifndef KUMO_NET_NCONN_H
@@ -67,7 +69,8 @@ typedef struct nconn_ops {
      * connect error (the connection stays open until the owner closes it). */
     void (*connected)(nconn *c, int err);
     /* Required: the connection is closed (socket closed, watchers stopped, buffers
-     * freed).  Called exactly once per connection, from nconn_group_run. */
+     * freed).  Called exactly once per connection, never while one of its callbacks
+     * runs. */
     void (*closed)(nconn *c, enum nconn_end why);
 } nconn_ops;
 
@@ -104,7 +107,7 @@ struct nconn {
     bool connecting;              /* nconn_connect in progress */
     bool closing;                 /* nconn_close requested */
     bool in_parse;                /* parse loop running (no re-entry) */
-    nconn *qnext;                 /* g->queue */
+    nconn *qnext, **qprev;        /* g->queue (doubly linked: a close unlinks at once) */
     void *ud;                     /* the owner's, untouched */
 };
 
