@@ -18,9 +18,9 @@ static void conn_queue(nconn *c)
         c->qnext->qprev = &c->qnext;
     c->qprev = &c->g->queue;
     c->g->queue = c;
-    if (!c->g->own_prepare)
-        return;
-    /* run at this turn's prepare even when it began inside another prepare */
+    /* the loop must not block before the group runs, even when this comes from a
+     * prepare watcher that ran after the group's (another group's resumed parsing
+     * making calls, say) */
     ev_idle_start(c->g->loop, &c->g->idle);
 }
 
@@ -171,12 +171,6 @@ static void conn_flush_all(nconn *c)
     }
 }
 
-void nconn_flush(nconn *c)
-{
-    conn_write(c);
-    conn_update(c);
-}
-
 /* One connection's share of a group run. */
 static void conn_run(nconn *c)
 {
@@ -210,12 +204,10 @@ void nconn_group_run(nconn_group *g)
     }
     /* work queued during this run (a budget spent, a close requested by a callback) is
      * done at the next turn, which must come without waiting for a socket */
-    if (g->own_prepare) {
-        if (g->queue)
-            ev_idle_start(g->loop, &g->idle);
-        else
-            ev_idle_stop(g->loop, &g->idle);
-    }
+    if (g->queue)
+        ev_idle_start(g->loop, &g->idle);
+    else
+        ev_idle_stop(g->loop, &g->idle);
 }
 
 static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)

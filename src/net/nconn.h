@@ -146,10 +146,6 @@ nbuf *nconn_out(nconn *c);
  * pointer, or a state change the protocol's drained callback must see). */
 void nconn_mark(nconn *c);
 
-/* Write the output now, as far as the socket takes it (the rest at the next run or when
- * the socket is writable).  A write error requests the close. */
-void nconn_flush(nconn *c);
-
 /* Stop reading and parsing until nconn_resume (input already read stays buffered). */
 void nconn_pause(nconn *c);
 void nconn_resume(nconn *c);

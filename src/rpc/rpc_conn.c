@@ -18,6 +18,7 @@
 
 #define RPC_READ_CHUNK (32 * 1024)            /* free space wanted before each read() */
 #define RPC_IN_KEEP (64 * 1024)               /* input capacity kept between messages */
+#define RPC_NEED_STEP (1024 * 1024)           /* input reserved ahead of a partial message */
 /* Objects one message may announce.  kumofs messages hold at most a few thousand (a hash
  * space's node list); this caps msgpack-c's up-front allocation per message at 1.5 MiB
  * (24-byte msgpack_object each), where the size cap alone would still let a 5-byte header
@@ -367,7 +368,10 @@ static size_t conn_parse(nconn *nc, const char *buf, size_t len, size_t *need)
     }
     uint64_t ready = mpscan_complete(&c->scan) - c->base;   /* whole messages in buf */
     if (ready == 0) {
-        *need = (size_t)mpscan_message_need(&c->scan);
+        /* room for the announced message, but at most RPC_NEED_STEP ahead of what came:
+         * a header alone must not make us allocate the 64 MiB it may announce */
+        uint64_t want = mpscan_message_need(&c->scan);
+        *need = (size_t)(want < len + RPC_NEED_STEP ? want : len + RPC_NEED_STEP);
         return 0;
     }
     size_t off = 0;
