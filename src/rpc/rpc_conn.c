@@ -1,5 +1,6 @@
-/* rpc_conn.c - one msgpack-RPC TCP connection: connect, accept, streaming decode of the
- * envelopes (wire.md §2, §4), handshake classification (§4.3) and buffered output. */
+/* rpc_conn.c - the msgpack-RPC protocol on the connection engine (net/nconn.h): connect,
+ * accept, framing and in-place decode of the envelopes (wire.md §2, §4) and handshake
+ * classification (§4.3).  Reading, output, budget and close are the engine's. */
 #include "config.h"   /* _GNU_SOURCE: accept4, SOCK_NONBLOCK */
 #include "rpc/rpc_internal.h"
 
