@@ -1,8 +1,9 @@
-/* frontconn.h - the connection machinery shared by the memcached front ends (text and
- * binary): listener and accept, input buffer, reply FIFO completed in request order,
- * output coalesced and written once per loop iteration, back-pressure, and teardown with
- * requests still in flight.  A protocol plugs in through frontconn_proto and keeps only
- * its parsing, dispatch and reply formatting. */
+/* frontconn.h - what the memcached front ends (text, binary, meta) share on top of the
+ * connection engine (net/nconn.h, which reads, writes once per loop turn, budgets,
+ * applies back-pressure and closes): the listener, the reply FIFO completed in request
+ * order, the input states (swallow, skip line, drain) and teardown with requests still in
+ * flight.  A protocol plugs in through frontconn_proto and keeps only its parsing,
+ * dispatch and reply formatting. */
 #ifndef KUMO_FRONTCONN_H
 #define KUMO_FRONTCONN_H
 

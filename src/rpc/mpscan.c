@@ -216,6 +216,7 @@ enum mpscan_error mpscan_execute(mpscan *s, const void *data, size_t len)
                 cur = s->left[depth - 1];
         }
         if (depth == 0) {                       /* top-level object complete: next message */
+            s->ended = s->fed + (uint64_t)(p - (const uint8_t *)data);
             seen = 0;
             owed = 1;
             elems = 0;
@@ -223,6 +224,7 @@ enum mpscan_error mpscan_execute(mpscan *s, const void *data, size_t len)
     }
 
 out:
+    s->fed += (uint64_t)(p - (const uint8_t *)data);
     s->state = (uint8_t)state;
     s->seen = seen;
     s->owed = owed;

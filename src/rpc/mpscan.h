@@ -38,6 +38,8 @@ typedef struct mpscan {
     uint64_t seen;                 /* bytes of the current message passed so far */
     uint64_t owed;                 /* least number of bytes that must still come */
     uint64_t elems;                /* objects announced by containers in this message */
+    uint64_t fed;                  /* bytes of the stream checked so far */
+    uint64_t ended;                /* stream offset just past the last complete message */
     uint32_t left[MPSCAN_MAX_DEPTH]; /* objects still to come in each open container */
 } mpscan;
 
@@ -54,6 +56,17 @@ void mpscan_init(mpscan *s, size_t max_message, uint32_t max_elems);
  * returned by every later call.  Typically called on freshly read bytes before they are
  * handed to msgpack_unpacker. */
 enum mpscan_error mpscan_execute(mpscan *s, const void *data, size_t len);
+
+/* The stream offset (bytes since mpscan_init) just past the last complete top-level
+ * message checked so far: the bytes before it can be decoded without waiting. */
+static inline uint64_t mpscan_complete(const mpscan *s) { return s->ended; }
+
+/* The least size of the message in progress (0 when none is): how much input a reader
+ * may wait for before decoding it. */
+static inline uint64_t mpscan_message_need(const mpscan *s)
+{
+    return s->seen ? s->seen + s->owed : 0;
+}
 
 /* A static, human-readable name for e ("too deep"). */
 const char *mpscan_strerror(enum mpscan_error e);

@@ -176,13 +176,16 @@ static void sess_fail_all(rpc_session *s, int err)
     free(v);
 }
 
-/* Runs once per loop iteration (ev_prepare) and from rpc_node_free: connects requested
- * during callbacks, errors for calls made on lost sessions, then one write per dirty
+/* Runs once per loop iteration (ev_prepare): closes requested during callbacks finish
+ * first (a reconnect must not find the old socket still open), then connects requested
+ * during callbacks, errors for calls made on lost sessions, then one write per
  * connection for everything packed since the last iteration. */
 static void node_run_deferred(rpc_node *n)
 {
     for (int round = 0; round < RPC_PREPARE_ROUNDS; round++) {
         bool work = false;
+        if (nconn_group_busy(&n->group))
+            nconn_group_run(&n->group);
         rpc_session *q = n->connect_q;
         n->connect_q = NULL;
         while (q) {
@@ -206,32 +209,14 @@ static void node_run_deferred(rpc_node *n)
             rpc_session_unref(s);
             work = true;
         }
-        rpc_conn *c = n->dirty;
-        n->dirty = NULL;
-        while (c) {
-            rpc_conn *next = c->dnext;
-            c->dnext = NULL;
-            c->dirty = false;
-            /* An active write watcher means the socket is full: it flushes when writable. */
-            if (c->state != RPC_CONN_CLOSED && !n->freeing && !ev_is_active(&c->wio))
-                rpc_conn_flush(c);
-            c = next;
+        /* one write per connection for everything packed since the last turn; closes
+         * requested since then finish (their callbacks may queue more: another round) */
+        if (nconn_group_busy(&n->group)) {
+            nconn_group_run(&n->group);
             work = true;
         }
         if (!work)
             break;
-    }
-    /* Free closed connections (none is on the stack here); one still on the dirty list
-     * waits for the next round. */
-    rpc_conn **pp = &n->dead_conns;
-    while (*pp) {
-        rpc_conn *c = *pp;
-        if (c->dirty) {
-            pp = &c->xnext;
-            continue;
-        }
-        *pp = c->xnext;
-        rpc_conn_free(c);
     }
     /* Release the node's reference to lost sessions: no callback that could still hold
      * the pointer is running now.  Sessions somebody else still references stay listed so
@@ -250,7 +235,7 @@ static void node_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     (void)revents;
     rpc_node *n = RPC_CONTAINER_OF(w, rpc_node, prep);
     node_run_deferred(n);
-    if (n->connect_q || n->fail_q || n->dirty)
+    if (n->connect_q || n->fail_q || nconn_group_busy(&n->group))
         ev_idle_start(loop, &n->idle);   /* poll without blocking, then prepare again */
     else
         ev_idle_stop(loop, &n->idle);
@@ -293,7 +278,7 @@ static void expire_calls(rpc_expired *v, size_t k, bool deadline)
                 /* abortive close: requests still in the send buffer are dropped here,
                  * not delivered late by retransmission once the network heals */
                 struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-                (void)setsockopt(s->conns->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+                (void)setsockopt(nconn_fd(&s->conns->nc), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
                 rpc_conn_close(s->conns, false);
             }
             schedule_fail(s);
@@ -406,11 +391,9 @@ void rpc_sess_bind(rpc_session *s, rpc_conn *c)
     s->nconns++;
     s->retry = 0;   /* algorithms.md §3: reset whenever a connection binds */
     if (nbuf_pending(&s->queued) > 0) {
-        nbuf_append(&c->out, s->queued.data + s->queued.off, nbuf_pending(&s->queued));
+        nbuf_append(rpc_conn_out(c), s->queued.data + s->queued.off, nbuf_pending(&s->queued));
         nbuf_clear(&s->queued);
     }
-    if (nbuf_pending(&c->out) > 0)
-        rpc_conn_mark_dirty(c);
 }
 
 void rpc_sess_learn_role(rpc_session *s, int role)
@@ -539,6 +522,7 @@ rpc_node *rpc_node_new(struct ev_loop *loop, const rpc_config *cfg)
     ev_prepare_start(loop, &n->prep);
     ev_unref(loop);
     ev_idle_init(&n->idle, node_idle_cb);
+    nconn_group_init(&n->group, loop, false);   /* run by node_run_deferred */
     return n;
 }
 
@@ -584,16 +568,7 @@ void rpc_node_free(rpc_node *n)
             break;
         }
     }
-    while (n->dirty) {
-        rpc_conn *c = n->dirty;
-        n->dirty = c->dnext;
-        c->dirty = false;
-    }
-    while (n->dead_conns) {
-        rpc_conn *c = n->dead_conns;
-        n->dead_conns = c->xnext;
-        rpc_conn_free(c);
-    }
+    nconn_group_destroy(&n->group);   /* every connection is closed: they are freed */
     while (n->dead) {
         rpc_session *s = n->dead;
         list_remove(&n->dead, s);
@@ -687,7 +662,7 @@ static nbuf *sess_out(rpc_session *s)
         return NULL;
     if (s->conns) {
         s->pk_conn = s->conns;
-        return &s->conns->out;
+        return rpc_conn_out(s->conns);
     }
     if (!s->connecting)
         schedule_connect(s);

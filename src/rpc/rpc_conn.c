@@ -1,5 +1,6 @@
-/* rpc_conn.c - one msgpack-RPC TCP connection: connect, accept, streaming decode of the
- * envelopes (wire.md §2, §4), handshake classification (§4.3) and buffered output. */
+/* rpc_conn.c - the msgpack-RPC protocol on the connection engine (net/nconn.h): connect,
+ * accept, framing and in-place decode of the envelopes (wire.md §2, §4) and handshake
+ * classification (§4.3).  Reading, output, budget and close are the engine's. */
 #include "config.h"   /* _GNU_SOURCE: accept4, SOCK_NONBLOCK */
 #include "rpc/rpc_internal.h"
 
@@ -17,15 +18,15 @@
 #include "logic/xmalloc.h"
 
 #define RPC_READ_CHUNK (32 * 1024)            /* free space wanted before each read() */
-#define RPC_READ_ROUNDS 4                     /* read() calls per readable event: bounded work */
+#define RPC_IN_KEEP (64 * 1024)               /* input capacity kept between messages */
+#define RPC_NEED_STEP (1024 * 1024)           /* input reserved ahead of a partial message */
 /* Objects one message may announce.  kumofs messages hold at most a few thousand (a hash
  * space's node list); this caps msgpack-c's up-front allocation per message at 1.5 MiB
  * (24-byte msgpack_object each), where the size cap alone would still let a 5-byte header
  * announcing ~2^26 elements reserve 1.5 GiB. */
 #define RPC_MAX_ELEMENTS 65536u
 
-static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
-static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+static const nconn_ops conn_ops;
 
 static void set_nodelay(int fd)
 {
@@ -37,16 +38,18 @@ static rpc_conn *conn_new(rpc_node *n, int fd, enum rpc_conn_state state)
 {
     rpc_conn *c = xcalloc(1, sizeof *c);
     c->node = n;
-    c->fd = fd;
     c->state = state;
+    nconn_init(&c->nc, &n->group, fd, &conn_ops);
+    c->nc.read_min = RPC_READ_CHUNK;
+    c->nc.in_keep = RPC_IN_KEEP;
+    /* No output limit: two servers replicating large values to each other would each
+     * stop reading while the other's output waits, and neither would drain. */
+    c->nc.out_high = 0;
     mpscan_init(&c->scan, MPSCAN_MESSAGE_MAX, RPC_MAX_ELEMENTS);
-    if (!msgpack_unpacker_init(&c->unp, MSGPACK_UNPACKER_INIT_BUFFER_SIZE)) {
+    if (!msgpack_zone_init(&c->zone, MSGPACK_ZONE_CHUNK_SIZE)) {
         fprintf(stderr, "out of memory\n");
         abort();
     }
-    nbuf_init(&c->out);
-    ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
-    ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
     c->nnext = n->conns;
     if (n->conns)
         n->conns->nprev = c;
@@ -54,24 +57,15 @@ static rpc_conn *conn_new(rpc_node *n, int fd, enum rpc_conn_state state)
     return c;
 }
 
-void rpc_conn_free(rpc_conn *c)
-{
-    assert(c->state == RPC_CONN_CLOSED && "rpc_conn_free: connection still open");
-    msgpack_unpacker_destroy(&c->unp);
-    nbuf_destroy(&c->out);
-    free(c);
-}
-
 void rpc_conn_close(rpc_conn *c, bool notify)
 {
     if (c->state == RPC_CONN_CLOSED)
         return;
     rpc_node *n = c->node;
-    ev_io_stop(n->loop, &c->rio);
-    ev_io_stop(n->loop, &c->wio);
     ev_timer_stop(n->loop, &c->ctimer);
-    close(c->fd);
-    c->fd = -1;
+    /* The socket closes and c is freed at the next prepare (conn_closed): the read loop
+     * or a callback may still hold c or objects decoded from its input. */
+    nconn_close(&c->nc);
     c->state = RPC_CONN_CLOSED;
     if (c->nprev)
         c->nprev->nnext = c->nnext;
@@ -80,10 +74,6 @@ void rpc_conn_close(rpc_conn *c, bool notify)
     if (c->nnext)
         c->nnext->nprev = c->nprev;
     c->nprev = c->nnext = NULL;
-    /* Freed at the next prepare: the read loop or a callback may still hold c or objects
-     * decoded from its unpacker buffer. */
-    c->xnext = n->dead_conns;
-    n->dead_conns = c;
 
     rpc_session *s = c->session;
     c->session = NULL;
@@ -107,41 +97,24 @@ void rpc_conn_close(rpc_conn *c, bool notify)
         rpc_sess_conn_lost(s);
 }
 
-void rpc_conn_mark_dirty(rpc_conn *c)
+/* nconn closed: the engine ended c (the peer closed, a read or write failed) or finishes
+ * the close rpc_conn_close requested.  Nothing holds c any more. */
+static void conn_closed(nconn *nc, enum nconn_end why)
 {
-    if (c->dirty || c->state == RPC_CONN_CLOSED)
-        return;
-    c->dirty = true;
-    c->dnext = c->node->dirty;
-    c->node->dirty = c;
-}
-
-void rpc_conn_flush(rpc_conn *c)
-{
-    while (nbuf_pending(&c->out) > 0) {
-        ssize_t w = send(c->fd, c->out.data + c->out.off, nbuf_pending(&c->out), MSG_NOSIGNAL);
-        if (w > 0) {
-            nbuf_consume(&c->out, (size_t)w);
-            continue;
-        }
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            ev_io_start(c->node->loop, &c->wio);
-            return;
-        }
-        log_debug("rpc: write failed fd(%d): %s", c->fd, strerror(errno));
+    rpc_conn *c = NCONN_CONTAINER_OF(nc, rpc_conn, nc);
+    if (c->state != RPC_CONN_CLOSED) {
+        if (why == NCONN_END_ERROR)
+            log_debug("rpc: i/o failed fd(%d): %s", nconn_fd(nc), strerror(nconn_errno(nc)));
         rpc_conn_close(c, true);
-        return;
     }
-    ev_io_stop(c->node->loop, &c->wio);
+    msgpack_zone_destroy(&c->zone);
+    free(c);
 }
 
-static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* nconn eof: the peer closed. */
+static void conn_eof(nconn *nc)
 {
-    (void)loop;
-    (void)revents;
-    rpc_conn_flush(RPC_CONTAINER_OF(w, rpc_conn, wio));
+    rpc_conn_close(NCONN_CONTAINER_OF(nc, rpc_conn, nc), true);
 }
 
 /* [2, self_addr, self_role] (wire.md §4.3 step 1). */
@@ -149,7 +122,7 @@ static void conn_write_init(rpc_conn *c)
 {
     const rpc_config *cfg = &c->node->cfg;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &c->out, nbuf_msgpack_write);
+    msgpack_packer_init(&pk, rpc_conn_out(c), nbuf_msgpack_write);
     msgpack_pack_array(&pk, 3);
     msgpack_pack_uint8(&pk, 2);
     msgpack_pack_v4raw(&pk, cfg->self.len);
@@ -173,11 +146,9 @@ static void conn_connected(rpc_conn *c)
     rpc_node *n = c->node;
     rpc_session *s = c->session;
     char a[KADDR_STRLEN];
-    ev_io_stop(n->loop, &c->wio);
     ev_timer_stop(n->loop, &c->ctimer);
-    ev_io_init(&c->wio, conn_write_cb, c->fd, EV_WRITE);
-    set_nodelay(c->fd);
-    log_info("connect success %s fd(%d)", kaddr_format(&s->addr, a), c->fd);
+    set_nodelay(nconn_fd(&c->nc));
+    log_info("connect success %s fd(%d)", kaddr_format(&s->addr, a), nconn_fd(&c->nc));
     s->connecting = NULL;
     c->session = NULL;
     if (s->cluster) {
@@ -187,20 +158,14 @@ static void conn_connected(rpc_conn *c)
     } else {
         c->state = RPC_CONN_PLAIN;
     }
-    ev_io_start(n->loop, &c->rio);
     rpc_sess_bind(s, c);
     rpc_conn_mark_dirty(c);
 }
 
-static void conn_connect_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* nconn connected (reading has started when err is 0). */
+static void conn_connect_done(nconn *nc, int err)
 {
-    (void)loop;
-    (void)revents;
-    rpc_conn *c = RPC_CONTAINER_OF(w, rpc_conn, wio);
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
+    rpc_conn *c = NCONN_CONTAINER_OF(nc, rpc_conn, nc);
     if (err != 0) {
         conn_connect_abort(c, strerror(err));
         return;
@@ -237,8 +202,7 @@ void rpc_conn_connect(rpc_session *s)
     rpc_conn *c = conn_new(n, fd, RPC_CONN_CONNECTING);
     c->session = s;
     s->connecting = c;
-    ev_io_init(&c->wio, conn_connect_io_cb, fd, EV_WRITE);
-    ev_io_start(n->loop, &c->wio);
+    nconn_connect(&c->nc);
     ev_timer_init(&c->ctimer, conn_connect_timeout_cb, n->cfg.connect_timeout, 0.0);
     ev_timer_start(n->loop, &c->ctimer);
     return;
@@ -256,7 +220,7 @@ void rpc_conn_accepted(void *node, int fd)
     rpc_node *n = node;
     set_nodelay(fd);
     rpc_conn *c = conn_new(n, fd, RPC_CONN_ACCEPTED);
-    ev_io_start(n->loop, &c->rio);
+    nconn_start(&c->nc);
 }
 
 /* ------------------------------------------------------------------ decode */
@@ -312,7 +276,7 @@ static bool conn_classify_plain(rpc_conn *c)
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     kaddr peer = { 0 };
-    if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0)
+    if (getpeername(nconn_fd(&c->nc), (struct sockaddr *)&ss, &sl) == 0)
         (void)kaddr_from_sockaddr(&peer, (struct sockaddr *)&ss);
     c->state = RPC_CONN_PLAIN;
     rpc_session *s = rpc_sess_new_accepted(c->node, &peer);
@@ -384,78 +348,55 @@ static bool conn_handle(rpc_conn *c, const msgpack_object *obj)
     return true;
 }
 
-/* Decode and handle every complete message in the unpacker.  Returns false if closed. */
-static bool conn_process(rpc_conn *c)
+/* nconn parse: vet the new input with the scanner, then decode and handle one complete
+ * message in place (its strings point into the input, valid until this returns). */
+static size_t conn_parse(nconn *nc, const char *buf, size_t len, size_t *need)
 {
-    for (;;) {
-        int r = msgpack_unpacker_execute(&c->unp);
-        if (r < 0) {
-            log_debug("rpc: undecodable input on fd(%d), closing", c->fd);
-            rpc_conn_close(c, true);
-            return false;
-        }
-        if (r == 0)
-            break;
-        msgpack_object obj = msgpack_unpacker_data(&c->unp);
-        bool ok = conn_handle(c, &obj);
-        /* Reuse the zone instead of msgpack_unpacker_next's fresh zone per message. */
-        if (c->unp.z)
-            msgpack_unpacker_reset_zone(&c->unp);
-        msgpack_unpacker_reset(&c->unp);
-        if (!ok) {
-            log_debug("rpc: bad envelope on fd(%d), closing", c->fd);
-            rpc_conn_close(c, true);
-            return false;
-        }
-        if (c->state == RPC_CONN_CLOSED)
-            return false;
-    }
-    return true;
-}
-
-static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    rpc_conn *c = RPC_CONTAINER_OF(w, rpc_conn, rio);
-    for (int round = 0; round < RPC_READ_ROUNDS; round++) {
-        if (msgpack_unpacker_buffer_capacity(&c->unp) < RPC_READ_CHUNK &&
-            !msgpack_unpacker_reserve_buffer(&c->unp, RPC_READ_CHUNK)) {
-            log_error("rpc: cannot grow the read buffer on fd(%d)", c->fd);
-            rpc_conn_close(c, true);
-            return;
-        }
-        size_t cap = msgpack_unpacker_buffer_capacity(&c->unp);
-        ssize_t r = read(c->fd, msgpack_unpacker_buffer(&c->unp), cap);
-        if (r == 0) {
-            rpc_conn_close(c, true);
-            return;
-        }
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                log_debug("rpc: read failed fd(%d): %s", c->fd, strerror(errno));
-                rpc_conn_close(c, true);
-            }
-            return;
-        }
-        /* Vet the new bytes before the unpacker may act on a header in them; this also
-         * enforces MPSCAN_MESSAGE_MAX, since the scanner bounds each message's size. */
-        enum mpscan_error se =
-            mpscan_execute(&c->scan, msgpack_unpacker_buffer(&c->unp), (size_t)r);
+    rpc_conn *c = NCONN_CONTAINER_OF(nc, rpc_conn, nc);
+    if (len > c->scanned) {
+        /* this also enforces MPSCAN_MESSAGE_MAX, since the scanner bounds each message */
+        enum mpscan_error se = mpscan_execute(&c->scan, buf + c->scanned, len - c->scanned);
+        c->scanned = len;
         if (se != MPSCAN_OK) {
             if (se == MPSCAN_BAD_BYTE)
-                log_debug("rpc: undecodable input on fd(%d), closing", c->fd);
+                log_debug("rpc: undecodable input on fd(%d), closing", nconn_fd(nc));
             else
-                log_warn("rpc: rejected input on fd(%d): %s, closing", c->fd, mpscan_strerror(se));
+                log_warn("rpc: rejected input on fd(%d): %s, closing", nconn_fd(nc),
+                         mpscan_strerror(se));
             rpc_conn_close(c, true);
-            return;
+            return 0;
         }
-        msgpack_unpacker_buffer_consumed(&c->unp, (size_t)r);
-        if (!conn_process(c))
-            return;
-        if ((size_t)r < cap)
-            return;   /* drained the socket */
     }
+    uint64_t ready = mpscan_complete(&c->scan) - c->base;   /* whole messages in buf */
+    if (ready == 0) {
+        /* room for the announced message, but at most RPC_NEED_STEP ahead of what came:
+         * a header alone must not make us allocate the 64 MiB it may announce */
+        uint64_t want = mpscan_message_need(&c->scan);
+        *need = (size_t)(want < len + RPC_NEED_STEP ? want : len + RPC_NEED_STEP);
+        return 0;
+    }
+    size_t off = 0;
+    msgpack_object obj;
+    msgpack_unpack_return r = msgpack_unpack(buf, (size_t)ready, &off, &c->zone, &obj);
+    if (r != MSGPACK_UNPACK_SUCCESS && r != MSGPACK_UNPACK_EXTRA_BYTES) {
+        log_debug("rpc: undecodable input on fd(%d), closing", nconn_fd(nc));
+        rpc_conn_close(c, true);
+        return 0;
+    }
+    bool ok = conn_handle(c, &obj);
+    msgpack_zone_clear(&c->zone);
+    c->base += off;
+    c->scanned -= off;
+    if (!ok) {
+        log_debug("rpc: bad envelope on fd(%d), closing", nconn_fd(nc));
+        rpc_conn_close(c, true);
+    }
+    return off;
 }
+
+static const nconn_ops conn_ops = {
+    .parse = conn_parse,
+    .eof = conn_eof,
+    .connected = conn_connect_done,
+    .closed = conn_closed,
+};

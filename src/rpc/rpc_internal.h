@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "net/listener.h"
+#include "net/nconn.h"
 #include "rpc/mpscan.h"
 #include "rpc/pending.h"
 #include "rpc/rpc.h"
@@ -18,26 +19,22 @@ enum rpc_conn_state {
     RPC_CONN_ACCEPTED,     /* incoming, first message not seen yet (wire.md §4.3 step 2) */
     RPC_CONN_CLUSTER,      /* handshaken, bound to a cluster session */
     RPC_CONN_PLAIN,        /* plain-client connection, bound to a session */
-    RPC_CONN_CLOSED        /* fd closed; freed at the next prepare (never while on the stack) */
+    RPC_CONN_CLOSED        /* unbound; nconn closes the socket and frees it at the next prepare */
 };
 
 typedef struct rpc_conn {
+    nconn nc;                      /* socket, input and output, close (net/nconn.h) */
     rpc_node *node;
     rpc_session *session;          /* bound session (or the connecting one); NULL when ACCEPTED/CLOSED */
-    int fd;
     enum rpc_conn_state state;
     bool await_init;               /* we connected as a cluster node: the peer's init must come first */
-    bool dirty;                    /* on node->dirty: output waiting for the prepare flush */
-    ev_io rio;                     /* readable */
-    ev_io wio;                     /* writable: connect completion, then EAGAIN back-pressure */
     ev_timer ctimer;               /* connect timeout (-Ys) */
-    mpscan scan;                   /* vets every read byte before unp sees it (sizes, depth) */
-    msgpack_unpacker unp;          /* streaming decoder; scan keeps each message <= RPC_MAX_MESSAGE */
-    nbuf out;                      /* pending output, reused across messages */
+    mpscan scan;                   /* vets every read byte before it is decoded (sizes, depth) */
+    size_t scanned;                /* unparsed input bytes the scanner has seen */
+    uint64_t base;                 /* stream offset of the first unparsed input byte */
+    msgpack_zone zone;             /* objects of the message being handled; cleared after it */
     struct rpc_conn *snext;        /* session's bound connections */
     struct rpc_conn *nprev, *nnext;/* node's open connections */
-    struct rpc_conn *dnext;        /* node->dirty */
-    struct rpc_conn *xnext;        /* node->dead_conns */
 } rpc_conn;
 
 struct rpc_session {
@@ -99,8 +96,7 @@ struct rpc_node {
     rpc_session *connect_q;        /* sessions to (re)connect; each holds a reference */
     rpc_session *fail_q;           /* lost sessions with calls to fail; each holds a reference */
     rpc_conn *conns;               /* open connections */
-    rpc_conn *dirty;               /* connections with output to flush */
-    rpc_conn *dead_conns;          /* closed connections to free */
+    nconn_group group;             /* their output, deferred input and closes, run at prep */
     rpc_listener *listeners;
     rpc_expired *expired;          /* step timer scratch */
     size_t expired_cap;
@@ -110,9 +106,9 @@ struct rpc_node {
 /* rpc_conn.c */
 void rpc_conn_connect(rpc_session *s);                 /* start one attempt (counts a retry) */
 void rpc_conn_close(rpc_conn *c, bool notify);         /* notify: tell the session it lost a conn */
-void rpc_conn_mark_dirty(rpc_conn *c);
-void rpc_conn_flush(rpc_conn *c);
-void rpc_conn_free(rpc_conn *c);                       /* a CLOSED connection */
+/* The output of c, to append to; it is written at the next prepare. */
+static inline nbuf *rpc_conn_out(rpc_conn *c) { return nconn_out(&c->nc); }
+static inline void rpc_conn_mark_dirty(rpc_conn *c) { nconn_mark(&c->nc); }
 void rpc_conn_accepted(void *node, int fd);   /* net_accept_fn: a new peer on a listener */
 
 /* rpc.c */

@@ -17,6 +17,7 @@
 #include "logic/xmalloc.h"
 #include "net/listener.h"
 #include "net/nbuf.h"
+#include "net/nconn.h"
 #include "rpc/mpscan.h"
 
 #define STREAM_HEADER_LEN 23        /* wire.md §10 step 3 */
@@ -39,17 +40,14 @@ enum stream_state {
 };
 
 typedef struct stream_conn {
+    nconn nc;                    /* the socket and its buffers (net/nconn.h) */
     struct stream_conn *prev, *next;
     stream_set *ss;
     enum stream_state state;
-    int fd;
-    ev_io io;
+    bool ok;                     /* how the transfer ends when the connection closes */
     ev_timer timer;
     kaddr peer;                  /* receiver's cluster address / sender's stream address */
-    nbuf out;                    /* bytes queued for the socket */
     /* sender */
-    uint8_t hdr[STREAM_HEADER_LEN];
-    size_t hdr_len;
     uint64_t offer_id;
     bool offer_bound;            /* offer_id valid and not yet reported */
     int file_fd;
@@ -73,23 +71,12 @@ struct stream_set {
     stream_offers offers;        /* the sender's source of offer files (replace.c) */
     int listen_fd;
     net_listener listener;       /* the accept loop (net/listener.h) */
+    nconn_group group;           /* output once per loop turn, deferred closes */
     stream_conn *conns;
     bool closing;
 };
 
-static void conn_drive(stream_conn *c, int revents);
-
 /* ---- plumbing ---- */
-
-static void conn_watch(stream_conn *c, int events)
-{
-    struct ev_loop *loop = c->ss->srv->loop;
-    if (c->io.events == events && ev_is_active(&c->io))
-        return;
-    ev_io_stop(loop, &c->io);
-    ev_io_set(&c->io, c->fd, events);
-    ev_io_start(loop, &c->io);
-}
 
 static void conn_timer(stream_conn *c, double after)
 {
@@ -99,15 +86,22 @@ static void conn_timer(stream_conn *c, double after)
     ev_timer_start(loop, &c->timer);
 }
 
+/* End the transfer: ok = delivered (sender) or applied (receiver).  The connection
+ * closes after the running callback returns (conn_closed reports it). */
 static void conn_close(stream_conn *c, bool ok)
 {
+    c->ok = ok;
+    nconn_close(&c->nc);
+}
+
+/* nconn closed: report the transfer and free the connection. */
+static void conn_closed(nconn *nc, enum nconn_end why)
+{
+    (void)why;                   /* a peer close or a socket error ends with c->ok as set */
+    stream_conn *c = NCONN_CONTAINER_OF(nc, stream_conn, nc);
     stream_set *ss = c->ss;
-    struct ev_loop *loop = ss->srv->loop;
     char buf[KADDR_STRLEN];
-    ev_io_stop(loop, &c->io);
-    ev_timer_stop(loop, &c->timer);
-    if (c->fd >= 0)
-        close(c->fd);
+    ev_timer_stop(ss->srv->loop, &c->timer);
     if (c->file_fd >= 0)
         close(c->file_fd);
     if (c->unp_init) {
@@ -117,7 +111,7 @@ static void conn_close(stream_conn *c, bool ok)
     if (c->z_init)
         inflateEnd(&c->z);
     if (c->state >= SR_CONNECTING) {
-        if (ok)
+        if (c->ok)
             log_info("replace stream from %s: %llu records, %llu stored",
                      kaddr_format(&c->peer, buf), (unsigned long long)c->pairs,
                      (unsigned long long)c->stored);
@@ -126,21 +120,14 @@ static void conn_close(stream_conn *c, bool ok)
                      kaddr_format(&c->peer, buf), (unsigned long long)c->pairs);
     }
     if (c->offer_bound && !ss->closing)
-        ss->offers.finished(ss->offers.ud, c->offer_id, ok);
+        ss->offers.finished(ss->offers.ud, c->offer_id, c->ok);
     if (c->prev != NULL)
         c->prev->next = c->next;
     else
         ss->conns = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
-    nbuf_destroy(&c->out);
     free(c);
-}
-
-static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)loop;
-    conn_drive(w->data, revents);
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -157,15 +144,18 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     conn_close(c, false);
 }
 
+static const nconn_ops conn_ops;
+
 static stream_conn *conn_new(stream_set *ss, int fd, enum stream_state state)
 {
     stream_conn *c = xcalloc(1, sizeof(*c));
     c->ss = ss;
-    c->fd = fd;
     c->file_fd = -1;
     c->state = state;
-    ev_io_init(&c->io, io_cb, fd, EV_READ);
-    c->io.data = c;
+    nconn_init(&c->nc, &ss->group, fd, &conn_ops);
+    /* one chunk per event: applying a chunk costs a burst of store updates */
+    c->nc.read_min = STREAM_CHUNK;
+    c->nc.budget = STREAM_CHUNK;
     ev_init(&c->timer, timer_cb);
     c->timer.data = c;
     c->next = ss->conns;
@@ -177,24 +167,7 @@ static stream_conn *conn_new(stream_set *ss, int fd, enum stream_state state)
 
 static void out_queue(stream_conn *c, const void *p, size_t len)
 {
-    nbuf_append(&c->out, p, len);
-}
-
-/* Write queued bytes.  Returns -1 on a socket error, 1 when drained, 0 if more remain. */
-static int out_flush(stream_conn *c)
-{
-    while (nbuf_pending(&c->out) > 0) {
-        ssize_t n = write(c->fd, nbuf_head(&c->out), nbuf_pending(&c->out));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;
-            return -1;
-        }
-        nbuf_consume(&c->out, (size_t)n);
-    }
-    return 1;
+    nbuf_append(nconn_out(&c->nc), p, len);
 }
 
 static void unpacker_start(stream_conn *c)
@@ -207,99 +180,84 @@ static void unpacker_start(stream_conn *c)
 
 /* ---- sender: serve an offer file to the receiver that identifies itself ---- */
 
-static void send_header_read(stream_conn *c)
+/* The receiver's 23-byte identification (wire.md §10 step 3).  Returns the bytes used. */
+static size_t send_header_parse(stream_conn *c, const char *p, size_t len, size_t *need)
 {
-    ssize_t n = read(c->fd, c->hdr + c->hdr_len, STREAM_HEADER_LEN - c->hdr_len);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-        conn_close(c, false);
-        return;
+    if (len < STREAM_HEADER_LEN) {
+        *need = STREAM_HEADER_LEN;
+        return 0;
     }
-    if (n < 0)
-        return;
-    c->hdr_len += (size_t)n;
-    if (c->hdr_len < STREAM_HEADER_LEN)
-        return;
-    size_t alen = c->hdr[0];
-    if (alen > STREAM_HEADER_LEN - 1 || kaddr_from_dump(&c->peer, c->hdr + 1, alen) != 0) {
+    const uint8_t *hdr = (const uint8_t *)p;
+    size_t alen = hdr[0];
+    if (alen > STREAM_HEADER_LEN - 1 || kaddr_from_dump(&c->peer, hdr + 1, alen) != 0) {
         log_warn("replace stream: bad header");
         conn_close(c, false);
-        return;
+        return len;
     }
     c->file_fd = c->ss->offers.open(c->ss->offers.ud, &c->peer, &c->offer_id, &c->file_size);
     if (c->file_fd < 0) {
         char buf[KADDR_STRLEN];
         log_warn("replace stream: no offer for %s", kaddr_format(&c->peer, buf));
         conn_close(c, false);
-        return;
+        return len;
     }
     c->offer_bound = true;
     c->state = SS_SEND_FILE;
-    conn_watch(c, EV_WRITE);
+    nconn_pause(&c->nc);                 /* the acknowledgements are read after the file */
+    nconn_mark(&c->nc);                  /* send_file_refill starts the file */
+    return STREAM_HEADER_LEN;
 }
 
-static void send_file(stream_conn *c)
+/* nconn drained while sending: the next chunk of the offer file, or the end of it. */
+static void send_file_refill(stream_conn *c)
 {
-    for (int budget = 16; budget > 0; budget--) {
-        if (nbuf_pending(&c->out) == 0) {
-            if (c->file_off >= c->file_size) {
-                c->state = SS_READ_ACK;
-                unpacker_start(c);
-                conn_watch(c, EV_READ);
-                conn_timer(c, STREAM_IDLE_TIMEOUT);
-                return;
-            }
-            off_t want = c->file_size - c->file_off;
-            size_t len = want > STREAM_CHUNK ? STREAM_CHUNK : (size_t)want;
-            nbuf_reserve(&c->out, len);           /* empty: the chunk goes at the front */
-            ssize_t n = pread(c->file_fd, c->out.data, len, c->file_off);
-            if (n <= 0) {
-                log_error("replace stream: reading the offer file failed: %s", strerror(errno));
-                conn_close(c, false);
-                return;
-            }
-            c->file_off += n;
-            c->out.len = (size_t)n;
-        }
-        int rc = out_flush(c);
-        if (rc < 0) {
-            conn_close(c, false);
-            return;
-        }
+    if (c->file_off >= c->file_size) {
+        c->state = SS_READ_ACK;
+        unpacker_start(c);
+        nconn_resume(&c->nc);
         conn_timer(c, STREAM_IDLE_TIMEOUT);
-        if (rc == 0)
-            return;
-    }
-}
-
-static void send_ack_read(stream_conn *c)
-{
-    msgpack_unpacker_reserve_buffer(&c->unp, 256);
-    ssize_t n = read(c->fd, msgpack_unpacker_buffer(&c->unp), msgpack_unpacker_buffer_capacity(&c->unp));
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-        conn_close(c, false);            /* closed before the final nil */
         return;
     }
-    if (n < 0)
-        return;
-    if (mpscan_execute(&c->scan, msgpack_unpacker_buffer(&c->unp), (size_t)n) != MPSCAN_OK) {
+    off_t want = c->file_size - c->file_off;
+    size_t len = want > STREAM_CHUNK ? STREAM_CHUNK : (size_t)want;
+    nbuf *out = nconn_out(&c->nc);
+    nbuf_reserve(out, len);              /* empty: the chunk goes at the front */
+    ssize_t n = pread(c->file_fd, out->data, len, c->file_off);
+    if (n <= 0) {
+        log_error("replace stream: reading the offer file failed: %s", strerror(errno));
         conn_close(c, false);
         return;
     }
-    msgpack_unpacker_buffer_consumed(&c->unp, (size_t)n);
+    c->file_off += n;
+    out->len = (size_t)n;
+    conn_timer(c, STREAM_IDLE_TIMEOUT);
+}
+
+/* 0x90 keep-alives until the final nil (step 6). */
+static size_t send_ack_parse(stream_conn *c, const char *p, size_t len)
+{
+    if (mpscan_execute(&c->scan, p, len) != MPSCAN_OK) {
+        conn_close(c, false);
+        return len;
+    }
+    msgpack_unpacker_reserve_buffer(&c->unp, len);
+    memcpy(msgpack_unpacker_buffer(&c->unp), p, len);
+    msgpack_unpacker_buffer_consumed(&c->unp, len);
     for (;;) {
         msgpack_unpack_return r = msgpack_unpacker_next(&c->unp, &c->res);
         if (r == MSGPACK_UNPACK_CONTINUE)
             break;
         if (r != MSGPACK_UNPACK_SUCCESS) {
             conn_close(c, false);
-            return;
+            break;
         }
         if (c->res.data.type == MSGPACK_OBJECT_NIL) {
             conn_close(c, true);         /* delivered (step 6) */
-            return;
+            break;
         }
         conn_timer(c, STREAM_IDLE_TIMEOUT);   /* 0x90 keep-alive */
     }
+    return len;
 }
 
 /* ---- receiver: pull a stream and apply it with store-if-newer ---- */
@@ -367,42 +325,32 @@ static bool recv_inflate(stream_conn *c)
     return true;
 }
 
-/* Returns false if the connection was closed. */
-static bool recv_read(stream_conn *c)
+/* Inflate and apply one piece of the stream.  Returns the bytes used (all). */
+static size_t recv_parse(stream_conn *c, const char *p, size_t len)
 {
-    uint8_t in[STREAM_CHUNK];
-    ssize_t n = read(c->fd, in, sizeof(in));
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-        conn_close(c, false);            /* EOF/RST before the nil: a failed offer (§10.7) */
-        return false;
-    }
-    if (n < 0)
-        return true;
     conn_timer(c, STREAM_IDLE_TIMEOUT);
     if (c->z_end)
-        return true;                     /* trailing bytes after the zlib stream */
-    c->z.next_in = in;
-    c->z.avail_in = (uInt)n;
+        return len;                      /* trailing bytes after the zlib stream */
+    c->z.next_in = (Bytef *)p;
+    c->z.avail_in = (uInt)len;
     if (!recv_inflate(c)) {
         log_warn(c->store_failed ? "replace stream: the store refused a record (disk full?)"
                                  : "replace stream: corrupt data");
         conn_close(c, false);
-        return false;
     }
-    return true;
+    return len;
 }
 
-/* Returns false if the connection was closed. */
-static bool recv_connected(stream_conn *c)
+/* nconn connected: identify ourselves and start receiving. */
+static void recv_connected(nconn *nc, int err)
 {
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+    stream_conn *c = NCONN_CONTAINER_OF(nc, stream_conn, nc);
+    if (err != 0) {
         char buf[KADDR_STRLEN];
         log_warn("replace stream: connect to %s failed: %s", kaddr_format(&c->peer, buf),
-                 strerror(err ? err : errno));
+                 strerror(err));
         conn_close(c, false);
-        return false;
+        return;
     }
     /* step 3: length of our address dump, the dump, zero padding */
     uint8_t hdr[STREAM_HEADER_LEN] = { 0 };
@@ -412,69 +360,69 @@ static bool recv_connected(stream_conn *c)
     out_queue(c, hdr, sizeof(hdr));
     if (inflateInit(&c->z) != Z_OK) {
         conn_close(c, false);
-        return false;
+        return;
     }
     c->z_init = true;
     unpacker_start(c);
     c->state = SR_RECEIVE;
     conn_timer(c, STREAM_IDLE_TIMEOUT);
-    return true;
 }
 
-/* ---- the one state machine ---- */
+/* ---- the one state machine: what each state does with input, output and EOF ---- */
 
-static void conn_drive(stream_conn *c, int revents)
+static size_t conn_parse(nconn *nc, const char *p, size_t len, size_t *need)
 {
+    stream_conn *c = NCONN_CONTAINER_OF(nc, stream_conn, nc);
     switch (c->state) {
     case SS_READ_HEADER:
-        send_header_read(c);
-        return;
+        return send_header_parse(c, p, len, need);
     case SS_SEND_FILE:
-        send_file(c);
-        return;
+        return 0;                        /* paused; nothing is read while sending */
     case SS_READ_ACK:
-        send_ack_read(c);
-        return;
+        return send_ack_parse(c, p, len);
     case SR_CONNECTING:
-        if (!recv_connected(c))
-            return;
-        break;
+        return 0;
     case SR_RECEIVE:
-        if ((revents & EV_READ) && !recv_read(c))
-            return;
-        break;
+        return recv_parse(c, p, len);
     case SR_FLUSH:
-        break;
-    case SR_DRAIN: {
-        uint8_t junk[4096];
-        ssize_t n = read(c->fd, junk, sizeof(junk));
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
-            conn_close(c, true);
-        return;
+    case SR_DRAIN:
+        return len;                      /* the stream is applied; the rest is ignored */
     }
-    }
-    /* receiver: push out the header, keep-alives and the final nil */
-    int rc = out_flush(c);
-    if (rc < 0) {
-        conn_close(c, false);
-        return;
-    }
-    if (c->state == SR_FLUSH && rc == 1) {
+    return 0;
+}
+
+static void conn_drained(nconn *nc)
+{
+    stream_conn *c = NCONN_CONTAINER_OF(nc, stream_conn, nc);
+    if (c->state == SS_SEND_FILE) {
+        send_file_refill(c);
+    } else if (c->state == SR_FLUSH) {
         /* step 5 done.  The nil can be decoded before the zlib trailer behind it has
          * arrived; closing now would answer that trailer with a reset, and a sender still
          * writing it would abandon an offer we applied (its replace then never ends).
          * So half-close and read until the sender closes, as it does after the nil. */
-        shutdown(c->fd, SHUT_WR);
+        shutdown(nconn_fd(nc), SHUT_WR);
         c->state = SR_DRAIN;
-        conn_watch(c, EV_READ);
+        c->ok = true;
         conn_timer(c, STREAM_DRAIN_TIMEOUT);
-        return;
     }
-    if (c->state == SR_FLUSH)
-        conn_watch(c, EV_WRITE);
-    else
-        conn_watch(c, rc == 1 ? EV_READ : EV_READ | EV_WRITE);
 }
+
+/* nconn eof: the peer closed.  Before the nil that fails the offer (§10.7); after it
+ * (the receiver's last states) the stream was applied. */
+static void conn_eof(nconn *nc)
+{
+    stream_conn *c = NCONN_CONTAINER_OF(nc, stream_conn, nc);
+    conn_close(c, c->state == SR_FLUSH || c->state == SR_DRAIN);
+}
+
+static const nconn_ops conn_ops = {
+    .parse = conn_parse,
+    .eof = conn_eof,
+    .drained = conn_drained,
+    .connected = recv_connected,
+    .closed = conn_closed,
+};
 
 /* ---- accept and pull ---- */
 
@@ -484,7 +432,7 @@ static void accepted(void *ud, int fd)
     stream_set *ss = ud;
     daemon_socket_setup(fd);
     stream_conn *c = conn_new(ss, fd, SS_READ_HEADER);
-    conn_watch(c, EV_READ);
+    nconn_start(&c->nc);
     conn_timer(c, STREAM_IDLE_TIMEOUT);
 }
 
@@ -515,7 +463,7 @@ void stream_pull_start(stream_set *ss, const kaddr *stream_addr)
         conn_close(c, false);
         return;
     }
-    conn_watch(c, EV_WRITE);
+    nconn_connect(&c->nc);
     conn_timer(c, ss->srv->cfg.connect_timeout > 0 ? ss->srv->cfg.connect_timeout : 10.0);
 }
 
@@ -525,6 +473,7 @@ stream_set *stream_set_new(server *srv, const stream_offers *offers)
     ss->srv = srv;
     ss->offers = *offers;
     ss->listen_fd = -1;
+    nconn_group_init(&ss->group, srv->loop, true);
     return ss;
 }
 
@@ -535,7 +484,8 @@ void stream_set_free(stream_set *ss)
         net_listener_stop(&ss->listener);
         close(ss->listen_fd);
     }
-    while (ss->conns != NULL)
-        conn_close(ss->conns, false);
+    for (stream_conn *c = ss->conns; c != NULL; c = c->next)
+        conn_close(c, false);
+    nconn_group_destroy(&ss->group);     /* the closes finish here */
     free(ss);
 }

@@ -1364,6 +1364,36 @@ static size_t make_valid_messages(msgpack_sbuffer *out)
     return k;
 }
 
+/* mpscan_complete marks where each message of a stream ends, fed in any split (byte by
+ * byte here), and mpscan_message_need never asks for more than the message in progress:
+ * the RPC connection decodes a message only once it is whole and reserves room for it. */
+static void test_mpscan_message_boundaries(void **state)
+{
+    (void)state;
+    msgpack_sbuffer m[NVALID];
+    size_t nm = make_valid_messages(m);
+    mpscan s;
+    mpscan_init(&s, RPC_LIMIT_MESSAGE, RPC_LIMIT_ELEMENTS);
+    uint64_t start = 0;
+    for (size_t i = 0; i < nm; i++) {
+        const char *p = m[i].data;
+        size_t len = m[i].size;
+        for (size_t k = 0; k < len; k++) {
+            assert_int_equal(mpscan_complete(&s), start);
+            if (k > 0) {
+                uint64_t need = mpscan_message_need(&s);
+                assert_true(need > k && need <= len);
+            }
+            assert_int_equal(mpscan_execute(&s, p + k, 1), MPSCAN_OK);
+        }
+        start += len;
+        assert_int_equal(mpscan_complete(&s), start);
+        assert_int_equal(mpscan_message_need(&s), 0);
+    }
+    for (size_t i = 0; i < nm; i++)
+        msgpack_sbuffer_destroy(&m[i]);
+}
+
 /* Every msgpack format passes, whole and byte by byte; the size and element limits are
  * exact (a message of L bytes and E elements passes with limits L, E and fails with L-1
  * or E-1), and a stream of all of them passes, so message boundaries match msgpack-c's. */
@@ -1611,6 +1641,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fragmented_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timed_call_deadline_and_rtt, setup, teardown),
         cmocka_unit_test(test_mpscan_accepts_valid_messages),
+        cmocka_unit_test(test_mpscan_message_boundaries),
         cmocka_unit_test(test_mpscan_rejects_huge_headers),
         cmocka_unit_test(test_mpscan_rejects_deep_nesting),
         cmocka_unit_test_setup_teardown(test_hostile_headers_close_only_that_connection, setup,
