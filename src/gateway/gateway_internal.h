@@ -34,6 +34,9 @@ enum gw_peer_kind { GW_PEER_UNKNOWN = 0, GW_PEER_ORIGINAL, GW_PEER_MODERN };
 typedef struct gw_peer {
     kaddr addr;
     int kind;                  /* enum gw_peer_kind */
+    uint32_t ext;              /* its STATUS_EXT_* bits (modern only) */
+    bool unreachable;          /* writes to it go through a relay until a probe answers
+                                * (gw_write_unreachable) */
     ev_tstamp until;           /* the answer is fresh until then; later asked again */
     bool probing;              /* a background GetStatus is out */
 } gw_peer;
@@ -87,6 +90,12 @@ bool gw_session_suspect(const rpc_session *s);
 #define GW_PROBE_INTERVAL 0.5
 bool gw_write_blocked(gateway *gw, rpc_session *s);
 
+/* A direct write to coordinator session s got no answer (timeout, lost connection): drop
+ * s abortively, so that nothing sent or queued on it can reach the server later (once a
+ * cut heals) and overwrite what was written meanwhile through a relay, and count s's
+ * server as unreachable (gw_write_blocked) until a probe answers. */
+void gw_write_unreachable(gateway *gw, rpc_session *s);
+
 /* ---- gwop.c */
 
 /* How this gateway lays out raw (meta 0) payloads: its -E/-F as ITEM_RAW_* bits. */
@@ -118,6 +127,15 @@ void gw_rmw_fallback(gateway *gw, unsigned op, unsigned uflags, const char *key,
 void gw_peer_set(gateway *gw, const kaddr *addr, int kind);
 int gw_peer_kind(gateway *gw, rpc_session *s);
 void gw_peer_refresh(gateway *gw, rpc_session *s);
+
+/* Does s's server relay writes (Forward, STATUS_EXT_FORWARD)?  Only a server that said
+ * so is ever sent a Forward: an original drops the connection on an unknown method.  An
+ * unknown or stale answer is asked again in the background. */
+bool gw_peer_relays(gateway *gw, rpc_session *s);
+
+/* The unreachable mark of addr (gw_write_unreachable); set, or ask. */
+void gw_peer_set_unreachable(gateway *gw, const kaddr *addr, bool on);
+bool gw_peer_unreachable(gateway *gw, const kaddr *addr);
 
 /* Ask s's server what it speaks (GetStatus of STATUS_EXTENSIONS), record the answer,
  * then call cb(ud) from the loop. */
