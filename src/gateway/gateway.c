@@ -95,9 +95,10 @@ double gw_attempt_timeout(const gateway *gw, rpc_session *s, bool get, double re
     return t > 0.01 ? t : 0.01;
 }
 
-bool gw_session_suspect(const rpc_session *s)
+bool gw_session_suspect(gateway *gw, rpc_session *s)
 {
-    return rpc_session_timeouts(s) > 0;
+    return rpc_session_timeouts(s) > 0 ||
+           (gw->nunreachable > 0 && gw_peer_unreachable(gw, rpc_session_addr(s)));
 }
 
 /* ud of a write-path probe: whose unreachable mark its answer clears. */
@@ -120,7 +121,7 @@ bool gw_write_blocked(gateway *gw, rpc_session *s)
     if (!(gw->cfg.request_timeout > 0))
         return false;
     if (rpc_session_timeouts(s) < GW_SUSPECT_TIMEOUTS &&
-        !gw_peer_unreachable(gw, rpc_session_addr(s)))
+        !(gw->nunreachable > 0 && gw_peer_unreachable(gw, rpc_session_addr(s))))
         return false;
     if (ev_now(gw->loop) - rpc_session_last_call(s) >= GW_PROBE_INTERVAL) {
         /* a cheap probe (GetStatus pid): its answer, when it comes, clears the

@@ -55,6 +55,7 @@ struct gateway {
     bool closing;
     gw_op *live;               /* ops in flight */
     gw_peer peers[GW_PEERS_MAX];
+    unsigned nunreachable;     /* peers marked unreachable: 0 spares the lookups */
     gw_op *pool;
     size_t npool;
 };
@@ -77,9 +78,10 @@ void gw_renew_check(gateway *gw);
  * Returns 0 when neither applies (-Rt 0: the original's step timeouts). */
 double gw_attempt_timeout(const gateway *gw, rpc_session *s, bool get, double remaining);
 
-/* Has s stopped answering: calls timed out since its last answer (rpc layer)?  Gets
- * then go to the key's other replicas first. */
-bool gw_session_suspect(const rpc_session *s);
+/* Has s stopped answering: calls timed out since its last answer (rpc layer), or its
+ * server is marked unreachable (gw_write_unreachable; a new session has no timeouts
+ * yet)?  Gets then go to the key's other replicas first. */
+bool gw_session_suspect(gateway *gw, rpc_session *s);
 
 /* Should a write to coordinator session s fail at once (kumofs-c)?  Yes when s stopped
  * answering (GW_SUSPECT_TIMEOUTS calls timed out since its last answer): the write is

@@ -375,7 +375,7 @@ static rpc_session *op_relay_session(gw_op *op, gw_space *sp, const hs_node *coo
         if (slots[i] == coord || !slots[i]->active)
             continue;
         rpc_session *rs = gw_space_session(op->gw, sp, (size_t)(slots[i] - sp->hs.nodes));
-        if (!gw_session_suspect(rs) && gw_peer_relays(op->gw, rs))
+        if (!gw_session_suspect(op->gw, rs) && gw_peer_relays(op->gw, rs))
             return rs;
     }
     return NULL;
@@ -481,10 +481,10 @@ static void op_send(gw_op *op)
         return;
     }
     rpc_session *s = gw_space_session(gw, sp, (size_t)(n - sp->hs.nodes));
-    for (unsigned k = 1; op->kind == OP_GET && k < 3 && gw_session_suspect(s); k++) {
+    for (unsigned k = 1; op->kind == OP_GET && k < 3 && gw_session_suspect(gw, s); k++) {
         const hs_node *alt = hashspace_server_for(&sp->hs, dbkey_hash(op->buf), (offset + k) % 3);
         rpc_session *as = gw_space_session(gw, sp, (size_t)(alt - sp->hs.nodes));
-        if (alt->active && !gw_session_suspect(as))
+        if (alt->active && !gw_session_suspect(gw, as))
             s = as;
     }
     if (op->kind != OP_GET) {

@@ -46,6 +46,8 @@ void gw_peer_set(gateway *gw, const kaddr *addr, int kind)
     gw_peer *p = peer_slot(gw, addr, &found);
     if (!found) {
         p->probing = false;
+        if (p->unreachable)
+            gw->nunreachable--;
         p->unreachable = false;
     }
     if (!found || kind != p->kind)
@@ -77,6 +79,7 @@ static void peer_probed(rpc_session *s, const rpc_result *r, void *ud)
             bool modern = kwire_get_u32(r->result, &ext) && (ext & STATUS_EXT_V1);
             gw_peer_set(p->gw, &p->addr, modern ? GW_PEER_MODERN : GW_PEER_ORIGINAL);
             peer_slot(p->gw, &p->addr, &found)->ext = modern ? ext : 0;
+            gw_peer_set_unreachable(p->gw, &p->addr, false);   /* it answered */
         }
     }
     (void)s;
@@ -110,6 +113,8 @@ void gw_peer_refresh(gateway *gw, rpc_session *s)
         p->kind = GW_PEER_UNKNOWN;
         p->until = 0;
         p->ext = 0;
+        if (p->unreachable)
+            gw->nunreachable--;
         p->unreachable = false;
     }
     p->probing = true;
@@ -120,9 +125,16 @@ void gw_peer_set_unreachable(gateway *gw, const kaddr *addr, bool on)
 {
     bool found;
     gw_peer *p = peer_slot(gw, addr, &found);
-    if (found)
+    if (found) {
+        if (p->unreachable && !on)
+            gw->nunreachable--;
+        else if (!p->unreachable && on)
+            gw->nunreachable++;
         p->unreachable = on;
-    else if (on) {
+    } else if (on) {
+        if (p->unreachable)         /* a slot is only taken over when nothing is kept */
+            gw->nunreachable--;
+        gw->nunreachable++;
         /* a new entry: its kind is asked by the next gw_peer_kind / _relays */
         p->addr = *addr;
         p->kind = GW_PEER_UNKNOWN;
