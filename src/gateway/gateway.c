@@ -144,8 +144,8 @@ void gw_write_unreachable(gateway *gw, rpc_session *s)
     if (rpc_session_is_lost(s))
         return;
     char a[KADDR_STRLEN];
-    log_info("write to %s got no answer: dropping its connection; writes go through a relay "
-             "until it answers", kaddr_format(rpc_session_addr(s), a));
+    log_info("%s did not answer a write: dropping its connection; writes go through a "
+             "relay until it answers", kaddr_format(rpc_session_addr(s), a));
     /* marked first: the calls failed by the abort are sent again at once, and must see it */
     gw_peer_set_unreachable(gw, rpc_session_addr(s), true);
     rpc_session_abort(s);

@@ -422,9 +422,11 @@ static void op_send_write(gw_op *op, gw_space *sp, const hs_node *n, rpc_session
     double tmo = gw_attempt_timeout(gw, rs ? rs : s, false, left);
     msgpack_packer *pk;
     if (rs != NULL) {
-        /* Forward [target, method, params, timeout_ms]: the relay gives up a little
-         * before this gateway does, so its answer still arrives */
-        double relay_tmo = tmo > 0 ? tmo - 2 * RPC_DEADLINE_RESOLUTION : 0;
+        /* Forward [target, method, params, timeout_ms]: the relay gives up (and drops
+         * its connection to the target) well before this gateway does, so its answer
+         * arrives before this write is sent any other way */
+        double margin = tmo / 4 > 0.1 ? tmo / 4 : 0.1;
+        double relay_tmo = tmo > 0 ? tmo - margin : 0;
         op->relayed = true;
         op->target = n->addr;
         pk = rpc_call_begin_timed(rs, SRV_FORWARD, tmo, cb, op);
@@ -531,6 +533,14 @@ static bool op_reply_usable(gw_op *op, rpc_session *s, const rpc_result *r)
                 (rpc_session_timeouts(s) > 0 || gw_peer_unreachable(op->gw, rpc_session_addr(s))))
                 op->maybe_applied = true;
             gw_write_unreachable(op->gw, s);
+        } else if (op->kind != OP_GET && no_answer) {
+            /* relayed: the relay, or its own connection to the coordinator, went away
+             * (the relay drops that connection itself when it times out).  When the relay
+             * did not answer us, the Forward itself is dropped on the way, as above */
+            if (r->err == RPC_TIMEOUT && rpc_session_timeouts(s) > 0)
+                gw_write_unreachable(op->gw, s);
+            if (op->kind == OP_UPDATE)
+                op->maybe_applied = true;   /* it may have been passed on already */
         }
         op_attempt_failed(op, r->err);
         return false;

@@ -40,8 +40,12 @@ static bool flat_array(const msgpack_object *o)
 
 static void relayed_cb(rpc_session *s, const rpc_result *r, void *ud)
 {
-    (void)s;
     relay_call *c = ud;
+    if (r->err == RPC_TIMEOUT && !c->srv->stopping)
+        /* the target did not answer in time: drop what is still on the way to it (TCP
+         * RST), so that this write can never be applied after the gateway was told it
+         * failed and the client wrote the key again through another path */
+        rpc_session_abort(s);
     if (!c->srv->stopping) {
         msgpack_packer *pk = rpc_reply_begin(c->client, c->msgid);
         if (r->err == RPC_TRANSPORT_LOST || r->err == RPC_NODE_LOST || r->err == RPC_TIMEOUT) {
