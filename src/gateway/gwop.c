@@ -426,7 +426,9 @@ static void op_send_write(gw_op *op, gw_space *sp, const hs_node *n, rpc_session
          * its connection to the target) well before this gateway does, so its answer
          * arrives before this write is sent any other way */
         double margin = tmo / 4 > 0.1 ? tmo / 4 : 0.1;
-        double relay_tmo = tmo > 0 ? tmo - margin : 0;
+        uint32_t relay_ms = 0;                   /* -Rt 0: the relay's default */
+        if (tmo > 0)
+            relay_ms = tmo - margin > 0.01 ? (uint32_t)((tmo - margin) * 1000) : 10;
         op->relayed = true;
         op->target = n->addr;
         pk = rpc_call_begin_timed(rs, SRV_FORWARD, tmo, cb, op);
@@ -434,7 +436,7 @@ static void op_send_write(gw_op *op, gw_space *sp, const hs_node *n, rpc_session
         kwire_pack_addr(pk, &n->addr);
         msgpack_pack_uint32(pk, op_write_method(op));
         op_pack_write(op, pk);
-        msgpack_pack_uint32(pk, relay_tmo > 0.01 ? (uint32_t)(relay_tmo * 1000) : 10);
+        msgpack_pack_uint32(pk, relay_ms);
         rpc_call_end(rs);
         return;
     }
