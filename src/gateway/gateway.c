@@ -95,25 +95,60 @@ double gw_attempt_timeout(const gateway *gw, rpc_session *s, bool get, double re
     return t > 0.01 ? t : 0.01;
 }
 
-bool gw_session_suspect(const rpc_session *s)
+bool gw_session_suspect(gateway *gw, rpc_session *s)
 {
-    return rpc_session_timeouts(s) > 0;
+    return rpc_session_timeouts(s) > 0 ||
+           (gw->nunreachable > 0 && gw_peer_unreachable(gw, rpc_session_addr(s)));
+}
+
+/* ud of a write-path probe: whose unreachable mark its answer clears. */
+typedef struct gw_probe {
+    gateway *gw;
+    kaddr addr;
+} gw_probe;
+
+static void write_probe_cb(rpc_session *s, const rpc_result *r, void *ud)
+{
+    gw_probe *p = ud;
+    (void)s;
+    if (r->err == RPC_OK && !p->gw->closing)
+        gw_peer_set_unreachable(p->gw, &p->addr, false);
+    free(p);
 }
 
 bool gw_write_blocked(gateway *gw, rpc_session *s)
 {
-    if (!(gw->cfg.request_timeout > 0) || rpc_session_timeouts(s) < GW_SUSPECT_TIMEOUTS)
+    if (!(gw->cfg.request_timeout > 0))
+        return false;
+    if (rpc_session_timeouts(s) < GW_SUSPECT_TIMEOUTS &&
+        !(gw->nunreachable > 0 && gw_peer_unreachable(gw, rpc_session_addr(s))))
         return false;
     if (ev_now(gw->loop) - rpc_session_last_call(s) >= GW_PROBE_INTERVAL) {
         /* a cheap probe (GetStatus pid): its answer, when it comes, clears the
-         * suspicion in the rpc layer; no client request waits for it */
+         * suspicion in the rpc layer and the unreachable mark; no client request waits
+         * for it */
+        gw_probe *p = xmalloc(sizeof *p);
+        p->gw = gw;
+        p->addr = *rpc_session_addr(s);
         msgpack_packer *pk = rpc_call_begin_timed(s, SRV_GET_STATUS, gw->cfg.attempt_max,
-                                                  NULL, NULL);
+                                                  write_probe_cb, p);
         msgpack_pack_array(pk, 1);
         msgpack_pack_uint32(pk, STATUS_PID);
         rpc_call_end(s);
     }
     return true;
+}
+
+void gw_write_unreachable(gateway *gw, rpc_session *s)
+{
+    if (rpc_session_is_lost(s))
+        return;
+    char a[KADDR_STRLEN];
+    log_info("%s did not answer a write: dropping its connection; writes go through a "
+             "relay until it answers", kaddr_format(rpc_session_addr(s), a));
+    /* marked first: the calls failed by the abort are sent again at once, and must see it */
+    gw_peer_set_unreachable(gw, rpc_session_addr(s), true);
+    rpc_session_abort(s);
 }
 
 /* Accept a HashSpacePair [wseed, rseed] (wire.md §7.8).  False on a type error. */

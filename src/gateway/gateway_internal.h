@@ -34,6 +34,9 @@ enum gw_peer_kind { GW_PEER_UNKNOWN = 0, GW_PEER_ORIGINAL, GW_PEER_MODERN };
 typedef struct gw_peer {
     kaddr addr;
     int kind;                  /* enum gw_peer_kind */
+    uint32_t ext;              /* its STATUS_EXT_* bits (modern only) */
+    bool unreachable;          /* writes to it go through a relay until a probe answers
+                                * (gw_write_unreachable) */
     ev_tstamp until;           /* the answer is fresh until then; later asked again */
     bool probing;              /* a background GetStatus is out */
 } gw_peer;
@@ -52,6 +55,7 @@ struct gateway {
     bool closing;
     gw_op *live;               /* ops in flight */
     gw_peer peers[GW_PEERS_MAX];
+    unsigned nunreachable;     /* peers marked unreachable: 0 spares the lookups */
     gw_op *pool;
     size_t npool;
 };
@@ -74,9 +78,10 @@ void gw_renew_check(gateway *gw);
  * Returns 0 when neither applies (-Rt 0: the original's step timeouts). */
 double gw_attempt_timeout(const gateway *gw, rpc_session *s, bool get, double remaining);
 
-/* Has s stopped answering: calls timed out since its last answer (rpc layer)?  Gets
- * then go to the key's other replicas first. */
-bool gw_session_suspect(const rpc_session *s);
+/* Has s stopped answering: calls timed out since its last answer (rpc layer), or its
+ * server is marked unreachable (gw_write_unreachable; a new session has no timeouts
+ * yet)?  Gets then go to the key's other replicas first. */
+bool gw_session_suspect(gateway *gw, rpc_session *s);
 
 /* Should a write to coordinator session s fail at once (kumofs-c)?  Yes when s stopped
  * answering (GW_SUSPECT_TIMEOUTS calls timed out since its last answer): the write is
@@ -86,6 +91,12 @@ bool gw_session_suspect(const rpc_session *s);
 #define GW_SUSPECT_TIMEOUTS 2
 #define GW_PROBE_INTERVAL 0.5
 bool gw_write_blocked(gateway *gw, rpc_session *s);
+
+/* A direct write to coordinator session s got no answer (timeout, lost connection): drop
+ * s abortively, so that nothing sent or queued on it can reach the server later (once a
+ * cut heals) and overwrite what was written meanwhile through a relay, and count s's
+ * server as unreachable (gw_write_blocked) until a probe answers. */
+void gw_write_unreachable(gateway *gw, rpc_session *s);
 
 /* ---- gwop.c */
 
@@ -118,6 +129,15 @@ void gw_rmw_fallback(gateway *gw, unsigned op, unsigned uflags, const char *key,
 void gw_peer_set(gateway *gw, const kaddr *addr, int kind);
 int gw_peer_kind(gateway *gw, rpc_session *s);
 void gw_peer_refresh(gateway *gw, rpc_session *s);
+
+/* Does s's server relay writes (Forward, STATUS_EXT_FORWARD)?  Only a server that said
+ * so is ever sent a Forward: an original drops the connection on an unknown method.  An
+ * unknown or stale answer is asked again in the background. */
+bool gw_peer_relays(gateway *gw, rpc_session *s);
+
+/* The unreachable mark of addr (gw_write_unreachable); set, or ask. */
+void gw_peer_set_unreachable(gateway *gw, const kaddr *addr, bool on);
+bool gw_peer_unreachable(gateway *gw, const kaddr *addr);
 
 /* Ask s's server what it speaks (GetStatus of STATUS_EXTENSIONS), record the answer,
  * then call cb(ud) from the loop. */

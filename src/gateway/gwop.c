@@ -50,6 +50,10 @@ struct gw_op {
     bool raw_ok;               /* update: UPDATE_FLAG_RAW (this gateway has no -E/-F) */
     bool once;                 /* set: Update's retry rules (gw_set_once) */
     bool probed;               /* update: the coordinator's kind was asked (gw_peer_probe) */
+    bool via_relay;            /* write: the next attempt goes through a relay (Forward) */
+    bool relayed;              /* write: the attempt in flight went through a relay */
+    kaddr target;              /* ... to this coordinator */
+    bool maybe_applied;        /* update: its connection was dropped while it was out */
     uint8_t uflags;            /* update: UPDATE_FLAG_VALUE / _CREATE / _TTL */
     unsigned retry;            /* retries made so far */
     int last_err;
@@ -222,6 +226,8 @@ static bool op_retryable(const gw_op *op, int err)
         return err == GW_ERR_NO_SERVER || err == RPC_SERVER_ERROR;
     if (op->kind != OP_UPDATE)
         return true;
+    if (op->maybe_applied)
+        return false;
     return err == GW_ERR_NO_SERVER || err == RPC_NODE_LOST || err == RPC_TRANSPORT_LOST ||
            err == RPC_SERVER_ERROR;
 }
@@ -251,6 +257,13 @@ static void op_attempt_failed(gw_op *op, int err)
     /* get: offsets 1 and 2 at once, offset 0 (another round) after a pause; set and
      * delete always re-resolve the coordinator after a pause */
     bool now = op->kind == OP_GET && op->retry % 3 != 0;
+    if (op->kind != OP_GET && !op->relayed &&
+        (err == RPC_TIMEOUT || err == RPC_NODE_LOST || err == RPC_TRANSPORT_LOST)) {
+        /* kumofs-c: the coordinator did not answer this gateway; another owner of the
+         * key may still reach it, so the next attempt goes through it (Forward), now */
+        op->via_relay = true;
+        now = true;
+    }
     if (now && err != GW_ERR_NO_SERVER) {
         op_send(op);
         return;
@@ -317,6 +330,127 @@ static void on_get_reply(rpc_session *s, const rpc_result *r, void *ud);
 static void on_store_reply(rpc_session *s, const rpc_result *r, void *ud);
 static void on_update_reply(rpc_session *s, const rpc_result *r, void *ud);
 
+/* The server method of a write op and its params (wire.md §8.2 Set [operation, dbkey,
+ * dbvalue], Delete [flags, dbkey]; Update [op, flags, dbkey, dbvalue, arg],
+ * doc/protocol-additions.md), the same bytes sent to the coordinator or in a Forward. */
+static uint32_t op_write_method(const gw_op *op)
+{
+    return op->kind == OP_SET ? SRV_SET : op->kind == OP_DELETE ? SRV_DELETE : SRV_UPDATE;
+}
+
+static void op_pack_write(const gw_op *op, msgpack_packer *pk)
+{
+    switch (op->kind) {
+    case OP_SET:
+        msgpack_pack_array(pk, 3);
+        msgpack_pack_uint32(pk, op->setop);
+        kwire_pack_raw(pk, op->buf, op->keylen);
+        kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
+        break;
+    case OP_UPDATE:
+        msgpack_pack_array(pk, 5);
+        msgpack_pack_uint32(pk, op->setop);
+        msgpack_pack_uint32(pk, (op->async ? UPDATE_FLAG_ASYNC : 0) |
+                                (op->raw_ok ? UPDATE_FLAG_RAW : 0) | op->uflags);
+        kwire_pack_raw(pk, op->buf, op->keylen);
+        kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
+        msgpack_pack_uint64(pk, op->arg);
+        break;
+    default:
+        msgpack_pack_array(pk, 2);
+        msgpack_pack_uint32(pk, op->async ? STORE_FLAG_ASYNC : 0);
+        kwire_pack_raw(pk, op->buf, op->keylen);
+        break;
+    }
+}
+
+/* A relay for a write whose coordinator coord this gateway cannot reach: the session of
+ * another active owner of the key that answers and said it relays (gw_peer_relays: an
+ * original server is never sent a Forward), or NULL. */
+static rpc_session *op_relay_session(gw_op *op, gw_space *sp, const hs_node *coord)
+{
+    const hs_node *slots[HS_REPLICAS];
+    size_t n = hashspace_assign(&sp->hs, dbkey_hash(op->buf), slots);
+    for (size_t i = 0; i < n; i++) {
+        if (slots[i] == coord || !slots[i]->active)
+            continue;
+        rpc_session *rs = gw_space_session(op->gw, sp, (size_t)(slots[i] - sp->hs.nodes));
+        if (!gw_session_suspect(op->gw, rs) && gw_peer_relays(op->gw, rs))
+            return rs;
+    }
+    return NULL;
+}
+
+/* One attempt of a write to coordinator n (session s): direct, or wrapped in a Forward
+ * to another owner of the key when s stopped answering (gw_write_blocked) or the last
+ * direct attempt got no answer (kumofs-c; doc/protocol-additions.md §1.6). */
+static void op_send_write(gw_op *op, gw_space *sp, const hs_node *n, rpc_session *s)
+{
+    gateway *gw = op->gw;
+    bool blocked = gw_write_blocked(gw, s);
+    rpc_session *rs = blocked || op->via_relay ? op_relay_session(op, sp, n) : NULL;
+    op->via_relay = false;
+    op->relayed = false;
+    if (blocked && rs == NULL) {
+        op->fail_pending = true;
+        op->fail_err = GW_ERR_UNREACHABLE;
+        ev_timer_set(&op->delay, 0.0, 0.0);
+        ev_timer_start(gw->loop, &op->delay);
+        return;
+    }
+    if (op->kind == OP_UPDATE) {
+        switch (gw_peer_kind(gw, s)) {
+        case GW_PEER_ORIGINAL:
+            op_update_fallback(op);
+            return;
+        case GW_PEER_UNKNOWN:
+            /* ask first: an Update would make an original drop the connection.  Not
+             * through a relay (the coordinator would not answer the question): an
+             * original answers the relayed Update error 5 (on_update_reply) */
+            if (!op->probed && rs == NULL) {
+                op->probed = true;
+                gw_peer_probe(gw, s, op_probed_cb, op);
+                return;
+            }
+            break;
+        default:
+            break;
+        }
+    }
+    rpc_callback cb = op->kind == OP_UPDATE ? on_update_reply : on_store_reply;
+    double left = op_budget_left(op);
+    double tmo = gw_attempt_timeout(gw, rs ? rs : s, false, left);
+    msgpack_packer *pk;
+    if (rs != NULL) {
+        /* Forward [target, method, params, timeout_ms]: the relay gives up (and drops
+         * its connection to the target) well before this gateway does, so its answer
+         * arrives before this write is sent any other way */
+        double margin = tmo / 4 > 0.1 ? tmo / 4 : 0.1;
+        uint32_t relay_ms = 0;                   /* -Rt 0: the relay's default */
+        if (tmo > 0)
+            relay_ms = tmo - margin > 0.01 ? (uint32_t)((tmo - margin) * 1000) : 10;
+        op->relayed = true;
+        op->target = n->addr;
+        pk = rpc_call_begin_timed(rs, SRV_FORWARD, tmo, cb, op);
+        msgpack_pack_array(pk, 4);
+        kwire_pack_addr(pk, &n->addr);
+        msgpack_pack_uint32(pk, op_write_method(op));
+        op_pack_write(op, pk);
+        msgpack_pack_uint32(pk, relay_ms);
+        rpc_call_end(rs);
+        return;
+    }
+    /* A set or delete may be sent again after a timeout (the relay path above): the
+     * direct attempt gets half the budget, so the relayed one has time too.  An Update
+     * or a compare-and-swap step is never resent after a timeout (op_retryable). */
+    if (op->kind != OP_UPDATE && !op->once && tmo > 0 && left / 2 > gw->cfg.attempt_min &&
+        tmo > left / 2)
+        tmo = left / 2;
+    pk = rpc_call_begin_timed(s, op_write_method(op), tmo, cb, op);
+    op_pack_write(op, pk);
+    rpc_call_end(s);
+}
+
 /* One attempt: resolve the target in the current hash space and send. */
 static void op_send(gw_op *op)
 {
@@ -351,88 +485,66 @@ static void op_send(gw_op *op)
         return;
     }
     rpc_session *s = gw_space_session(gw, sp, (size_t)(n - sp->hs.nodes));
-    for (unsigned k = 1; op->kind == OP_GET && k < 3 && gw_session_suspect(s); k++) {
+    for (unsigned k = 1; op->kind == OP_GET && k < 3 && gw_session_suspect(gw, s); k++) {
         const hs_node *alt = hashspace_server_for(&sp->hs, dbkey_hash(op->buf), (offset + k) % 3);
         rpc_session *as = gw_space_session(gw, sp, (size_t)(alt - sp->hs.nodes));
-        if (alt->active && !gw_session_suspect(as))
+        if (alt->active && !gw_session_suspect(gw, as))
             s = as;
     }
-    if (op->kind != OP_GET && gw_write_blocked(gw, s)) {
-        op->fail_pending = true;
-        op->fail_err = GW_ERR_UNREACHABLE;
-        ev_timer_set(&op->delay, 0.0, 0.0);
-        ev_timer_start(gw->loop, &op->delay);
+    if (op->kind != OP_GET) {
+        op_send_write(op, sp, n, s);
         return;
     }
-    double tmo = gw_attempt_timeout(gw, s, op->kind == OP_GET, op_budget_left(op));
+    /* wire.md §8.2 Get [dbkey] */
+    double tmo = gw_attempt_timeout(gw, s, true, op_budget_left(op));
     msgpack_packer *pk;
-    switch (op->kind) {
-    case OP_GET:   /* wire.md §8.2 Get [dbkey] */
-        if (gw->cfg.cache && !op->cached)     /* memcached.md §5: the cached version */
-            op->cached = gwcache_get(gw->cfg.cache, op->buf + DBKEY_HASH_LEN,
-                                     op->keylen - DBKEY_HASH_LEN, &op->cachedlen);
-        if (op->cached) {   /* GetIfModified [dbkey, if_time] */
-            pk = rpc_call_begin_timed(s, SRV_GET_IF_MODIFIED, tmo, on_get_reply, op);
-            msgpack_pack_array(pk, 2);
-            kwire_pack_raw(pk, op->buf, op->keylen);
-            msgpack_pack_uint64(pk, dbvalue_clocktime(op->cached));
-            break;
-        }
+    if (gw->cfg.cache && !op->cached)     /* memcached.md §5: the cached version */
+        op->cached = gwcache_get(gw->cfg.cache, op->buf + DBKEY_HASH_LEN,
+                                 op->keylen - DBKEY_HASH_LEN, &op->cachedlen);
+    if (op->cached) {   /* GetIfModified [dbkey, if_time] */
+        pk = rpc_call_begin_timed(s, SRV_GET_IF_MODIFIED, tmo, on_get_reply, op);
+        msgpack_pack_array(pk, 2);
+        kwire_pack_raw(pk, op->buf, op->keylen);
+        msgpack_pack_uint64(pk, dbvalue_clocktime(op->cached));
+    } else {
         pk = rpc_call_begin_timed(s, SRV_GET, tmo, on_get_reply, op);
         msgpack_pack_array(pk, 1);
         kwire_pack_raw(pk, op->buf, op->keylen);
-        break;
-    case OP_SET:   /* Set [operation, dbkey, dbvalue] */
-        pk = rpc_call_begin_timed(s, SRV_SET, tmo, on_store_reply, op);
-        msgpack_pack_array(pk, 3);
-        msgpack_pack_uint32(pk, op->setop);
-        kwire_pack_raw(pk, op->buf, op->keylen);
-        kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
-        break;
-    case OP_UPDATE: /* Update [op, flags, dbkey, dbvalue, arg] (doc/protocol-additions.md) */
-        switch (gw_peer_kind(gw, s)) {
-        case GW_PEER_ORIGINAL:
-            op_update_fallback(op);
-            return;
-        case GW_PEER_UNKNOWN:
-            if (!op->probed) {
-                /* ask first: an Update would make an original drop the connection */
-                op->probed = true;
-                gw_peer_probe(gw, s, op_probed_cb, op);
-                return;
-            }
-            break;
-        default:
-            break;
-        }
-        pk = rpc_call_begin_timed(s, SRV_UPDATE, tmo, on_update_reply, op);
-        msgpack_pack_array(pk, 5);
-        msgpack_pack_uint32(pk, op->setop);
-        msgpack_pack_uint32(pk, (op->async ? UPDATE_FLAG_ASYNC : 0) |
-                                (op->raw_ok ? UPDATE_FLAG_RAW : 0) | op->uflags);
-        kwire_pack_raw(pk, op->buf, op->keylen);
-        kwire_pack_raw(pk, op->buf + op->keylen, op->vallen);
-        msgpack_pack_uint64(pk, op->arg);
-        break;
-    default:       /* Delete [flags, dbkey] */
-        pk = rpc_call_begin_timed(s, SRV_DELETE, tmo, on_store_reply, op);
-        msgpack_pack_array(pk, 2);
-        msgpack_pack_uint32(pk, op->async ? STORE_FLAG_ASYNC : 0);
-        kwire_pack_raw(pk, op->buf, op->keylen);
-        break;
     }
     rpc_call_end(s);
 }
 
-/* Common head of the reply callbacks: false when the reply is already dealt with (the
- * gateway is closing, or an RPC error went to the retry logic). */
-static bool op_reply_usable(gw_op *op, const rpc_result *r)
+/* Common head of the reply callbacks (s: where the attempt went): false when the reply
+ * is already dealt with (the gateway is closing, or an RPC error went to the retry
+ * logic). */
+static bool op_reply_usable(gw_op *op, rpc_session *s, const rpc_result *r)
 {
     if (op->gw->closing) {
         op_finish(op, GATEWAY_FAILED, NULL, 0);
         return false;
     }
     if (r->err != RPC_OK) {
+        bool no_answer = r->err == RPC_TIMEOUT || r->err == RPC_NODE_LOST ||
+                         r->err == RPC_TRANSPORT_LOST;
+        if (op->kind != OP_GET && !op->relayed && no_answer) {
+            /* the coordinator did not answer this gateway.  An Update may have reached
+             * it before its connection went (nothing tells), so it is not sent again;
+             * and whatever else is still on the way to it is dropped before the write
+             * goes another way (gw_write_unreachable) */
+            if (op->kind == OP_UPDATE && r->err != RPC_TIMEOUT &&
+                (rpc_session_timeouts(s) > 0 || gw_peer_unreachable(op->gw, rpc_session_addr(s))))
+                op->maybe_applied = true;
+            gw_write_unreachable(op->gw, s);
+        } else if (op->kind == OP_UPDATE && no_answer) {
+            /* relayed: the relay, or its own connection to the coordinator, went away
+             * (the relay drops that connection itself when it times out); it may have
+             * passed the Update on already.  The relay is not marked unreachable: it
+             * is usually late because the coordinator is (a frozen one), and marking
+             * it sent the writes of the keys it coordinates after the failover through
+             * relays too, where a late copy can land after newer writes (measured: stale
+             * reads in test_frozen_server_is_marked_fault_on_loopback under load) */
+            op->maybe_applied = true;
+        }
         op_attempt_failed(op, r->err);
         return false;
     }
@@ -442,7 +554,7 @@ static bool op_reply_usable(gw_op *op, const rpc_result *r)
 static void on_get_reply(rpc_session *s, const rpc_result *r, void *ud)
 {
     gw_op *op = ud;
-    if (!op_reply_usable(op, r))
+    if (!op_reply_usable(op, s, r))
         return;
     const char *p;
     size_t len;
@@ -471,7 +583,7 @@ static void on_get_reply(rpc_session *s, const rpc_result *r, void *ud)
 static void on_store_reply(rpc_session *s, const rpc_result *r, void *ud)
 {
     gw_op *op = ud;
-    if (!op_reply_usable(op, r))
+    if (!op_reply_usable(op, s, r))
         return;
     const msgpack_object *o = r->result;
     uint64_t ct;
@@ -496,12 +608,13 @@ static void on_update_reply(rpc_session *s, const rpc_result *r, void *ud)
     if (r->err == RPC_PROTOCOL_ERROR && !op->gw->closing) {
         /* An original kumofs 0.4.13 coordinator: "unknown method".  Nothing was done;
          * run the op as Get + compare-and-swap Sets (gwrmw.c), and send it no Update
-         * for a while: it drops the connection after that answer. */
-        gw_peer_set(op->gw, rpc_session_addr(s), GW_PEER_ORIGINAL);
+         * for a while: it drops the connection after that answer.  Through a relay
+         * (which relays, so it knows Forward) the answer is the coordinator's. */
+        gw_peer_set(op->gw, op->relayed ? &op->target : rpc_session_addr(s), GW_PEER_ORIGINAL);
         op_update_fallback(op);
         return;
     }
-    if (!op_reply_usable(op, r))
+    if (!op_reply_usable(op, s, r))
         return;
     static const int status_map[] = {
         GATEWAY_OK, GATEWAY_NOT_STORED, GATEWAY_EXISTS, GATEWAY_NOT_FOUND, GATEWAY_NON_NUMERIC,

@@ -23,14 +23,17 @@ static gw_peer *peer_slot(gateway *gw, const kaddr *addr, bool *found)
 {
     size_t slot = 0;
     for (size_t i = 0; i < GW_PEERS_MAX; i++) {
-        if (gw->peers[i].kind != GW_PEER_UNKNOWN || gw->peers[i].probing) {
+        if (gw->peers[i].kind != GW_PEER_UNKNOWN || gw->peers[i].probing
+            || gw->peers[i].unreachable) {
             if (kaddr_eq(&gw->peers[i].addr, addr)) {
                 *found = true;
                 return &gw->peers[i];
             }
         }
-        if (!gw->peers[i].probing
-            && (gw->peers[slot].probing || gw->peers[i].until < gw->peers[slot].until))
+        /* an entry being asked, or marked unreachable, is kept */
+        bool keep = gw->peers[i].probing || gw->peers[i].unreachable;
+        bool slot_kept = gw->peers[slot].probing || gw->peers[slot].unreachable;
+        if (!keep && (slot_kept || gw->peers[i].until < gw->peers[slot].until))
             slot = i;
     }
     *found = false;
@@ -41,8 +44,14 @@ void gw_peer_set(gateway *gw, const kaddr *addr, int kind)
 {
     bool found;
     gw_peer *p = peer_slot(gw, addr, &found);
-    if (!found)
+    if (!found) {
         p->probing = false;
+        if (p->unreachable)
+            gw->nunreachable--;
+        p->unreachable = false;
+    }
+    if (!found || kind != p->kind)
+        p->ext = 0;               /* learnt again by the next probe */
     p->addr = *addr;
     p->kind = kind;
     p->until = ev_now(gw->loop) + GW_PEER_TTL;
@@ -66,10 +75,12 @@ static void peer_probed(rpc_session *s, const rpc_result *r, void *ud)
             e->probing = false;
         /* a kumofs-c server answers its extension bits, an original nil; no answer (lost,
          * timeout) leaves the kind as it was and the Update goes out as before */
-        if (r->err == RPC_OK)
-            gw_peer_set(p->gw, &p->addr,
-                        kwire_get_u32(r->result, &ext) && (ext & STATUS_EXT_V1)
-                            ? GW_PEER_MODERN : GW_PEER_ORIGINAL);
+        if (r->err == RPC_OK) {
+            bool modern = kwire_get_u32(r->result, &ext) && (ext & STATUS_EXT_V1);
+            gw_peer_set(p->gw, &p->addr, modern ? GW_PEER_MODERN : GW_PEER_ORIGINAL);
+            peer_slot(p->gw, &p->addr, &found)->ext = modern ? ext : 0;
+            gw_peer_set_unreachable(p->gw, &p->addr, false);   /* it answered */
+        }
     }
     (void)s;
     if (p->cb)
@@ -101,9 +112,53 @@ void gw_peer_refresh(gateway *gw, rpc_session *s)
         p->addr = *rpc_session_addr(s);
         p->kind = GW_PEER_UNKNOWN;
         p->until = 0;
+        p->ext = 0;
+        if (p->unreachable)
+            gw->nunreachable--;
+        p->unreachable = false;
     }
     p->probing = true;
     gw_peer_probe(gw, s, NULL, NULL);
+}
+
+void gw_peer_set_unreachable(gateway *gw, const kaddr *addr, bool on)
+{
+    bool found;
+    gw_peer *p = peer_slot(gw, addr, &found);
+    if (found) {
+        if (p->unreachable && !on)
+            gw->nunreachable--;
+        else if (!p->unreachable && on)
+            gw->nunreachable++;
+        p->unreachable = on;
+    } else if (on) {
+        if (p->unreachable)         /* a slot is only taken over when nothing is kept */
+            gw->nunreachable--;
+        gw->nunreachable++;
+        /* a new entry: its kind is asked by the next gw_peer_kind / _relays */
+        p->addr = *addr;
+        p->kind = GW_PEER_UNKNOWN;
+        p->until = 0;
+        p->ext = 0;
+        p->probing = false;
+        p->unreachable = true;
+    }
+}
+
+bool gw_peer_unreachable(gateway *gw, const kaddr *addr)
+{
+    bool found;
+    gw_peer *p = peer_slot(gw, addr, &found);
+    return found && p->unreachable;
+}
+
+bool gw_peer_relays(gateway *gw, rpc_session *s)
+{
+    bool found;
+    gw_peer *p = peer_slot(gw, rpc_session_addr(s), &found);
+    if (!found || p->until <= ev_now(gw->loop))
+        gw_peer_refresh(gw, s);
+    return found && p->kind == GW_PEER_MODERN && (p->ext & STATUS_EXT_FORWARD);
 }
 
 int gw_peer_kind(gateway *gw, rpc_session *s)

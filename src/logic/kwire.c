@@ -35,6 +35,52 @@ int kwire_pack_seed(msgpack_packer *pk, const hashspace *hs)
     return msgpack_pack_uint64(pk, hs->clocktime);
 }
 
+static int pack_object(msgpack_packer *pk, const msgpack_object *o, int depth)
+{
+    if (depth > KWIRE_PACK_DEPTH_MAX)
+        return -1;
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL:
+        return msgpack_pack_nil(pk);
+    case MSGPACK_OBJECT_BOOLEAN:   /* wire.md §3: 0xc2/0xc3 only */
+        return o->via.boolean ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        return msgpack_pack_uint64(pk, o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return o->via.i64 >= 0 ? msgpack_pack_uint64(pk, (uint64_t)o->via.i64)
+                               : msgpack_pack_int64(pk, o->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        return msgpack_pack_double(pk, o->via.f64);
+    case MSGPACK_OBJECT_STR:
+        return kwire_pack_raw(pk, o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_BIN:
+        return kwire_pack_raw(pk, o->via.bin.ptr, o->via.bin.size);
+    case MSGPACK_OBJECT_ARRAY:
+        if (msgpack_pack_array(pk, o->via.array.size) != 0)
+            return -1;
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            if (pack_object(pk, &o->via.array.ptr[i], depth + 1) != 0)
+                return -1;
+        return 0;
+    case MSGPACK_OBJECT_MAP:
+        if (msgpack_pack_map(pk, o->via.map.size) != 0)
+            return -1;
+        for (uint32_t i = 0; i < o->via.map.size; i++)
+            if (pack_object(pk, &o->via.map.ptr[i].key, depth + 1) != 0 ||
+                pack_object(pk, &o->via.map.ptr[i].val, depth + 1) != 0)
+                return -1;
+        return 0;
+    default:                        /* ext: nothing in kumofs carries one */
+        return msgpack_pack_nil(pk);
+    }
+}
+
+int kwire_pack_object(msgpack_packer *pk, const msgpack_object *o)
+{
+    return pack_object(pk, o, 0);
+}
+
 bool kwire_get_raw(const msgpack_object *o, const char **data, size_t *len)
 {
     /* wire.md §3: STR (any width) and BIN are both "raw" */

@@ -24,6 +24,13 @@ int kwire_pack_node(msgpack_packer *pk, const hs_node *n);
 /* An HSSeed: [[node...], clocktime] (§7.3). */
 int kwire_pack_seed(msgpack_packer *pk, const hashspace *hs);
 
+/* Any decoded object again, in the forms above: byte strings (STR or BIN) as old raw,
+ * non-negative integers in the shortest unsigned form, arrays and maps element by
+ * element (a relay passing a request on, server/relay.c).  -1 on a packer failure or
+ * nesting deeper than KWIRE_PACK_DEPTH_MAX. */
+#define KWIRE_PACK_DEPTH_MAX 32
+int kwire_pack_object(msgpack_packer *pk, const msgpack_object *o);
+
 /* Booleans and nil through msgpack_pack_true/false/nil; integers through
  * msgpack_pack_uint64 (which msgpack-c emits in the shortest unsigned form). */
 

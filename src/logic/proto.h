@@ -37,6 +37,7 @@ enum server_method {
     SRV_UPDATE = 48,             /* kumofs-c: read-modify-write (doc/protocol-additions.md) */
     SRV_FLUSH = 49,              /* kumofs-c: flush_all (doc/protocol-additions.md) */
     SRV_GET_VERSION = 50,        /* kumofs-c: a record's stored version, tombstones too */
+    SRV_FORWARD = 51,            /* kumofs-c: relay a write to its coordinator (relay.c) */
     SRV_CREATE_BACKUP = 96,
     SRV_GET_STATUS = 97,
     SRV_SET_CONFIG = 98,
@@ -115,6 +116,7 @@ enum status_cmd {
     STATUS_EXTENSIONS = 48,
 };
 #define STATUS_EXT_V1 0x01   /* Update, Flush, GetVersion, tombstones in replace streams */
+#define STATUS_EXT_FORWARD 0x02   /* Forward (51): relays a write to its coordinator */
 
 /* GetStatus replstat bits. */
 #define REPLSTAT_INACTIVE 0x01

@@ -653,6 +653,17 @@ void rpc_session_shutdown(rpc_session *s)
         rpc_sess_lose(s, RPC_NODE_LOST);
 }
 
+void rpc_session_abort(rpc_session *s)
+{
+    if (!s->node || s->lost)
+        return;
+    for (rpc_conn *c = s->conns; c != NULL; c = c->snext) {
+        struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+        (void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    rpc_sess_lose(s, RPC_NODE_LOST);   /* also drops what was queued while unconnected */
+}
+
 /* Where the next message for s goes: the first bound connection, else the session queue
  * (sent once connected; asking for the connect).  NULL when nothing will be sent. */
 static nbuf *sess_out(rpc_session *s)

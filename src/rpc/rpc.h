@@ -112,6 +112,11 @@ void rpc_session_set_data(rpc_session *s, void *data);
  * RPC_NODE_LOST, lost_node fires for a cluster peer with a known role). */
 void rpc_session_shutdown(rpc_session *s);
 
+/* As rpc_session_shutdown, but abortive (kumofs-c): requests still queued or in a
+ * connection's send buffer are dropped, never delivered late once the network heals
+ * (TCP RST instead of FIN).  For a caller about to send them another way. */
+void rpc_session_abort(rpc_session *s);
+
 /* Make a call: returns a packer positioned where the params go; pack exactly one object
  * (the params array), then call rpc_call_end.  cb may be NULL (the response is dropped).
  * timeout_steps: usually RPC_DEFAULT_TIMEOUT_STEPS.  Never fails: on a lost session the

@@ -14,6 +14,7 @@
 #include "logic/proto.h"
 #include "logic/xmalloc.h"
 #include "server/dataop.h"
+#include "server/relay.h"
 #include "server/replace.h"
 #include "server/rmwop.h"
 #include "server/stream.h"
@@ -734,7 +735,7 @@ static void handle_get_status(server *srv, const rpc_request *req)
     case STATUS_CLOCKTIME: msgpack_pack_uint64(pk, kclock_now(&srv->clock)); break;
     case STATUS_RHS:       kwire_pack_seed(pk, &srv->rhs); break;
     case STATUS_WHS:       kwire_pack_seed(pk, &srv->whs); break;
-    case STATUS_EXTENSIONS: msgpack_pack_uint32(pk, STATUS_EXT_V1); break;
+    case STATUS_EXTENSIONS: msgpack_pack_uint32(pk, STATUS_EXT_V1 | STATUS_EXT_FORWARD); break;
     case STATUS_REPLSTAT: {
         uint32_t bits = 0;
         if (!hashspace_is_active(&srv->whs, &srv->cfg.self))
@@ -811,6 +812,7 @@ static void dispatch(const rpc_request *req, void *ud)
     case SRV_UPDATE:               rmwop_update(srv, req); break;
     case SRV_FLUSH:                rmwop_flush(srv, req); break;
     case SRV_GET_VERSION:          dataop_get_version(srv, req); break;
+    case SRV_FORWARD:              relay_forward(srv, req); break;
     case SRV_CREATE_BACKUP:        handle_create_backup(srv, req); break;
     case SRV_GET_STATUS:           handle_get_status(srv, req); break;
     case SRV_SET_CONFIG:           handle_set_config(srv, req); break;

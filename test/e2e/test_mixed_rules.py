@@ -52,7 +52,7 @@ def test_getstatus_48_names_the_extensions(c):
     (an unknown method would make an original drop the connection)."""
     r = Rpc(c.servers[0]["port"])
     try:
-        assert r.call(97, [48]) == 1
+        assert r.call(97, [48]) == 3                 # 0x01 extensions, 0x02 Forward
         assert r.call(97, [3]) is not None          # the connection is still usable
     finally:
         r.close()

@@ -450,6 +450,67 @@ static void test_accept_scalars(void **state)
     }
 }
 
+/* kwire_pack_object (a relay passing a request on): whatever form came in, the old-spec
+ * forms go out -- str8 and bin as raw, signed non-negative ints unsigned -- and nesting
+ * past the limit fails instead of recursing on. */
+static void repack_hex(const char *in_hex, const char *want_hex)
+{
+    uint8_t in[256];
+    size_t n = unhex(in_hex, in, sizeof(in));
+    msgpack_unpacked res;
+    msgpack_unpacked_init(&res);
+    assert_int_equal(msgpack_unpack_next(&res, (const char *)in, n, NULL), MSGPACK_UNPACK_SUCCESS);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    assert_int_equal(kwire_pack_object(&pk, &res.data), 0);
+    assert_sbuf_hex(&sb, want_hex);
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_unpacked_destroy(&res);
+}
+
+static void test_pack_object_old_forms(void **state)
+{
+    (void)state;
+    repack_hex("c0", "c0");
+    repack_hex("c3", "c3");
+    repack_hex("c2", "c2");
+    repack_hex("d0 05", "05");                          /* int8 5 -> fixint */
+    repack_hex("d1 01 00", "cd 01 00");                 /* int16 256 -> uint16 */
+    repack_hex("ff", "ff");                             /* -1 stays negative fixint */
+    repack_hex("d9 03 61 62 63", "a3 61 62 63");        /* str8 -> fixraw */
+    repack_hex("c4 02 00 01", "a2 00 01");              /* bin8 -> fixraw */
+    repack_hex("d9 20 " "41414141414141414141414141414141" "41414141414141414141414141414141",
+               "da 00 20 " "41414141414141414141414141414141" "41414141414141414141414141414141");
+    /* Set [0, dbkey, dbvalue] with a bin key: the shape a relay passes on */
+    repack_hex("93 00 c4 01 6b c4 02 00 00", "93 00 a1 6b a2 00 00");
+    repack_hex("81 a1 6b 92 01 c0", "81 a1 6b 92 01 c0");   /* maps and nesting */
+}
+
+static void test_pack_object_depth_limit(void **state)
+{
+    (void)state;
+    /* built by hand: msgpack-c's own unpacker stops at 32 levels, our limit guards any
+     * object however it was made */
+    msgpack_object objs[KWIRE_PACK_DEPTH_MAX + 2];
+    size_t n = sizeof objs / sizeof objs[0];
+    objs[n - 1].type = MSGPACK_OBJECT_NIL;
+    for (size_t i = 0; i + 1 < n; i++) {
+        objs[i].type = MSGPACK_OBJECT_ARRAY;
+        objs[i].via.array.size = 1;
+        objs[i].via.array.ptr = &objs[i + 1];
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    assert_int_equal(kwire_pack_object(&pk, &objs[0]), -1);     /* nil at depth 33 */
+    msgpack_sbuffer_clear(&sb);
+    assert_int_equal(kwire_pack_object(&pk, &objs[1]), 0);      /* nil at depth 32 */
+    msgpack_sbuffer_destroy(&sb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -461,6 +522,8 @@ int main(void)
         cmocka_unit_test(test_vector_newcomers),
         cmocka_unit_test(test_accept_forms),
         cmocka_unit_test(test_accept_scalars),
+        cmocka_unit_test(test_pack_object_old_forms),
+        cmocka_unit_test(test_pack_object_depth_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
