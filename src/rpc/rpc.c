@@ -659,7 +659,7 @@ void rpc_session_abort(rpc_session *s)
         return;
     for (rpc_conn *c = s->conns; c != NULL; c = c->snext) {
         struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-        (void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        (void)setsockopt(nconn_fd(&c->nc), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     }
     rpc_sess_lose(s, RPC_NODE_LOST);   /* also drops what was queued while unconnected */
 }
