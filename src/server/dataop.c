@@ -40,7 +40,7 @@ typedef struct repl_op {
     uint32_t msgid;
     enum op_kind kind;
     double born;                 /* ev_now when the write was stamped (restamp_allowed) */
-    clocktime_t whs_ct;          /* srv->whs.clocktime then */
+    clocktime_t whs_ct;          /* server_whs(srv)->clocktime then */
     bool result;                 /* Delete's answer: a live value existed here */
     dataop_answer_fn answer;     /* NULL: Set's/Delete's own answers */
     repl_machine m;              /* the state; m.ct is the version being replicated */
@@ -101,7 +101,7 @@ static unsigned pool_limit(int c)
 
 static repl_op *op_alloc(server *srv, size_t need)
 {
-    struct op_pool *pools = srv->dop->pools;
+    struct op_pool *pools = server_dataop(srv)->pools;
     int c = pool_class(need);
     repl_op *op;
     if (c >= 0 && pools[c].head != NULL) {
@@ -121,7 +121,7 @@ static repl_op *op_alloc(server *srv, size_t need)
 
 static void op_release(repl_op *op)
 {
-    struct op_pool *pools = op->srv->dop->pools;
+    struct op_pool *pools = server_dataop(op->srv)->pools;
     if (op->client != NULL)
         rpc_session_unref(op->client);
     int c = pool_class(op->cap);
@@ -189,12 +189,12 @@ static bool plan_has(const kaddr *list, unsigned n, const kaddr *a)
 /* Coordinator check and W/R computation.  Returns 0, or the error code to answer. */
 int dataop_plan_write(server *srv, uint64_t h, dataop_plan *p)
 {
-    const kaddr *self = &srv->cfg.self;
+    const kaddr *self = &server_cfg(srv)->self;
     const hs_node *slots[HS_REPLICAS];
     p->nw = p->nr = 0;
-    if (hashspace_empty(&srv->whs))
+    if (hashspace_empty(server_whs(srv)))
         return RPC_SERVER_ERROR;                       /* "server not ready" */
-    size_t n = hashspace_assign(&srv->whs, h, slots);
+    size_t n = hashspace_assign(server_whs(srv), h, slots);
     /* The first active slot must be us; no active slot at all passes (quirk, §2.3). */
     for (size_t i = 0; i < n; i++) {
         if (!slots[i]->active)
@@ -211,10 +211,10 @@ int dataop_plan_write(server *srv, uint64_t h, dataop_plan *p)
      * during a replace makes the manager give whs and rhs the same new timestamp while
      * their node lists still differ (the copy is abandoned and reads stay on the old
      * rhs): comparing the lists too keeps those old owners up to date. */
-    if (srv->whs.clocktime != srv->rhs.clocktime || !hashspace_nodes_equal(&srv->whs, &srv->rhs)) {
-        if (hashspace_empty(&srv->rhs))
+    if (server_whs(srv)->clocktime != server_rhs(srv)->clocktime || !hashspace_nodes_equal(server_whs(srv), server_rhs(srv))) {
+        if (hashspace_empty(server_rhs(srv)))
             return RPC_SERVER_ERROR;
-        n = hashspace_assign(&srv->rhs, h, slots);
+        n = hashspace_assign(server_rhs(srv), h, slots);
         for (size_t i = 0; i < n; i++) {
             const kaddr *a = &slots[i]->addr;
             if (slots[i]->active && !kaddr_eq(a, self) && !plan_has(p->w, p->nw, a))
@@ -247,7 +247,7 @@ static bool check_answer(server *srv, const rpc_request *req, const hashspace *h
 /* Get's responsibility check: an active rhs slot of the key (§5.5). */
 static bool check_reader(server *srv, const rpc_request *req, const void *key)
 {
-    return check_answer(srv, req, &srv->rhs, key);
+    return check_answer(srv, req, server_rhs(srv), key);
 }
 
 /* Answer a read with the stored record v: the value, or nil if absent or a tombstone. */
@@ -269,7 +269,7 @@ static void ask_callback(rpc_session *s, const rpc_result *r, void *ud);
 static void note_stamp(server *srv, const void *dbkey, clocktime_t ct)
 {
     uint64_t h = dbkey_hash(dbkey);
-    struct stamp_slot *e = &srv->dop->stamps[h & (STAMP_SLOTS - 1)];
+    struct stamp_slot *e = &server_dataop(srv)->stamps[h & (STAMP_SLOTS - 1)];
     e->h = h;
     e->ct = ct;
     e->used = true;
@@ -282,7 +282,7 @@ static bool env_superseded(void *ud, clocktime_t ct)
 {
     const repl_op *op = ud;
     uint64_t h = dbkey_hash(op->data);
-    const struct stamp_slot *e = &op->srv->dop->stamps[h & (STAMP_SLOTS - 1)];
+    const struct stamp_slot *e = &server_dataop(op->srv)->stamps[h & (STAMP_SLOTS - 1)];
     return e->used && e->h == h && e->ct != ct;
 }
 
@@ -291,7 +291,7 @@ static void env_send(void *ud, unsigned i)
     repl_op *op = ud;
     op_target *t = &op->targets[i];
     server *srv = op->srv;
-    rpc_session *s = rpc_node_session(srv->rpc, &t->peer, true);
+    rpc_session *s = rpc_node_session(server_rpc(srv), &t->peer, true);
     clocktime_t ct = op->m.ct;
     uint32_t flags = (op->m.t[i].by_rhs ? REPLICATE_FLAG_BY_RHS : 0) | REPLICATE_FLAG_RESTAMP;
     /* algorithms.md §2: adjust_clock is the clock part of the record's new version */
@@ -323,7 +323,7 @@ static void env_ask(void *ud, unsigned i, repl_ask what)
     repl_op *op = ud;
     op_target *t = &op->targets[i];
     bool version = what == REPL_ASK_VERSION;
-    rpc_session *s = rpc_node_session(op->srv->rpc, &t->peer, version);
+    rpc_session *s = rpc_node_session(server_rpc(op->srv), &t->peer, version);
     msgpack_packer *pk = rpc_call_begin(s, version ? SRV_GET_VERSION : SRV_GET,
                                         RPC_DEFAULT_TIMEOUT_STEPS, ask_callback, t);
     msgpack_pack_array(pk, 1);
@@ -374,14 +374,14 @@ static void env_report_failed(void *ud, unsigned i, int rpc_err)
 static bool env_stopping(void *ud)
 {
     const repl_op *op = ud;
-    return op->srv->stopping;
+    return server_stopping(op->srv);
 }
 
 static bool env_peer_active(void *ud, unsigned i)
 {
     const repl_op *op = ud;
     const server *srv = op->srv;
-    return hashspace_is_active(op->m.t[i].by_rhs ? &srv->rhs : &srv->whs, &op->targets[i].peer);
+    return hashspace_is_active(op->m.t[i].by_rhs ? server_rhs(srv) : server_whs(srv), &op->targets[i].peer);
 }
 
 /* May op still be stamped again (kumofs-c)?  A re-stamp puts an old write above the
@@ -402,11 +402,11 @@ static bool env_restamp_allowed(void *ud, clocktime_t seen)
 {
     const repl_op *op = ud;
     const server *srv = op->srv;
-    if (!srv->resync && srv->whs.clocktime == op->whs_ct
-        && ev_now(srv->loop) - op->born <= RESTAMP_MAX_AGE)
+    if (!server_resyncing(srv) && server_whs(srv)->clocktime == op->whs_ct
+        && ev_now(server_loop(srv)) - op->born <= RESTAMP_MAX_AGE)
         return true;
     log_info("not re-stamping a write of %.1f s ago (a replica had %llu): answering nil",
-             ev_now(srv->loop) - op->born, (unsigned long long)seen);
+             ev_now(server_loop(srv)) - op->born, (unsigned long long)seen);
     return false;
 }
 
@@ -419,16 +419,16 @@ static bool env_restamp(void *ud, clocktime_t base, clocktime_t *out)
     repl_op *op = ud;
     server *srv = op->srv;
     clocktime_t local;
-    if (store_get_clocktime(srv->st, op->data, op->klen, &local) && clocktime_less(base, local))
+    if (store_get_clocktime(server_store(srv), op->data, op->klen, &local) && clocktime_less(base, local))
         base = local;
-    kclock_update_time(&srv->clock);
-    clocktime_t ct = kclock_event_after(&srv->clock, base);
+    kclock_update_time(server_clock(srv));
+    clocktime_t ct = kclock_event_after(server_clock(srv), base);
     bool ok;
     if (op->kind == OP_KIND_SET) {
         dbvalue_set_clocktime(op->data + op->klen, ct);
-        ok = store_put(srv->st, op->data, op->klen, op->data + op->klen, op->vlen);
+        ok = store_put(server_store(srv), op->data, op->klen, op->data + op->klen, op->vlen);
     } else {
-        ok = store_remove(srv->st, op->data, op->klen, ct);
+        ok = store_remove(server_store(srv), op->data, op->klen, ct);
     }
     if (!ok)
         return false;
@@ -529,8 +529,8 @@ static void replicate(server *srv, const rpc_request *req, enum op_kind kind, cl
     rpc_session_ref(op->client);
     op->msgid = req->msgid;
     op->kind = kind;
-    op->born = ev_now(srv->loop);
-    op->whs_ct = srv->whs.clocktime;
+    op->born = ev_now(server_loop(srv));
+    op->whs_ct = server_whs(srv)->clocktime;
     op->result = result;
     op->answer = answer;
     op->klen = klen;
@@ -540,7 +540,7 @@ static void replicate(server *srv, const rpc_request *req, enum op_kind kind, cl
         memcpy(op->data + klen, val, vlen);
     note_stamp(srv, key, ct);
     repl_init(&op->m, &op_env, op, ct,
-              kind == OP_KIND_SET ? srv->cfg.set_retry : srv->cfg.delete_retry, async);
+              kind == OP_KIND_SET ? server_cfg(srv)->set_retry : server_cfg(srv)->delete_retry, async);
     /* old owners first, then the write replicas: the order of the sends */
     for (unsigned i = 0; i < p->nr; i++) {
         unsigned k = repl_add_target(&op->m, true);
@@ -567,14 +567,14 @@ void dataop_replicate_value(server *srv, const rpc_request *req, clocktime_t ct,
 
 clocktime_t dataop_next_version(server *srv, bool have_stored, clocktime_t stored)
 {
-    return have_stored ? kclock_event_after(&srv->clock, stored) : kclock_event(&srv->clock);
+    return have_stored ? kclock_event_after(server_clock(srv), stored) : kclock_event(server_clock(srv));
 }
 
 uint8_t *dataop_read(server *srv, const void *key, size_t klen, size_t *len, bool *have,
                      clocktime_t *stored)
 {
     *len = 0;
-    uint8_t *old = store_get(srv->st, key, klen, len);
+    uint8_t *old = store_get(server_store(srv), key, klen, len);
     *have = old != NULL && *len >= TOMBSTONE_LEN;
     *stored = *have ? dbvalue_clocktime(old) : 0;
     return old;
@@ -610,23 +610,23 @@ void dataop_set(server *srv, const rpc_request *req)
     uint8_t *val = (uint8_t *)(uintptr_t)cval;
     clocktime_t compare = dbvalue_clocktime(val);
     clocktime_t stored;
-    bool have = store_get_clocktime(srv->st, key, klen, &stored);
+    bool have = store_get_clocktime(server_store(srv), key, klen, &stored);
     clocktime_t ct = dataop_next_version(srv, have, stored);
     dbvalue_set_clocktime(val, ct);
 
     if (opcode == SET_OP_CAS) {
-        if (!store_cas(srv->st, key, klen, val, vlen, compare)) {
+        if (!store_cas(server_store(srv), key, klen, val, vlen, compare)) {
             if (store_error() != 0)
                 dataop_reply_store_failed(req->session, req->msgid);
             else
                 rpc_reply_bool(req->session, req->msgid, false);   /* EXISTS; nothing replicated */
             return;
         }
-    } else if (!store_put(srv->st, key, klen, val, vlen)) {
+    } else if (!store_put(server_store(srv), key, klen, val, vlen)) {
         dataop_reply_store_failed(req->session, req->msgid);
         return;
     }
-    srv->cmd_set++;
+    server_count_set(srv);
     if (plan.nw + plan.nr == 0) {
         note_stamp(srv, key, ct);
         rpc_reply_u64(req->session, req->msgid, ct);
@@ -657,7 +657,7 @@ void dataop_delete(server *srv, const rpc_request *req)
 
     /* The tombstone is written and replicated even for an absent key, so replicas that
      * still hold an old value drop it. */
-    if (!store_remove(srv->st, key, klen, ct)) {
+    if (!store_remove(server_store(srv), key, klen, ct)) {
         if (store_error() != 0) {
             dataop_reply_store_failed(req->session, req->msgid);
             return;
@@ -669,7 +669,7 @@ void dataop_delete(server *srv, const rpc_request *req)
         }
         plan.nw = 0;
     }
-    srv->cmd_delete++;
+    server_count_delete(srv);
     if (plan.nw + plan.nr == 0) {
         note_stamp(srv, key, ct);
         rpc_reply_bool(req->session, req->msgid, had_live);
@@ -689,9 +689,9 @@ void dataop_get(server *srv, const rpc_request *req)
     }
     if (!check_reader(srv, req, key))
         return;
-    srv->cmd_get++;
+    server_count_get(srv);
     size_t vlen = 0;
-    void *v = store_get(srv->st, key, klen, &vlen);
+    void *v = store_get(server_store(srv), key, klen, &vlen);
     reply_live(req, v, vlen);
     free(v);
 }
@@ -709,12 +709,12 @@ void dataop_get_if_modified(server *srv, const rpc_request *req)
     if (!check_reader(srv, req, key))
         return;
     size_t vlen = 0;
-    void *v = store_get(srv->st, key, klen, &vlen);
+    void *v = store_get(server_store(srv), key, klen, &vlen);
     /* storage.md §4.5: still valid iff stored clocktime <= the caller's */
     if (v != NULL && vlen >= TOMBSTONE_LEN && !clocktime_less(if_time, dbvalue_clocktime(v))) {
         rpc_reply_bool(req->session, req->msgid, true);
     } else {
-        srv->cmd_get++;
+        server_count_get(srv);
         reply_live(req, v, vlen);
     }
     free(v);
@@ -726,9 +726,9 @@ static bool replica_head(server *srv, const rpc_request *req, const char *key)
     uint32_t adjust = 0, flags = 0;
     server_arg_u32(req, 0, &adjust);
     server_arg_u32(req, 1, &flags);
-    if (!check_answer(srv, req, (flags & REPLICATE_FLAG_BY_RHS) ? &srv->rhs : &srv->whs, key))
+    if (!check_answer(srv, req, (flags & REPLICATE_FLAG_BY_RHS) ? server_rhs(srv) : server_whs(srv), key))
         return false;
-    kclock_merge(&srv->clock, adjust);
+    kclock_merge(server_clock(srv), adjust);
     return true;
 }
 
@@ -750,7 +750,7 @@ static bool refuse_older(server *srv, const rpc_request *req, const void *key, s
                          clocktime_t incoming)
 {
     clocktime_t have;
-    if (!store_get_clocktime(srv->st, key, klen, &have) || !clocktime_less(incoming, have))
+    if (!store_get_clocktime(server_store(srv), key, klen, &have) || !clocktime_less(incoming, have))
         return false;
     rpc_reply_error(req->session, req->msgid, RPC_UNKNOWN_ERROR);
     return true;
@@ -766,7 +766,7 @@ static bool holds_other_write(server *srv, const void *key, size_t klen, clockti
                               const void *ours, size_t ourlen)
 {
     size_t oldlen = 0;
-    uint8_t *old = store_get(srv->st, key, klen, &oldlen);
+    uint8_t *old = store_get(server_store(srv), key, klen, &oldlen);
     bool other = old != NULL && oldlen >= 8 && dbvalue_clocktime(old) == ct
                  && (oldlen != ourlen || memcmp(old, ours, ourlen) != 0);
     free(old);
@@ -787,7 +787,7 @@ void dataop_replicate_set(server *srv, const rpc_request *req)
         return;
     uint32_t flags = 0;
     server_arg_u32(req, 1, &flags);
-    bool stored = store_update(srv->st, key, klen, val, vlen);
+    bool stored = store_update(server_store(srv), key, klen, val, vlen);
     if (!stored && store_error() != 0) {
         dataop_reply_store_failed(req->session, req->msgid);
         return;
@@ -818,7 +818,7 @@ void dataop_replicate_delete(server *srv, const rpc_request *req)
     uint32_t flags = 0;
     server_arg_u32(req, 1, &flags);
     if (!(flags & REPLICATE_FLAG_LIVE_REPLY)) {
-        bool stored = store_remove(srv->st, key, klen, ct);
+        bool stored = store_remove(server_store(srv), key, klen, ct);
         if (!stored && store_error() != 0) {
             dataop_reply_store_failed(req->session, req->msgid);
             return;
@@ -831,10 +831,10 @@ void dataop_replicate_delete(server *srv, const rpc_request *req)
     /* kumofs-c coordinator: true = stored over a live value, 1 = stored over nothing
      * live (absent or tombstone), false = refused (protocol-additions.md §1.4) */
     size_t oldlen = 0;
-    uint8_t *old = store_get(srv->st, key, klen, &oldlen);
+    uint8_t *old = store_get(server_store(srv), key, klen, &oldlen);
     bool had_live = old != NULL && rmwop_item_live(old, oldlen);  /* expired = gone */
     free(old);
-    if (!store_remove(srv->st, key, klen, ct)) {
+    if (!store_remove(server_store(srv), key, klen, ct)) {
         uint8_t tomb[TOMBSTONE_LEN];
         be64_put(tomb, ct);
         if (store_error() != 0)
@@ -860,7 +860,7 @@ void dataop_get_version(server *srv, const rpc_request *req)
     /* No responsibility check: a read of metadata any peer may need, e.g. a coordinator
      * whose W replica is not yet an rhs owner (algorithms.md §8.6). */
     clocktime_t ct;
-    if (store_get_clocktime(srv->st, key, klen, &ct))
+    if (store_get_clocktime(server_store(srv), key, klen, &ct))
         rpc_reply_u64(req->session, req->msgid, ct);
     else
         rpc_reply_nil(req->session, req->msgid);

@@ -60,10 +60,10 @@ void peerkind_probe(server *srv, const hashspace *hs, peerkind_cb cb, void *ud)
     p->cb = cb;
     p->ud = ud;
     p->modern = xcalloc(hs->nnodes + 1, sizeof(*p->modern));
-    p->modern[p->nmodern++] = srv->cfg.self;
+    p->modern[p->nmodern++] = server_cfg(srv)->self;
     for (size_t i = 0; i < hs->nnodes; i++) {
         const hs_node *n = &hs->nodes[i];
-        if (!n->active || kaddr_eq(&n->addr, &srv->cfg.self))
+        if (!n->active || kaddr_eq(&n->addr, &server_cfg(srv)->self))
             continue;
         probe_call *pc = xmalloc(sizeof(*pc));
         pc->p = p;
@@ -71,7 +71,7 @@ void peerkind_probe(server *srv, const hashspace *hs, peerkind_cb cb, void *ud)
         p->pending++;
         /* GetStatus (wire.md §9) of a code only kumofs-c knows: an original answers nil
          * (an unknown method would make it drop the connection) */
-        rpc_session *s = rpc_node_session(srv->rpc, &n->addr, false);
+        rpc_session *s = rpc_node_session(server_rpc(srv), &n->addr, false);
         msgpack_packer *pk = rpc_call_begin(s, SRV_GET_STATUS, PROBE_TIMEOUT_STEPS,
                                             probe_done, pc);
         msgpack_pack_array(pk, 1);

@@ -41,12 +41,12 @@ static bool flat_array(const msgpack_object *o)
 static void relayed_cb(rpc_session *s, const rpc_result *r, void *ud)
 {
     relay_call *c = ud;
-    if (r->err == RPC_TIMEOUT && !c->srv->stopping)
+    if (r->err == RPC_TIMEOUT && !server_stopping(c->srv))
         /* the target did not answer in time: drop what is still on the way to it (TCP
          * RST), so that this write can never be applied after the gateway was told it
          * failed and the client wrote the key again through another path */
         rpc_session_abort(s);
-    if (!c->srv->stopping) {
+    if (!server_stopping(c->srv)) {
         msgpack_packer *pk = rpc_reply_begin(c->client, c->msgid);
         if (r->err == RPC_TRANSPORT_LOST || r->err == RPC_NODE_LOST || r->err == RPC_TIMEOUT) {
             /* produced here, not by the target: the same codes the client would have
@@ -82,7 +82,7 @@ void relay_forward(server *srv, const rpc_request *req)
         rpc_reply_error(req->session, req->msgid, RPC_PROTOCOL_ERROR);
         return;
     }
-    if (!in_space(&srv->whs, &target) && !in_space(&srv->rhs, &target)) {
+    if (!in_space(server_whs(srv), &target) && !in_space(server_rhs(srv), &target)) {
         char buf[KADDR_STRLEN];
         log_warn("Forward to %s refused: not a node of this cluster",
                  kaddr_format(&target, buf));
@@ -99,7 +99,7 @@ void relay_forward(server *srv, const rpc_request *req)
     c->msgid = req->msgid;
     /* a plain session: Set, Delete and Update are client methods (wire.md §8.2), which
      * a server refuses on a cluster connection */
-    rpc_session *s = rpc_node_session(srv->rpc, &target, false);
+    rpc_session *s = rpc_node_session(server_rpc(srv), &target, false);
     msgpack_packer *pk = rpc_call_begin_timed(s, method, secs, relayed_cb, c);
     kwire_pack_object(pk, po);
     rpc_call_end(s);

@@ -133,11 +133,11 @@ static void end_cb(rpc_session *s, const rpc_result *res, void *ud)
 static void send_end(replace *r, uint32_t method, const kaddr *mgr, clocktime_t t)
 {
     server *srv = r->srv;
-    rpc_session *s = rpc_node_session(srv->rpc, mgr, true);
+    rpc_session *s = rpc_node_session(server_rpc(srv), mgr, true);
     msgpack_packer *pk = rpc_call_begin(s, method, RPC_DEFAULT_TIMEOUT_STEPS, end_cb, NULL);
     msgpack_pack_array(pk, 2);
     msgpack_pack_uint64(pk, t);
-    msgpack_pack_uint32(pk, kclock_incr(&srv->clock));
+    msgpack_pack_uint32(pk, kclock_incr(server_clock(srv)));
     rpc_call_end(s);
 }
 
@@ -171,7 +171,7 @@ static void offer_cb(rpc_session *s, const rpc_result *res, void *ud)
     unsigned attempt = c->attempt;
     free(c);
     long i = offer_find(r, id);
-    if (i >= 0 && !r->srv->stopping && !r->offers[i].retry_pending
+    if (i >= 0 && !server_stopping(r->srv) && !r->offers[i].retry_pending
         && r->offers[i].attempts == attempt) {
         char buf[KADDR_STRLEN];
         log_warn("replace offer to %s abandoned", kaddr_format(&r->offers[i].dst, buf));
@@ -182,27 +182,27 @@ static void offer_cb(rpc_session *s, const rpc_result *res, void *ud)
 static void offer_send(replace *r, const pending_offer *o)
 {
     server *srv = r->srv;
-    if (kaddr_eq(&o->dst, &srv->cfg.self)) {
+    if (kaddr_eq(&o->dst, &server_cfg(srv)->self)) {
         /* full replace offers to ourselves too (wire.md §8.2): pull directly */
-        stream_pull_start(srv->streams, &srv->cfg.stream_addr);
+        stream_pull_start(server_streams(srv), &server_cfg(srv)->stream_addr);
         return;
     }
     offer_call *c = xmalloc(sizeof(*c));
     c->r = r;
     c->id = o->id;
     c->attempt = o->attempts;
-    rpc_session *s = rpc_node_session(srv->rpc, &o->dst, true);
+    rpc_session *s = rpc_node_session(server_rpc(srv), &o->dst, true);
     msgpack_packer *pk = rpc_call_begin(s, SRV_REPLACE_OFFER, OFFER_TIMEOUT_STEPS, offer_cb, c);
     msgpack_pack_array(pk, 1);
-    kwire_pack_addr(pk, &srv->cfg.stream_addr);
+    kwire_pack_addr(pk, &server_cfg(srv)->stream_addr);
     rpc_call_end(s);
 }
 
 static void offer_batch_task(server *srv, void *arg)
 {
-    replace *r = srv->repl;
+    replace *r = server_replace(srv);
     offer_batch *b = arg;
-    if (srv->stopping || b->gen != atomic_load(&r->copy_gen) || !r->copying) {
+    if (server_stopping(srv) || b->gen != atomic_load(&r->copy_gen) || !r->copying) {
         for (size_t i = 0; i < b->n; i++)
             close(b->item[i].fd);
         free(b);
@@ -237,9 +237,9 @@ static void offer_batch_task(server *srv, void *arg)
 
 static void job_done_task(server *srv, void *arg)
 {
-    replace *r = srv->repl;
+    replace *r = server_replace(srv);
     job_done *d = arg;
-    if (srv->stopping) {
+    if (server_stopping(srv)) {
         free(d);
         return;
     }
@@ -296,7 +296,7 @@ static void offer_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
     offer_retry *t = (offer_retry *)w;
     ev_timer_stop(loop, w);
     long i = offer_find(t->r, t->id);
-    if (i >= 0 && !t->r->srv->stopping) {
+    if (i >= 0 && !server_stopping(t->r->srv)) {
         t->r->offers[i].retry_pending = false;
         t->r->offers[i].attempts++;
         offer_send(t->r, &t->r->offers[i]);
@@ -323,7 +323,7 @@ static void offer_failed(replace *r, size_t i)
                  buf, o->attempts, OFFER_ATTEMPTS, delay);
         o->retry_pending = true;  /* late failures of this attempt no longer count */
         ev_timer_init(&t->timer, offer_retry_cb, delay, 0.0);
-        ev_timer_start(r->srv->loop, &t->timer);
+        ev_timer_start(server_loop(r->srv), &t->timer);
         return;
     }
     log_error("replace offer to %s failed %u times; giving up: the records for it were "
@@ -368,7 +368,7 @@ static job *job_new(replace *r, enum job_kind kind, const kaddr *mgr)
     j->mgr = *mgr;
     hashspace_init(&j->src);
     hashspace_init(&j->dst);
-    j->purge_limit = clocktime_sub_sec(kclock_now(&r->srv->clock), r->srv->cfg.garbage_max_sec);
+    j->purge_limit = clocktime_sub_sec(kclock_now(server_clock(r->srv)), server_cfg(r->srv)->garbage_max_sec);
     return j;
 }
 
@@ -384,14 +384,14 @@ static void job_free(job *j)
 static void copy_probed(server *srv, void *ud, const kaddr *modern, size_t nmodern)
 {
     job *j = ud;
-    if (srv->stopping) {
+    if (server_stopping(srv)) {
         job_free(j);
         return;
     }
     j->modern = xcalloc(nmodern ? nmodern : 1, sizeof(*j->modern));
     memcpy(j->modern, modern, nmodern * sizeof(*modern));
     j->nmodern = nmodern;
-    enqueue(srv->repl, j);
+    enqueue(server_replace(srv), j);
 }
 
 void replace_copy_start(replace *r, const kaddr *mgr, hashspace *seed, bool full)
@@ -406,10 +406,10 @@ void replace_copy_start(replace *r, const kaddr *mgr, hashspace *seed, bool full
     job *j = job_new(r, JOB_COPY, mgr);
     j->time = seed->clocktime;
     j->full = full;
-    hashspace_copy(&j->src, &srv->rhs);
+    hashspace_copy(&j->src, server_rhs(srv));
     hashspace_copy(&j->dst, seed);
     if (!full)
-        hashspace_swap(&srv->whs, seed);   /* step 2: own whs := D (full: unchanged) */
+        hashspace_swap(server_whs(srv), seed);   /* step 2: own whs := D (full: unchanged) */
     j->gen = atomic_fetch_add(&r->copy_gen, 1) + 1;
     log_info("start replace copy; full=%d time(%llu)", full ? 1 : 0, (unsigned long long)r->time);
     /* An original server rejects a value shorter than 10 bytes and fails the whole
@@ -420,10 +420,10 @@ void replace_copy_start(replace *r, const kaddr *mgr, hashspace *seed, bool full
 void replace_delete_start(replace *r, const kaddr *mgr)
 {
     server *srv = r->srv;
-    hashspace_copy(&srv->rhs, &srv->whs);   /* §8.4 step 1 */
+    hashspace_copy(server_rhs(srv), server_whs(srv));   /* §8.4 step 1 */
     job *j = job_new(r, JOB_DELETE, mgr);
-    j->time = srv->whs.clocktime;
-    hashspace_copy(&j->dst, &srv->whs);
+    j->time = server_whs(srv)->clocktime;
+    hashspace_copy(&j->dst, server_whs(srv));
     r->deletes_running++;
     log_info("start replace delete time(%llu)", (unsigned long long)j->time);
     enqueue(r, j);
@@ -505,7 +505,7 @@ static offer_stream *os_get(copy_ctx *c, const kaddr *dst)
     for (size_t i = 0; i < c->n; i++)
         if (kaddr_eq(&c->os[i]->dst, dst))
             return c->os[i];
-    const char *dir = c->r->srv->cfg.tmpdir;
+    const char *dir = server_cfg(c->r->srv)->tmpdir;
     size_t plen = strlen(dir) + 8;
     char *path = xmalloc(plen);
     snprintf(path, plen, "%s/XXXXXX", dir);
@@ -674,7 +674,7 @@ static bool copy_record(const void *key, size_t klen, const void *val, size_t vl
      * away drops it on store-if-newer of the tombstone.  9-byte oddities stay home. */
     if (klen < DBKEY_HASH_LEN || (!dbvalue_is_live(vlen) && vlen != TOMBSTONE_LEN))
         return true;
-    const kaddr *self = &c->r->srv->cfg.self;
+    const kaddr *self = &server_cfg(c->r->srv)->self;
     uint64_t h = dbkey_hash(key);
     const kaddr *da[HS_REPLICAS];
     size_t nd = active_slots(&c->j->dst, h, da);
@@ -714,7 +714,7 @@ static bool copy_record(const void *key, size_t klen, const void *val, size_t vl
     }
     if (appended)
         c->records++;
-    unsigned limit = c->r->srv->cfg.mem_limit_mib;
+    unsigned limit = server_cfg(c->r->srv)->mem_limit_mib;
     if (appended && limit > 0 && csize >= (off_t)limit * 1024 * 1024) {
         if (!post_offers(c))
             goto fail;
@@ -736,8 +736,8 @@ typedef struct dels_batch {
 static void dels_done(server *srv, void *ud)
 {
     dels_batch *db = ud;
-    replace *r = srv->repl;
-    if (!srv->stopping && r->copying && db->gen == atomic_load(&r->copy_gen)
+    replace *r = server_replace(srv);
+    if (!server_stopping(srv) && r->copying && db->gen == atomic_load(&r->copy_gen)
         && db->time == r->time) {
         r->waiting--;
         check_copy_done(r);
@@ -749,9 +749,9 @@ static void dels_done(server *srv, void *ud)
  * peer must have them before reads move to it (the delete phase). */
 static void dels_task(server *srv, void *arg)
 {
-    replace *r = srv->repl;
+    replace *r = server_replace(srv);
     dels_batch *db = arg;
-    if (srv->stopping || db->gen != atomic_load(&r->copy_gen) || !r->copying) {
+    if (server_stopping(srv) || db->gen != atomic_load(&r->copy_gen) || !r->copying) {
         tombsend_free(db->dels);
         free(db);
         return;
@@ -772,7 +772,7 @@ static void run_copy(replace *r, job *j)
     c->verify = tombsend_new(TOMBSEND_VERIFY);
     msgpack_sbuffer_init(&c->sbuf);
     msgpack_packer_init(&c->pk, &c->sbuf, msgpack_sbuffer_write);
-    const kaddr *self = &r->srv->cfg.self;
+    const kaddr *self = &server_cfg(r->srv)->self;
     bool skip = hashspace_empty(&j->dst) || (!j->full && hashspace_empty(&j->src));
     if (!skip && !j->full) {
         for (size_t i = 0; i < j->src.nnodes; i++) {
@@ -788,7 +788,7 @@ static void run_copy(replace *r, job *j)
         c->restarted = !hashspace_is_active(&j->src, self) && hashspace_is_active(&j->dst, self);
     }
     if (!skip) {
-        store_iterate_all(r->srv->st, j->purge_limit, copy_record, c);
+        store_iterate_all(server_store(r->srv), j->purge_limit, copy_record, c);
         if (!c->failed && !c->aborted && !should_abort(c) && !post_offers(c))
             c->failed = true;
     }
@@ -844,7 +844,7 @@ static bool delete_record(const void *key, size_t klen, const void *val, size_t 
     if (klen < DBKEY_HASH_LEN)
         return true;
     if (!server_is_replica(c->r->srv, &c->j->dst, dbkey_hash(key))) {
-        if (store_erase(c->r->srv->st, key, klen))
+        if (store_erase(server_store(c->r->srv), key, klen))
             c->deleted++;
     }
     return true;
@@ -854,7 +854,7 @@ static void run_delete(replace *r, job *j)
 {
     delete_ctx c = { r, j, 0, false };
     if (!hashspace_empty(&j->dst))
-        store_iterate(r->srv->st, j->purge_limit, delete_record, &c);
+        store_iterate(server_store(r->srv), j->purge_limit, delete_record, &c);
     if (c.aborted)
         return;
     log_info("replace delete iteration done: %llu records deleted", (unsigned long long)c.deleted);

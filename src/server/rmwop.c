@@ -162,12 +162,12 @@ void rmwop_update(server *srv, const rpc_request *req)
     /* A new version strictly newer than the stored one, as Set (DECISIONS.md §2). */
     clocktime_t ct = dataop_next_version(srv, have, stored);
     dbvalue_set_clocktime(nv, ct);
-    if (!store_put(srv->st, key, klen, nv, nlen)) {
+    if (!store_put(server_store(srv), key, klen, nv, nlen)) {
         free(nv);
         dataop_reply_store_failed(req->session, req->msgid);
         return;
     }
-    srv->cmd_set++;
+    server_count_set(srv);
     bool number = op == UPDATE_OP_INCR || op == UPDATE_OP_DECR;
     bool created = status == UPDATE_CREATED;
     dataop_answer_fn answer = answer_stored;
@@ -222,7 +222,7 @@ static void flush_step_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     uint64_t flushed;
     ev_tstamp t0 = ev_time();
-    if (!store_flush_step(flush_walk.srv->st, FLUSH_STEP_RECORDS, FLUSH_STEP_SEC, &flushed)) {
+    if (!store_flush_step(server_store(flush_walk.srv), FLUSH_STEP_RECORDS, FLUSH_STEP_SEC, &flushed)) {
         flush_walk_end(loop, flushed);
         return;
     }
@@ -236,15 +236,15 @@ static void flush_step_cb(struct ev_loop *loop, ev_timer *w, int revents)
  * tombstones them in the file runs in paced steps. */
 static void flush_now(server *srv)
 {
-    kclock_update_time(&srv->clock);
-    store_flush_begin(srv->st, kclock_event(&srv->clock));
+    kclock_update_time(server_clock(srv));
+    store_flush_begin(server_store(srv), kclock_event(server_clock(srv)));
     flushes_done++;
     if (flush_walk.srv != NULL)
         return;                                    /* the running walk starts over */
     flush_walk.srv = srv;
-    flush_walk.started = ev_now(srv->loop);
+    flush_walk.started = ev_now(server_loop(srv));
     ev_timer_init(&flush_walk.step, flush_step_cb, 0.0, 0.0);
-    ev_timer_start(srv->loop, &flush_walk.step);
+    ev_timer_start(server_loop(srv), &flush_walk.step);
 }
 
 static void flush_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -258,7 +258,7 @@ static void flush_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
             break;
         }
     }
-    if (!job->srv->stopping)
+    if (!server_stopping(job->srv))
         flush_now(job->srv);
     free(job);
 }
@@ -278,7 +278,7 @@ void rmwop_flush(server *srv, const rpc_request *req)
         job->next = pending_flushes;
         pending_flushes = job;
         ev_timer_init(&job->timer, flush_timer_cb, (double)delay, 0.0);
-        ev_timer_start(srv->loop, &job->timer);
+        ev_timer_start(server_loop(srv), &job->timer);
     }
     rpc_reply_bool(req->session, req->msgid, true);
 }
@@ -293,14 +293,14 @@ void rmwop_stop(server *srv)
     if (flush_walk.srv == srv) {
         /* An acknowledged flush is finished before the store closes. */
         uint64_t flushed;
-        while (store_flush_step(srv->st, SIZE_MAX, 3600.0, &flushed))
+        while (store_flush_step(server_store(srv), SIZE_MAX, 3600.0, &flushed))
             ;
-        flush_walk_end(srv->loop, flushed);
+        flush_walk_end(server_loop(srv), flushed);
     }
     for (flush_job **p = &pending_flushes; *p != NULL;) {
         flush_job *job = *p;
         if (job->srv == srv) {
-            ev_timer_stop(srv->loop, &job->timer);
+            ev_timer_stop(server_loop(srv), &job->timer);
             *p = job->next;
             free(job);
         } else {

@@ -1,5 +1,5 @@
 /* server.c - kumo-server core: dispatch, hash spaces, keepalive, status, backup. */
-#include "server/server.h"
+#include "server/server_internal.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -894,3 +894,21 @@ void server_free(server *srv)
     hashspace_destroy(&srv->rhs);
     free(srv);
 }
+
+/* ------------------------------------------------------------------ accessors (server.h) */
+
+struct ev_loop *server_loop(const server *srv) { return srv->loop; }
+rpc_node *server_rpc(const server *srv) { return srv->rpc; }
+store *server_store(const server *srv) { return srv->st; }
+const server_config *server_cfg(const server *srv) { return &srv->cfg; }
+kclock *server_clock(const server *srv) { return (kclock *)&srv->clock; }
+hashspace *server_whs(const server *srv) { return (hashspace *)&srv->whs; }
+hashspace *server_rhs(const server *srv) { return (hashspace *)&srv->rhs; }
+bool server_stopping(const server *srv) { return srv->stopping; }
+bool server_resyncing(const server *srv) { return srv->resync; }
+replace *server_replace(const server *srv) { return srv->repl; }
+dataop_state *server_dataop(const server *srv) { return srv->dop; }
+stream_set *server_streams(const server *srv) { return srv->streams; }
+void server_count_get(server *srv) { srv->cmd_get++; }
+void server_count_set(server *srv) { srv->cmd_set++; }
+void server_count_delete(server *srv) { srv->cmd_delete++; }

@@ -48,43 +48,25 @@ typedef struct server_task {
     void *arg;
 } server_task;
 
-/* The server.  Internal to the src/server modules; everything here is touched only from
- * the event loop thread unless a field says otherwise. */
-struct server {
-    struct ev_loop *loop;
-    rpc_node *rpc;
-    store *st;
-    server_config cfg;
-
-    kclock clock;                /* algorithms.md §2 */
-    hashspace whs;               /* write hash space */
-    hashspace rhs;               /* read hash space */
-    time_t start_time;           /* for GetStatus uptime */
-    bool stopping;               /* shutting down: no retries, no new work */
-    double last_tick;            /* ev_now of the last server_tick: a long gap = we were stopped */
-    bool resync;                 /* after a stall: refuse client writes until fresh hash spaces */
-    unsigned resync_pending;     /* hash-space answers still awaited for the resync */
-    double resync_since;
-    double resync_asked;         /* when the hash spaces were last asked for it */
-    double mgr_ok_sent;          /* send time of the newest KeepAlive a manager answered */
-    bool mgr_refused[2];         /* per manager (-m, -p): its last KeepAlive failed on the
-                                  * connection (no process there), not by a timeout */
-    double mgr_timeout_at;       /* when a KeepAlive to a manager last timed out */
-
-    uint64_t cmd_get;            /* GetStatus counters (wire.md §9) */
-    uint64_t cmd_set;
-    uint64_t cmd_delete;
-
-    replace *repl;               /* copy/delete phases and pending offers */
-    dataop_state *dop;           /* replication trackers' pools, stamp cache (dataop.c) */
-    stream_set *streams;         /* replace stream connections */
-
-    /* Background threads post tasks here; ev_async wakes the loop. */
-    pthread_mutex_t task_lock;
-    server_task *task_head, *task_tail;   /* guarded by task_lock */
-    ev_async task_wakeup;
-    int backups_running;         /* guarded by task_lock */
-};
+/* What the other server modules use of the server.  The struct itself is server.c's
+ * (server_internal.h): a module reaches the server's state through these, so the state
+ * can change shape without every module following. */
+struct ev_loop *server_loop(const server *srv);
+rpc_node *server_rpc(const server *srv);
+store *server_store(const server *srv);
+const server_config *server_cfg(const server *srv);
+kclock *server_clock(const server *srv);          /* algorithms.md §2 */
+hashspace *server_whs(const server *srv);         /* write hash space (replace.c swaps it) */
+hashspace *server_rhs(const server *srv);         /* read hash space */
+bool server_stopping(const server *srv);          /* shutting down: no retries, no new work */
+bool server_resyncing(const server *srv);         /* after a stall: refusing client writes */
+replace *server_replace(const server *srv);       /* replace.c's state */
+dataop_state *server_dataop(const server *srv);   /* dataop.c's trackers and stamp cache */
+stream_set *server_streams(const server *srv);    /* stream.c's connections */
+/* GetStatus counters (wire.md §9) */
+void server_count_get(server *srv);
+void server_count_set(server *srv);
+void server_count_delete(server *srv);
 
 /* Create the server on loop around an open store (not owned).  Creates the RPC node.
  * Release with server_free. */

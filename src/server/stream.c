@@ -80,7 +80,7 @@ struct stream_set {
 
 static void conn_timer(stream_conn *c, double after)
 {
-    struct ev_loop *loop = c->ss->srv->loop;
+    struct ev_loop *loop = server_loop(c->ss->srv);
     ev_timer_stop(loop, &c->timer);
     ev_timer_set(&c->timer, after, 0.0);
     ev_timer_start(loop, &c->timer);
@@ -101,7 +101,7 @@ static void conn_closed(nconn *nc, enum nconn_end why)
     stream_conn *c = NCONN_CONTAINER_OF(nc, stream_conn, nc);
     stream_set *ss = c->ss;
     char buf[KADDR_STRLEN];
-    ev_timer_stop(ss->srv->loop, &c->timer);
+    ev_timer_stop(server_loop(ss->srv), &c->timer);
     if (c->file_fd >= 0)
         close(c->file_fd);
     if (c->unp_init) {
@@ -272,7 +272,7 @@ static bool recv_object(stream_conn *c, const msgpack_object *o)
     c->pairs++;
     /* No responsibility check on the receiving side (algorithms.md §8.3). */
     if (klen >= DBKEY_HASH_LEN && vlen >= TOMBSTONE_LEN) {
-        if (store_update(c->ss->srv->st, key, klen, val, vlen))
+        if (store_update(server_store(c->ss->srv), key, klen, val, vlen))
             c->stored++;
         else if (store_error() != 0)
             return false;    /* disk full: never acknowledge a stream we did not store */
@@ -354,7 +354,7 @@ static void recv_connected(nconn *nc, int err)
     }
     /* step 3: length of our address dump, the dump, zero padding */
     uint8_t hdr[STREAM_HEADER_LEN] = { 0 };
-    const kaddr *self = &c->ss->srv->cfg.self;
+    const kaddr *self = &server_cfg(c->ss->srv)->self;
     hdr[0] = self->len;
     memcpy(hdr + 1, self->raw, self->len);
     out_queue(c, hdr, sizeof(hdr));
@@ -440,7 +440,7 @@ void stream_listen(stream_set *ss, int fd)
 {
     ss->listen_fd = fd;
     ss->listener.burst = 16;     /* receivers are few; a burst of them is a replace */
-    net_listener_start(&ss->listener, ss->srv->loop, fd, "replace stream", accepted, ss);
+    net_listener_start(&ss->listener, server_loop(ss->srv), fd, "replace stream", accepted, ss);
 }
 
 void stream_pull_start(stream_set *ss, const kaddr *stream_addr)
@@ -448,7 +448,7 @@ void stream_pull_start(stream_set *ss, const kaddr *stream_addr)
     char buf[KADDR_STRLEN];
     struct sockaddr_storage sa;
     socklen_t salen = kaddr_to_sockaddr(stream_addr, &sa);
-    if (salen == 0 || ss->srv->stopping)
+    if (salen == 0 || server_stopping(ss->srv))
         return;
     int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -464,7 +464,7 @@ void stream_pull_start(stream_set *ss, const kaddr *stream_addr)
         return;
     }
     nconn_connect(&c->nc);
-    conn_timer(c, ss->srv->cfg.connect_timeout > 0 ? ss->srv->cfg.connect_timeout : 10.0);
+    conn_timer(c, server_cfg(ss->srv)->connect_timeout > 0 ? server_cfg(ss->srv)->connect_timeout : 10.0);
 }
 
 stream_set *stream_set_new(server *srv, const stream_offers *offers)
@@ -473,7 +473,7 @@ stream_set *stream_set_new(server *srv, const stream_offers *offers)
     ss->srv = srv;
     ss->offers = *offers;
     ss->listen_fd = -1;
-    nconn_group_init(&ss->group, srv->loop, true);
+    nconn_group_init(&ss->group, server_loop(srv), true);
     return ss;
 }
 

@@ -92,13 +92,13 @@ static void pump(tombsend *t);
 static void finish_round(tombsend *t)
 {
     char buf[KADDR_STRLEN];
-    if (t->failed.count > 0 && t->round + 1 < TOMBSEND_ROUNDS && !t->srv->stopping) {
+    if (t->failed.count > 0 && t->round + 1 < TOMBSEND_ROUNDS && !server_stopping(t->srv)) {
         free(t->todo.buf);
         t->todo = t->failed;
         memset(&t->failed, 0, sizeof(t->failed));
         t->next = 0;
         t->round++;
-        ev_timer_start(t->srv->loop, &t->timer);
+        ev_timer_start(server_loop(t->srv), &t->timer);
         return;
     }
     t->lost = t->failed.count;
@@ -132,7 +132,7 @@ static void call_done(rpc_session *s, const rpc_result *r, void *ud)
          * record kept here was deleted meanwhile.  The tombstone is just newer than it:
          * any later write (or the stream bringing one) is newer still. */
         if (kwire_is_nil(r->result) &&
-            store_remove(t->srv->st, c->key, c->klen,
+            store_remove(server_store(t->srv), c->key, c->klen,
                          clocktime_make(clocktime_sec(c->ct), clocktime_clock(c->ct) + 1)))
             t->removed++;
     } else if (t->kind == TOMBSEND_DELETE && r->err == RPC_OK && kwire_get_bool(r->result, &b))
@@ -147,7 +147,7 @@ static void call_done(rpc_session *s, const rpc_result *r, void *ud)
 static void pump(tombsend *t)
 {
     server *srv = t->srv;
-    while (t->inflight < TOMBSEND_WINDOW && t->next < t->todo.len && !srv->stopping) {
+    while (t->inflight < TOMBSEND_WINDOW && t->next < t->todo.len && !server_stopping(srv)) {
         const uint8_t *p = t->todo.buf + t->next;
         uint32_t klen = be32_get(p + sizeof(kaddr) + 8);
         call *c = xmalloc(sizeof(*c) + klen);
@@ -160,7 +160,7 @@ static void pump(tombsend *t)
         t->inflight++;
         if (t->kind == TOMBSEND_VERIFY) {
             /* Get is a plain-client request (wire.md §8.2) */
-            rpc_session *s = rpc_node_session(srv->rpc, &c->dst, false);
+            rpc_session *s = rpc_node_session(server_rpc(srv), &c->dst, false);
             msgpack_packer *pk = rpc_call_begin(s, SRV_GET, RPC_DEFAULT_TIMEOUT_STEPS,
                                                 call_done, c);
             msgpack_pack_array(pk, 1);
@@ -170,17 +170,17 @@ static void pump(tombsend *t)
         }
         /* wire.md §8.2 ReplicateDelete [adjust_clock, flags, delete_clocktime, dbkey]; the
          * receiver checks its whs, which the copy phase already gave it */
-        rpc_session *s = rpc_node_session(srv->rpc, &c->dst, true);
+        rpc_session *s = rpc_node_session(server_rpc(srv), &c->dst, true);
         msgpack_packer *pk = rpc_call_begin(s, SRV_REPLICATE_DELETE, RPC_DEFAULT_TIMEOUT_STEPS,
                                             call_done, c);
         msgpack_pack_array(pk, 4);
-        msgpack_pack_uint32(pk, kclock_incr(&srv->clock));
+        msgpack_pack_uint32(pk, kclock_incr(server_clock(srv)));
         msgpack_pack_uint32(pk, 0);
         msgpack_pack_uint64(pk, c->ct);
         kwire_pack_raw(pk, c->key, c->klen);
         rpc_call_end(s);
     }
-    if (t->inflight == 0 && (t->next >= t->todo.len || srv->stopping))
+    if (t->inflight == 0 && (t->next >= t->todo.len || server_stopping(srv)))
         finish_round(t);
 }
 

@@ -81,8 +81,8 @@ static void fuzz_server_setup(void)
     server_start(srv, rpc_fd, stream_fd);
     /* Serve at once: both hash spaces hold this server alone (a HashSpaceSync in the
      * input may replace them), so data methods reach the store. */
-    hashspace_add_node(&srv->whs, &cfg.self, true);
-    hashspace_add_node(&srv->rhs, &cfg.self, true);
+    hashspace_add_node(server_whs(srv), &cfg.self, true);
+    hashspace_add_node(server_rhs(srv), &cfg.self, true);
 }
 
 /* After each input: advance the clock, keep the temporary directory small. */

@@ -30,7 +30,7 @@ static int accept_puller(void)
 {
     kaddr sender;
     kaddr_set_ipv4(&sender, 0x7f000001, sender_port);
-    stream_pull_start(srv->streams, &sender);
+    stream_pull_start(server_streams(srv), &sender);
     for (int i = 0; i < 1000; i++) {
         ev_run(loop, EVRUN_NOWAIT);
         int fd = accept(sender_fd, NULL, NULL);
