@@ -232,28 +232,27 @@ static bool h_get_nodes_info(manager *m, const rpc_request *req)
     return true;
 }
 
-static bool h_attach_new_servers(manager *m, const rpc_request *req)
+/* AttachNewServers / DetachFaultServers [replace]: the change, then the replace if asked. */
+static bool change_then_replace(manager *m, const rpc_request *req, void (*change)(manager *))
 {
     bool replace;
     if (!param_bool(req, 0, &replace))
         return false;
-    mgr_attach_new_servers(m);
+    change(m);
     if (replace)
         mgr_start_replace(m, false);
     rpc_reply_nil(req->session, req->msgid);
     return true;
 }
 
+static bool h_attach_new_servers(manager *m, const rpc_request *req)
+{
+    return change_then_replace(m, req, mgr_attach_new_servers);
+}
+
 static bool h_detach_fault_servers(manager *m, const rpc_request *req)
 {
-    bool replace;
-    if (!param_bool(req, 0, &replace))
-        return false;
-    mgr_detach_fault_servers(m);
-    if (replace)
-        mgr_start_replace(m, false);
-    rpc_reply_nil(req->session, req->msgid);
-    return true;
+    return change_then_replace(m, req, mgr_detach_fault_servers);
 }
 
 static void backup_done(rpc_session *s, const rpc_result *r, void *ud)
