@@ -1,6 +1,9 @@
 /* gateway.h - kumo-gateway's cluster side: hash spaces from the managers (algorithms.md
  * §4), routing to servers (hashing.md §2.4), Get/Set/Delete with the retries of
- * algorithms.md §5.1, and the memcached item payload layout (doc/storage-format.md). */
+ * algorithms.md §5.1, and the memcached item payload layout (doc/storage-format.md).
+ * Implemented by gateway.c (life cycle, managers, hash spaces, sessions), gwop.c (the
+ * data operations below, their retries and relays) and gwrmw.c (read-modify-write for
+ * original servers); gateway_internal.h is what those three share. */
 #ifndef KUMO_GATEWAY_H
 #define KUMO_GATEWAY_H
 
@@ -55,7 +58,7 @@ void gateway_free(gateway *gw);
 /* Cached unix time (refreshed by gateway_tick). */
 uint32_t gateway_now(const gateway *gw);
 
-/* ---- data operations.  Callbacks always run later from the event loop, exactly once.
+/* ---- data operations (gwop.c).  Callbacks always run later from the event loop, exactly once.
  * Keys are the client's keys; the gateway adds -k itself and hands the client's key back
  * (borrowed until the callback returns). */
 
