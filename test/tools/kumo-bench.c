@@ -651,7 +651,7 @@ int main(int argc, char **argv)
         switch (ch) {
         case 's': {
             char *s = strdup(optarg), *colon = strrchr(s, ':');
-            if (!colon) { fprintf(stderr, "kumo-bench: -s wants HOST:PORT\n"); return 2; }
+            if (!colon) { fprintf(stderr, "kumo-bench: -s wants HOST:PORT\n"); free(s); return 2; }
             *colon = 0; O.host = s; O.port = colon + 1;
             break;
         }
