@@ -418,3 +418,31 @@ def standard_cluster(nservers=3, gateway=True, gateway_extra=()):
 
 def random_key(n=12):
     return "".join(random.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(n))
+
+
+def rpc_servers(need=("manager", "server", "kumohash")):
+    """A module fixture's body for raw-RPC tests: a manager and three attached servers,
+    with c.ports mapping each server's address to its RPC port; closed afterwards."""
+    for n in need:
+        if not os.path.exists(BIN[n]):
+            import pytest
+            pytest.fail("binary not built: %s" % BIN[n])
+    cl = Cluster()
+    try:
+        cl.start_manager()
+        for _ in range(3):
+            cl.start_server()
+        cl.attach_all()
+        cl.ports = {cl.server_addr(i): s["port"] for i, s in cl.servers.items()}
+        yield cl
+    finally:
+        cl.close()
+
+
+def key_ports(c, key):
+    """The key's three servers, coordinator (slot 0) first, as RPC ports (needs c.ports)."""
+    out = c.tool("kumohash", "-m", c.mgr, "assign", key).stdout
+    addrs = [line.split(":", 1)[1].strip() for line in out.splitlines()
+             if line.startswith("  ") and ":" in line]
+    assert len(addrs) == 3, out
+    return [c.ports[a] for a in addrs]

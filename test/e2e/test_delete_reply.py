@@ -28,13 +28,7 @@ def c():
         cl.close()
 
 
-def assign(c, key):
-    """The key's servers, coordinator (slot 0) first, as RPC ports."""
-    out = c.tool("kumohash", "-m", c.mgr, "assign", key).stdout
-    addrs = [line.split(":", 1)[1].strip() for line in out.splitlines()
-             if line.startswith("  ") and ":" in line]
-    assert len(addrs) == 3, out
-    return [c.ports[a] for a in addrs]
+assign = kumo.key_ports
 
 
 def test_delete_answers_deleted_when_only_replicas_hold_the_key(c):

@@ -26,19 +26,7 @@ def addr(port):
 
 @pytest.fixture(scope="module")
 def c():
-    for n in ("manager", "server", "kumohash"):
-        if not os.path.exists(kumo.BIN[n]):
-            pytest.fail("binary not built: %s" % kumo.BIN[n])
-    cl = kumo.Cluster()
-    try:
-        cl.start_manager()
-        for _ in range(3):
-            cl.start_server()
-        cl.attach_all()
-        cl.ports = {cl.server_addr(i): s["port"] for i, s in cl.servers.items()}
-        yield cl
-    finally:
-        cl.close()
+    yield from kumo.rpc_servers(("manager", "server", "kumohash"))
 
 
 def forward(relay_port, target_port, method, params, timeout_ms=2000):

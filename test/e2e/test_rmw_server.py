@@ -58,28 +58,10 @@ def item_cas(v):
 
 @pytest.fixture(scope="module")
 def c():
-    for n in ("manager", "server", "kumoctl", "kumohash"):
-        if not os.path.exists(kumo.BIN[n]):
-            pytest.fail("binary not built: %s" % kumo.BIN[n])
-    cl = kumo.Cluster()
-    try:
-        cl.start_manager()
-        for _ in range(3):
-            cl.start_server()
-        cl.attach_all()
-        cl.ports = {cl.server_addr(i): s["port"] for i, s in cl.servers.items()}
-        yield cl
-    finally:
-        cl.close()
+    yield from kumo.rpc_servers(("manager", "server", "kumoctl", "kumohash"))
 
 
-def assign(c, key):
-    """The key's three servers, coordinator (slot 0) first, as RPC ports."""
-    out = c.tool("kumohash", "-m", c.mgr, "assign", key).stdout
-    addrs = [line.split(":", 1)[1].strip() for line in out.splitlines()
-             if line.startswith("  ") and ":" in line]
-    assert len(addrs) == 3, out
-    return [c.ports[a] for a in addrs]
+assign = kumo.key_ports
 
 
 class Key:
