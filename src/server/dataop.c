@@ -762,13 +762,20 @@ static bool refuse_older(server *srv, const rpc_request *req, const void *key, s
  * moved the key between them; store-if-newer then keeps whichever arrived first, and a
  * coordinator that took an equal version for its own retried send would acknowledge a
  * write its replicas dropped (a stale read in rt07 under load). */
+static bool is_other_write(const uint8_t *old, size_t oldlen, clocktime_t ct,
+                           const void *ours, size_t ourlen)
+{
+    return old != NULL && oldlen >= 8 && dbvalue_clocktime(old) == ct
+           && (oldlen != ourlen || memcmp(old, ours, ourlen) != 0);
+}
+
+/* is_other_write of the record stored now (read only after a refusal: rare). */
 static bool holds_other_write(server *srv, const void *key, size_t klen, clocktime_t ct,
                               const void *ours, size_t ourlen)
 {
     size_t oldlen = 0;
     uint8_t *old = store_get(server_store(srv), key, klen, &oldlen);
-    bool other = old != NULL && oldlen >= 8 && dbvalue_clocktime(old) == ct
-                 && (oldlen != ourlen || memcmp(old, ours, ourlen) != 0);
+    bool other = is_other_write(old, oldlen, ct, ours, ourlen);
     free(old);
     return other;
 }
@@ -833,13 +840,14 @@ void dataop_replicate_delete(server *srv, const rpc_request *req)
     size_t oldlen = 0;
     uint8_t *old = store_get(server_store(srv), key, klen, &oldlen);
     bool had_live = old != NULL && rmwop_item_live(old, oldlen);  /* expired = gone */
-    free(old);
     if (!store_remove(server_store(srv), key, klen, ct)) {
+        /* refused: judged on `old`, read just before (a replace write in between can
+         * only have made the record newer, and a newer record is refused either way) */
         uint8_t tomb[TOMBSTONE_LEN];
         be64_put(tomb, ct);
         if (store_error() != 0)
             dataop_reply_store_failed(req->session, req->msgid);
-        else if (holds_other_write(srv, key, klen, ct, tomb, sizeof tomb))
+        else if (is_other_write(old, oldlen, ct, tomb, sizeof tomb))
             rpc_reply_u64(req->session, req->msgid, REPLICATE_REPLY_COLLIDED);
         else
             rpc_reply_bool(req->session, req->msgid, false);
@@ -847,6 +855,7 @@ void dataop_replicate_delete(server *srv, const rpc_request *req)
         rpc_reply_bool(req->session, req->msgid, true);
     else
         rpc_reply_u64(req->session, req->msgid, 1);
+    free(old);
 }
 
 void dataop_get_version(server *srv, const rpc_request *req)

@@ -15,15 +15,6 @@ typedef struct relay_call {
     uint32_t msgid;
 } relay_call;
 
-/* Is a one of the nodes (active or fault) of hs? */
-static bool in_space(const hashspace *hs, const kaddr *a)
-{
-    for (size_t i = 0; i < hs->nnodes; i++)
-        if (kaddr_eq(&hs->nodes[i].addr, a))
-            return true;
-    return false;
-}
-
 /* The params of Set, Delete and Update are flat arrays of integers and raws; refusing
  * anything nested keeps the re-packing below from failing half-way (KWIRE_PACK_DEPTH_MAX). */
 static bool flat_array(const msgpack_object *o)
@@ -82,7 +73,8 @@ void relay_forward(server *srv, const rpc_request *req)
         rpc_reply_error(req->session, req->msgid, RPC_PROTOCOL_ERROR);
         return;
     }
-    if (!in_space(server_whs(srv), &target) && !in_space(server_rhs(srv), &target)) {
+    if (hashspace_index(server_whs(srv), &target) < 0
+        && hashspace_index(server_rhs(srv), &target) < 0) {
         char buf[KADDR_STRLEN];
         log_warn("Forward to %s refused: not a node of this cluster",
                  kaddr_format(&target, buf));

@@ -108,25 +108,33 @@ def _settle(c, managers, timeout=180):
     return time.time() - t0, attached
 
 
+def _start_pair_of_managers_and_three_servers(c):
+    c.start_manager_pair()
+    for _ in range(3):
+        c.start_server()
+    c.attach_all(timeout=30)
+    c.wait_replace_done(timeout=60)
+
+
+def _split(bed):
+    """The split brain: managers apart; s0 with the first only, s2 with the second only."""
+    bed.cut("mgr", "mgr2")
+    bed.cut("s0", "mgr2")
+    bed.cut("s2", "mgr")
+
+
 def run_split_brain(bed, hold=15.0, out=print):
     """One split-brain round on a fresh cluster; returns a dict of what happened."""
     c = NetClusterPair(bed)
     try:
-        c.start_manager_pair()
-        for _ in range(3):
-            c.start_server()
-        c.attach_all(timeout=30)
-        c.wait_replace_done(timeout=60)
+        _start_pair_of_managers_and_three_servers(c)
         c.start_gateway()
         c.wait_gateway_ready()
         chk = _checker(c)
         time.sleep(3)
         before = chk.ops
         t0 = time.time()
-        # the split: managers apart; s0 with the first only, s2 with the second only
-        bed.cut("mgr", "mgr2")
-        bed.cut("s0", "mgr2")
-        bed.cut("s2", "mgr")
+        _split(bed)
         time.sleep(hold)
         seen = {i: _states(c, i) for i in (0, 1)}
         during_ops, during_fail = chk.ops - before, chk.failures
@@ -183,14 +191,8 @@ def test_split_healed_between_managers_first_lists_the_adopted_fault_server_as_n
     cluster stayed with one server fault for good."""
     c = NetClusterPair(bed)
     try:
-        c.start_manager_pair()
-        for _ in range(3):
-            c.start_server()
-        c.attach_all(timeout=30)
-        c.wait_replace_done(timeout=60)
-        bed.cut("mgr", "mgr2")
-        bed.cut("s0", "mgr2")
-        bed.cut("s2", "mgr")
+        _start_pair_of_managers_and_three_servers(c)
+        _split(bed)
         s0, s2 = c.server_addr(0), c.server_addr(2)
         # each manager marks fault the server it lost (2 missed heartbeats of 1 s)
         kumo.wait_for(lambda: c.status_at(0)[1].get(s2) == "fault"
