@@ -164,3 +164,27 @@ def test_bench_script_prints_the_table():
         ops, ratio, p99, err = cell.split()
         assert float(ops) > 0 and err == "0", r.stdout
     assert cells[1].split()[1] == "1.000", r.stdout
+
+
+@pytest.mark.skipif(not (MEMCACHED and (shutil.which("nutcracker") or os.path.exists("/usr/sbin/nutcracker"))),
+                    reason="memcached/nutcracker not installed (scripts/install-deps.sh installs them)")
+def test_bench_cpu_script_prints_cpu_per_request_of_every_process():
+    """scripts/bench-cpu.sh, one short row: a line per setup with the load generator's,
+    the proxy's and the three backends' CPU per request, and nothing left running."""
+    r = subprocess.run([os.path.join(kumo.TOP, "scripts", "bench-cpu.sh"), "--rows", "2",
+                        "--time", "1", "--keys", "500"],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, KUMO_BUILD_DIR=kumo.BUILD))
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = {x.split()[0]: x for x in r.stdout.splitlines() if x.startswith("  ")}
+    assert set(lines) == {"twemproxy", "kumofs"}, r.stdout
+    for name, procs in (("twemproxy", ["nutcracker", "memcached"]), ("kumofs", ["kumo-gateway", "kumo-server"])):
+        head, costs = lines[name].split("| loader ")[0], lines[name].split("|")[2].split()
+        assert int(head.split()[1]) > 0, r.stdout
+        total = lines[name].split("=")[1].split()[0]
+        assert float(total) > 0, r.stdout
+        assert len(costs) == 4 and costs[0].startswith(procs[0] + ":"), r.stdout
+        assert all(c.startswith(procs[1] + ":") for c in costs[1:]), r.stdout
+        for c in costs:
+            us, csw = c.split(":")[1].rstrip(")").split("(")
+            assert float(us) > 0 and float(csw) >= 0, r.stdout
