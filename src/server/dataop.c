@@ -608,13 +608,13 @@ void dataop_set(server *srv, const rpc_request *req)
     /* The value buffer belongs to this request until we return; stamping the version in
      * place saves a copy on the hot path (wire.md §7.6: the server overwrites it). */
     uint8_t *val = (uint8_t *)(uintptr_t)cval;
-    clocktime_t ct;
+    clocktime_t compare = dbvalue_clocktime(val);
+    clocktime_t stored;
+    bool have = store_get_clocktime(server_store(srv), key, klen, &stored);
+    clocktime_t ct = dataop_next_version(srv, have, stored);
+    dbvalue_set_clocktime(val, ct);
+
     if (opcode == SET_OP_CAS) {
-        clocktime_t compare = dbvalue_clocktime(val);
-        clocktime_t stored;
-        bool have = store_get_clocktime(server_store(srv), key, klen, &stored);
-        ct = dataop_next_version(srv, have, stored);
-        dbvalue_set_clocktime(val, ct);
         if (!store_cas(server_store(srv), key, klen, val, vlen, compare)) {
             if (store_error() != 0)
                 dataop_reply_store_failed(req->session, req->msgid);
@@ -622,9 +622,7 @@ void dataop_set(server *srv, const rpc_request *req)
                 rpc_reply_bool(req->session, req->msgid, false);   /* EXISTS; nothing replicated */
             return;
         }
-    } else if (store_put_stamped(server_store(srv), key, klen, val, vlen, server_clock(srv))) {
-        ct = dbvalue_clocktime(val);   /* one lookup: stamped past the stored version */
-    } else {
+    } else if (!store_put(server_store(srv), key, klen, val, vlen)) {
         dataop_reply_store_failed(req->session, req->msgid);
         return;
     }

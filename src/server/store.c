@@ -319,41 +319,6 @@ bool store_put(store *st, const void *key, size_t klen, const void *val, size_t 
     return ok;
 }
 
-/* Argument of stamp_proc: the coordinator's value, stamped in place, and its clock. */
-typedef struct stamp_op {
-    uint8_t *val;
-    size_t vlen;
-    kclock *clock;
-} stamp_op;
-
-/* The key has a record: stamp the value past its version and store that. */
-static void *stamp_proc(const void *old, int oldlen, int *sp, void *opaque)
-{
-    stamp_op *op = opaque;
-    if ((size_t)oldlen >= TOMBSTONE_LEN)
-        be64_put(op->val, kclock_event_after(op->clock, dbvalue_clocktime(old)));
-    *sp = (int)op->vlen;
-    return xmemdup(op->val, op->vlen);   /* TC frees it with free() */
-}
-
-bool store_put_stamped(store *st, const void *key, size_t klen, uint8_t *val, size_t vlen,
-                       kclock *clock)
-{
-    store_errno = 0;
-    if (vlen < TOMBSTONE_LEN || !fits_int(klen) || !fits_int(vlen))
-        return false;
-    stamp_op op = { val, vlen, clock };
-    pthread_mutex_lock(&st->mu);
-    do_before_write(st, key, klen);
-    be64_put(val, kclock_event(clock));   /* what an absent key gets (no proc call) */
-    bool ok = reserve(st, klen, vlen)
-        && tchdbputproc(st->db, key, (int)klen, val, (int)vlen, stamp_proc, &op);
-    if (!ok && store_errno == 0)
-        report_error(st, "put");
-    pthread_mutex_unlock(&st->mu);
-    return ok;
-}
-
 /* Argument of the put procedures: the incoming value and the clocktime to decide on. */
 typedef struct put_op {
     const void *val;

@@ -34,15 +34,6 @@ bool store_get_clocktime(store *st, const void *key, size_t klen, clocktime_t *c
 /* Plain overwrite (coordinator Set, storage.md §4.2).  Returns false on a storage error. */
 bool store_put(store *st, const void *key, size_t klen, const void *val, size_t vlen);
 
-/* A coordinator's write in one store lookup (issue 12): stamp val (its first 8 bytes, in
- * place) with a version from clock newer than the stored record's, if any
- * (kclock_event_after; kclock_event for an absent key or a record too short to have a
- * version), and store it.  Tokyo Cabinet copies a record out on every lookup, so reading
- * the version first and putting after cost two.  On return val holds exactly what was
- * stored.  Returns false on a storage failure (store_error). */
-bool store_put_stamped(store *st, const void *key, size_t klen, uint8_t *val, size_t vlen,
-                       kclock *clock);
-
 /* Store-if-newer (storage.md §4.1); val's first 8 bytes are its clocktime (a value of
  * exactly 8 bytes is a tombstone).  Returns true if stored. */
 bool store_update(store *st, const void *key, size_t klen, const void *val, size_t vlen);

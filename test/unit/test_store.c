@@ -175,53 +175,6 @@ static void test_put_get(void **state)
     store_close(st);
 }
 
-/* The coordinator's one-lookup write: stamped past whatever is stored (a value of
- * another server's clock ahead of ours, a tombstone), or by the clock for an absent key or
- * a record too short to have a version; the buffer ends as the stored bytes. */
-static void test_put_stamped(void **state)
-{
-    (void)state;
-    store *st = open_named("stamped.tch");
-    kclock kc;
-    kclock_init(&kc);
-    kc.now_sec = BASE_SEC;
-    uint8_t v[64];
-    size_t n;
-
-    n = make_value(v, 0, "first");                      /* absent */
-    assert_true(store_put_stamped(st, "a", 1, v, n, &kc));
-    clocktime_t first = be64_get(v);
-    assert_int_equal(clocktime_sec(first), BASE_SEC);
-    assert_value(st, "a", first, "first");
-
-    n = make_value(v, 0, "second");                     /* ours: the next event */
-    assert_true(store_put_stamped(st, "a", 1, v, n, &kc));
-    assert_true(clocktime_less(first, be64_get(v)));
-    assert_value(st, "a", be64_get(v), "second");
-
-    clocktime_t ahead = clocktime_make(BASE_SEC + 100, 50);   /* another server's clock */
-    n = make_value(v, ahead, "theirs");
-    assert_true(store_put(st, "b", 1, v, n));
-    n = make_value(v, 0, "mine");
-    assert_true(store_put_stamped(st, "b", 1, v, n, &kc));
-    assert_true(clocktime_less(ahead, be64_get(v)));
-    assert_value(st, "b", be64_get(v), "mine");
-
-    assert_true(store_remove(st, "c", 1, ahead));        /* a tombstone */
-    n = make_value(v, 0, "after");
-    assert_true(store_put_stamped(st, "c", 1, v, n, &kc));
-    assert_true(clocktime_less(ahead, be64_get(v)));
-    assert_value(st, "c", be64_get(v), "after");
-
-    assert_true(store_put(st, "d", 1, "abc", 3));         /* too short for a version */
-    n = make_value(v, 0, "fresh");
-    assert_true(store_put_stamped(st, "d", 1, v, n, &kc));
-    assert_value(st, "d", be64_get(v), "fresh");
-
-    assert_false(store_put_stamped(st, "e", 1, v, 7, &kc));   /* no room for a version */
-    store_close(st);
-}
-
 static void test_update(void **state)
 {
     (void)state;
@@ -866,7 +819,6 @@ int main(void)
         cmocka_unit_test(test_suffix_parsing),
         cmocka_unit_test(test_put_get),
         cmocka_unit_test(test_update),
-        cmocka_unit_test(test_put_stamped),
         cmocka_unit_test(test_tombstone),
         cmocka_unit_test(test_cas),
         cmocka_unit_test(test_iterate),
