@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -442,6 +443,51 @@ typedef struct offer_stream {
     off_t csize;                 /* compressed bytes written so far */
 } offer_stream;
 
+/* ---- pace: the worker's share of the CPU ----
+ * A replace walks every record of the store and compresses what it sends, on a host
+ * whose cores the clients' requests keep busy: unpaced, a 4th server's replace took
+ * 60-70 % of the clients' throughput (scripts/bench-ops.sh).  The worker therefore works
+ * in slices of PACE_SLICE_SEC and, if the server served requests during the slice
+ * (server_requests), sleeps PACE_RATIO times as long after it, so it takes at most
+ * 1 / (1 + PACE_RATIO) of a core while there are clients and all it can without.  It
+ * never sleeps with the store lock held (store_iterate releases it around each record). */
+#define PACE_SLICE_SEC 0.002
+#define PACE_RATIO 6.0
+#define PACE_CHECK_EVERY 32          /* records between clock reads */
+
+typedef struct pace {
+    double slice_start;
+    uint64_t requests;           /* server_requests at the slice's start */
+    unsigned n;
+} pace;
+
+static double mono_sec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void pace_record(server *srv, pace *p)
+{
+    if (++p->n % PACE_CHECK_EVERY != 0)
+        return;
+    double now = mono_sec();
+    uint64_t requests = server_requests(srv);
+    double worked = now - p->slice_start;
+    if (p->slice_start != 0 && worked < PACE_SLICE_SEC)
+        return;
+    if (p->slice_start != 0 && requests != p->requests) {
+        double rest = worked * PACE_RATIO;
+        struct timespec ts = { (time_t)rest, (long)((rest - (double)(time_t)rest) * 1e9) };
+        nanosleep(&ts, NULL);
+        now = mono_sec();
+        requests = server_requests(srv);
+    }
+    p->slice_start = now;
+    p->requests = requests;
+}
+
 typedef struct copy_ctx {
     replace *r;
     job *j;
@@ -460,6 +506,7 @@ typedef struct copy_ctx {
     tombsend *dels;              /* tombstones for original destinations (peerkind) */
     tombsend *verify;            /* own records to check with original owners */
     bool restarted;              /* self is fault in src, active in dst: just attached */
+    pace pace;
     uint8_t out[64 * 1024];
 } copy_ctx;
 
@@ -669,6 +716,7 @@ static bool copy_record(const void *key, size_t klen, const void *val, size_t vl
         c->aborted = true;
         return false;
     }
+    pace_record(c->r->srv, &c->pace);
     /* Live values and exact 8-byte tombstones travel (kumofs-c extension of storage.md
      * §5.2, DECISIONS.md §2): a newbie that still holds a value deleted while it was
      * away drops it on store-if-newer of the tombstone.  9-byte oddities stay home. */
@@ -830,6 +878,7 @@ typedef struct delete_ctx {
     job *j;
     uint64_t deleted;
     bool aborted;
+    pace pace;
 } delete_ctx;
 
 static bool delete_record(const void *key, size_t klen, const void *val, size_t vlen, void *ud)
@@ -841,6 +890,7 @@ static bool delete_record(const void *key, size_t klen, const void *val, size_t 
         c->aborted = true;
         return false;
     }
+    pace_record(c->r->srv, &c->pace);
     if (klen < DBKEY_HASH_LEN)
         return true;
     if (!server_is_replica(c->r->srv, &c->j->dst, dbkey_hash(key))) {
@@ -852,7 +902,7 @@ static bool delete_record(const void *key, size_t klen, const void *val, size_t 
 
 static void run_delete(replace *r, job *j)
 {
-    delete_ctx c = { r, j, 0, false };
+    delete_ctx c = { r, j, 0, false, { 0, 0, 0 } };
     if (!hashspace_empty(&j->dst))
         store_iterate(server_store(r->srv), j->purge_limit, delete_record, &c);
     if (c.aborted)

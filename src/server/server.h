@@ -63,6 +63,11 @@ bool server_resyncing(const server *srv);         /* after a stall: refusing cli
 replace *server_replace(const server *srv);       /* replace.c's state */
 dataop_state *server_dataop(const server *srv);   /* dataop.c's trackers and stamp cache */
 stream_set *server_streams(const server *srv);    /* stream.c's connections */
+/* Requests dispatched so far, readable from any thread.  The background work of a
+ * replace, a backup and a flush_all yields the CPU only while this moves (clients are
+ * there to yield it to), and runs at full speed on an idle server. */
+uint64_t server_requests(const server *srv);
+
 /* GetStatus counters (wire.md §9) */
 void server_count_get(server *srv);
 void server_count_set(server *srv);

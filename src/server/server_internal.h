@@ -3,6 +3,8 @@
 #ifndef KUMO_SERVER_INTERNAL_H
 #define KUMO_SERVER_INTERNAL_H
 
+#include <stdatomic.h>
+
 #include "server/server.h"
 
 /* Everything here is touched only from the event loop thread unless a field says otherwise. */
@@ -30,6 +32,7 @@ struct server {
     uint64_t cmd_get;            /* GetStatus counters (wire.md §9) */
     uint64_t cmd_set;
     uint64_t cmd_delete;
+    _Atomic uint64_t requests;   /* requests dispatched (server_requests) */
 
     replace *repl;               /* copy/delete phases and pending offers */
     dataop_state *dop;           /* replication trackers' pools, stamp cache (dataop.c) */

@@ -23,9 +23,19 @@
 #define STREAM_HEADER_LEN 23        /* wire.md §10 step 3 */
 #define STREAM_IDLE_TIMEOUT 60.0    /* step 6: per-read receive timeout */
 #define STREAM_CHUNK (64 * 1024)
+#define STREAM_APPLY_CHUNK (16 * 1024)
 #define STREAM_ACK_EVERY 100        /* step 5: keep-alive after every 100 pairs */
 #define STREAM_DRAIN_TIMEOUT 10.0   /* how long an acknowledged receiver waits for EOF */
 #define STREAM_MAX_ELEMENTS 1024    /* pairs are 2-element arrays; nothing legitimate nests */
+/* A receiver stores what a replace streams in its event loop, between the clients'
+ * requests.  Unpaced, a new server storing its share took 70 % of a core and the
+ * clients lost two thirds of their throughput (scripts/bench-ops.sh); so after each
+ * STREAM_PACE_SLICE seconds of applying streams (all of them together) during which it
+ * also served requests, it stops reading them for STREAM_PACE_RATIO times as long (TCP
+ * then holds the senders back), taking at most 1 / (1 + ratio) of the loop while there
+ * are clients and all it can without. */
+#define STREAM_PACE_SLICE 0.0005
+#define STREAM_PACE_RATIO 3.0
 
 enum stream_state {
     /* sender (accepted on -L) */
@@ -64,6 +74,7 @@ typedef struct stream_conn {
     uint64_t pairs;
     uint64_t stored;
     bool store_failed;           /* a record could not be stored: the stream fails */
+    ev_timer pace;               /* resumes reading after a pause */
 } stream_conn;
 
 struct stream_set {
@@ -74,6 +85,9 @@ struct stream_set {
     nconn_group group;           /* output once per loop turn, deferred closes */
     stream_conn *conns;
     bool closing;
+    double worked;               /* seconds spent applying streams since the last pause */
+    uint64_t requests;           /* server_requests when that time began */
+    double pace_until;           /* no stream is applied before this time (ev_time) */
 };
 
 /* ---- plumbing ---- */
@@ -102,6 +116,7 @@ static void conn_closed(nconn *nc, enum nconn_end why)
     stream_set *ss = c->ss;
     char buf[KADDR_STRLEN];
     ev_timer_stop(server_loop(ss->srv), &c->timer);
+    ev_timer_stop(server_loop(ss->srv), &c->pace);
     if (c->file_fd >= 0)
         close(c->file_fd);
     if (c->unp_init) {
@@ -145,6 +160,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 static const nconn_ops conn_ops;
+static void pace_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 static stream_conn *conn_new(stream_set *ss, int fd, enum stream_state state)
 {
@@ -153,11 +169,14 @@ static stream_conn *conn_new(stream_set *ss, int fd, enum stream_state state)
     c->file_fd = -1;
     c->state = state;
     nconn_init(&c->nc, &ss->group, fd, &conn_ops);
-    /* one chunk per event: applying a chunk costs a burst of store updates */
+    /* one chunk per event: applying a chunk costs a burst of store updates (a receiver
+     * applies at most STREAM_APPLY_CHUNK per event, so a request waits for at most that) */
     c->nc.read_min = STREAM_CHUNK;
-    c->nc.budget = STREAM_CHUNK;
+    c->nc.budget = state >= SR_CONNECTING ? STREAM_APPLY_CHUNK : STREAM_CHUNK;
     ev_init(&c->timer, timer_cb);
     c->timer.data = c;
+    ev_init(&c->pace, pace_cb);
+    c->pace.data = c;
     c->next = ss->conns;
     if (ss->conns != NULL)
         ss->conns->prev = c;
@@ -325,18 +344,53 @@ static bool recv_inflate(stream_conn *c)
     return true;
 }
 
-/* Inflate and apply one piece of the stream.  Returns the bytes used (all). */
+static void pace_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    stream_conn *c = w->data;
+    nconn_resume(&c->nc);
+}
+
+static void pace_pause(stream_conn *c, double sec)
+{
+    nconn_pause(&c->nc);
+    ev_timer_set(&c->pace, sec, 0.0);
+    ev_timer_start(server_loop(c->ss->srv), &c->pace);
+}
+
+/* Inflate and apply one piece of the stream.  Returns the bytes used (all), or 0 while
+ * the streams' share is used up (the piece waits, and the connection does not read). */
 static size_t recv_parse(stream_conn *c, const char *p, size_t len)
 {
+    stream_set *ss = c->ss;
     conn_timer(c, STREAM_IDLE_TIMEOUT);
     if (c->z_end)
         return len;                      /* trailing bytes after the zlib stream */
+    double t0 = ev_time();
+    if (ss->pace_until > t0) {
+        pace_pause(c, ss->pace_until - t0);
+        return 0;
+    }
+    if (ss->worked == 0)
+        ss->requests = server_requests(ss->srv);
     c->z.next_in = (Bytef *)p;
     c->z.avail_in = (uInt)len;
     if (!recv_inflate(c)) {
         log_warn(c->store_failed ? "replace stream: the store refused a record (disk full?)"
                                  : "replace stream: corrupt data");
         conn_close(c, false);
+        return len;
+    }
+    double t1 = ev_time();
+    ss->worked += t1 - t0;
+    if (ss->worked >= STREAM_PACE_SLICE) {
+        if (server_requests(ss->srv) != ss->requests) {   /* clients to yield to */
+            ss->pace_until = t1 + ss->worked * STREAM_PACE_RATIO;
+            if (c->state == SR_RECEIVE)
+                pace_pause(c, ss->pace_until - t1);
+        }
+        ss->worked = 0;
     }
     return len;
 }

@@ -188,3 +188,27 @@ def test_bench_cpu_script_prints_cpu_per_request_of_every_process():
         for c in costs:
             us, csw = c.split(":")[1].rstrip(")").split("(")
             assert float(us) > 0 and float(csw) >= 0, r.stdout
+
+
+def test_bench_ops_script_prints_throughput_during_replace_backup_and_flush():
+    """scripts/bench-ops.sh on a small data set: one row per step with the windows'
+    median and worst throughput and their ratios, and a clean load apart from the values
+    flush_all removed."""
+    r = subprocess.run([os.path.join(kumo.TOP, "scripts", "bench-ops.sh")],
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, KUMO_BUILD_DIR=kumo.BUILD, KEYS="20000",
+                                VALUE="200", WINDOW_MS="100"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = {x.split()[0]: x.split() for x in r.stdout.splitlines()
+            if x.split() and x.split()[0] in ("baseline", "replace", "backup", "flush_all")}
+    assert set(rows) == {"baseline", "replace", "backup", "flush_all"}, r.stdout
+    assert rows["baseline"][3:5] != ["-", "-"] and rows["baseline"][4] == "(1.00)", r.stdout
+    for name, cells in rows.items():
+        assert float(cells[1]) > 0, r.stdout          # seconds the step took
+        if cells[3] != "-":
+            assert float(cells[3]) > 0 and float(cells[4].strip("()")) > 0, r.stdout
+    load = [x for x in r.stdout.splitlines() if "load (whole run): RESULT" in x]
+    assert len(load) == 1, r.stdout
+    fields = dict(f.split("=") for f in load[0].split("RESULT ")[1].split())
+    for k in ("errors", "mismatches", "stale", "set_fail"):
+        assert fields[k] == "0", load[0]

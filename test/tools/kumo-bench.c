@@ -46,7 +46,7 @@ enum phase { PH_PRELOAD, PH_WARMUP, PH_MEASURE, PH_DONE };
 
 struct opts {
     const char *host, *port, *prefix;
-    int threads, conns, depth, vsize, seconds, warmup, timeout_ms;
+    int threads, conns, depth, vsize, seconds, warmup, timeout_ms, progress_ms;
     uint32_t keys;
     double get_ratio;
     uint64_t seed;
@@ -98,6 +98,7 @@ static volatile sig_atomic_t interrupted;
 static uint32_t run_id;
 static struct addrinfo *server_ai;
 static _Atomic int errors_printed;
+static _Atomic uint64_t replies_measured;   /* for --progress */
 
 static uint64_t now_ns(void)
 {
@@ -393,6 +394,8 @@ static void complete(struct worker *w, struct conn *c)
     if (ph == PH_DONE) ph = PH_MEASURE;
     struct stats *st = &w->st[ph];
     hist_add(&st->lat, now_ns() - r->t0);
+    if (ph == PH_MEASURE)
+        atomic_fetch_add_explicit(&replies_measured, 1, memory_order_relaxed);
     c->head = (c->head + 1) % O.depth;
     c->count--;
 }
@@ -599,6 +602,7 @@ static void usage(FILE *f)
         "  --prefix P    key prefix, up to 4 characters (default kb:); keys are P + index + '-',\n"
         "                16 bytes in all\n"
         "  --timeout MS  a request without a reply after MS ms is an error (default 2000)\n"
+        "  --progress MS print \"PROGRESS t=S ops=N ops_per_s=R\" every MS ms of the measured run\n"
         "  -q            print only the RESULT line\n"
         "Every get hit is verified; exit status 0 = no errors of any kind, 1 = errors, 2 = usage.\n",
         HDR_LEN, MAX_VALUE);
@@ -633,7 +637,27 @@ static uint64_t failures(const struct stats *s)
     return s->errors + s->set_fail + s->mismatches + s->stale + s->lost;
 }
 
-/* Sleep until deadline (ns) or an interrupt. */
+/* Sleep until deadline (ns) or an interrupt; with --progress, print a PROGRESS line
+ * per interval of the measured phase (t0: its start). */
+static void sleep_until_progress(uint64_t deadline, uint64_t t0)
+{
+    uint64_t step = (uint64_t)O.progress_ms * 1000000u, next = t0 + step;
+    uint64_t last = atomic_load(&replies_measured), last_t = t0;
+    while (!interrupted && now_ns() < deadline) {
+        usleep(O.progress_ms > 0 && O.progress_ms < 10 ? 1000 : 10000);
+        uint64_t t = now_ns();
+        if (O.progress_ms > 0 && t >= next) {
+            uint64_t n = atomic_load(&replies_measured);
+            printf("PROGRESS t=%.3f ops=%" PRIu64 " ops_per_s=%.0f\n", (double)(t - t0) / 1e9,
+                   n - last, (double)(n - last) / ((double)(t - last_t) / 1e9));
+            fflush(stdout);
+            last = n;
+            last_t = t;
+            next += step;
+        }
+    }
+}
+
 static void sleep_until(uint64_t deadline)
 {
     while (!interrupted && now_ns() < deadline) usleep(10000);
@@ -644,7 +668,8 @@ int main(int argc, char **argv)
     static const struct option lo[] = {
         { "preload", no_argument, 0, 'P' }, { "binary", no_argument, 0, 'B' },
         { "seed", required_argument, 0, 'S' }, { "timeout", required_argument, 0, 'O' },
-        { "prefix", required_argument, 0, 'K' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
+        { "prefix", required_argument, 0, 'K' }, { "help", no_argument, 0, 'h' },
+        { "progress", required_argument, 0, 'G' }, { 0, 0, 0, 0 },
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "s:c:T:d:v:r:n:t:w:qh", lo, NULL)) != -1) {
@@ -664,6 +689,7 @@ int main(int argc, char **argv)
         case 'w': O.warmup = (int)num_arg(optarg, 0, 3600, "-w"); break;
         case 'S': O.seed = (uint64_t)num_arg(optarg, 0, 0x7fffffff, "--seed"); break;
         case 'O': O.timeout_ms = (int)num_arg(optarg, 1, 3600000, "--timeout"); break;
+        case 'G': O.progress_ms = (int)num_arg(optarg, 1, 3600000, "--progress"); break;
         case 'r': {
             char *end; O.get_ratio = strtod(optarg, &end);
             if (*end || O.get_ratio < 0 || O.get_ratio > 1) { fprintf(stderr, "kumo-bench: -r must be 0..1\n"); return 2; }
@@ -731,7 +757,7 @@ int main(int argc, char **argv)
         sleep_until(now_ns() + (uint64_t)O.warmup * 1000000000u);
         t_meas = now_ns();
         atomic_store(&phase, PH_MEASURE);
-        sleep_until(t_meas + (uint64_t)O.seconds * 1000000000u);
+        sleep_until_progress(t_meas + (uint64_t)O.seconds * 1000000000u, t_meas);
         t_end = now_ns();
     }
     atomic_store(&phase, PH_DONE);
