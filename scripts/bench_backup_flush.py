@@ -93,11 +93,7 @@ def figures(samples):
 
 
 def main():
-    if not os.path.exists(BENCH):
-        sys.exit("missing %s (run scripts/build.sh)" % BENCH)
-    for n in ("manager", "server", "gateway", "kumoctl"):
-        if not os.path.exists(kumo.BIN[n]):
-            sys.exit("missing %s (build first or set KUMO_BUILD_DIR)" % kumo.BIN[n])
+    kumo.require_built(BENCH)
     log("binaries from %s; %d servers, %d MB per server of %d-byte values, flush of %d keys"
         % (kumo.BUILD, SERVERS, SIZE_MB, VALUE, FLUSH_KEYS))
     c = kumo.standard_cluster(SERVERS)

@@ -96,11 +96,7 @@ class Load:
 
 
 def main():
-    if not os.path.exists(BENCH):
-        sys.exit("missing %s (run scripts/build.sh)" % BENCH)
-    for n in ("manager", "server", "gateway", "kumoctl"):
-        if not os.path.exists(kumo.BIN[n]):
-            sys.exit("missing %s (build first or set KUMO_BUILD_DIR)" % kumo.BIN[n])
+    kumo.require_built(BENCH)
     log("binaries from %s; %d keys of %d bytes; load: %d connections, %s gets, windows of "
         "%d ms" % (kumo.BUILD, KEYS, VALUE, CONNS, GET_RATIO, WINDOW_MS))
     c = kumo.standard_cluster(3)

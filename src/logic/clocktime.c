@@ -80,3 +80,10 @@ clocktime_t kclock_event_after(kclock *c, clocktime_t seen)
         c->counter = clocktime_clock(seen) + 1;
     return clocktime_make(sec, kclock_incr(c));
 }
+
+double monotonic_sec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}

@@ -46,4 +46,8 @@ clocktime_t kclock_event(kclock *c);         /* (now_sec << 32) | kclock_incr() 
  * below a version it has stored).  Advances the clock as needed. */
 clocktime_t kclock_event_after(kclock *c, clocktime_t seen);
 
+/* The machine's monotonic clock in seconds (CLOCK_MONOTONIC), for measuring durations
+ * off the event loop's thread. */
+double monotonic_sec(void);
+
 #endif

@@ -461,18 +461,11 @@ typedef struct pace {
     unsigned n;
 } pace;
 
-static double mono_sec(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void pace_record(server *srv, pace *p)
 {
     if (++p->n % PACE_CHECK_EVERY != 0)
         return;
-    double now = mono_sec();
+    double now = monotonic_sec();
     uint64_t requests = server_requests(srv);
     double worked = now - p->slice_start;
     if (p->slice_start != 0 && worked < PACE_SLICE_SEC)
@@ -481,7 +474,7 @@ static void pace_record(server *srv, pace *p)
         double rest = worked * PACE_RATIO;
         struct timespec ts = { (time_t)rest, (long)((rest - (double)(time_t)rest) * 1e9) };
         nanosleep(&ts, NULL);
-        now = mono_sec();
+        now = monotonic_sec();
         requests = server_requests(srv);
     }
     p->slice_start = now;

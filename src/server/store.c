@@ -97,13 +97,6 @@ int store_error(void)
 #define STORE_RESERVE_STEP (4u << 20)    /* grow the reservation in steps of 4 MiB */
 #define STORE_RECORD_SLACK 1024          /* TC's record header, padding and bookkeeping */
 
-static double monotonic_sec(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* fallocate, or (file systems without it) a free-space check of the same length. */
 static int grow_reservation(store *st, uint64_t from, uint64_t len)
 {

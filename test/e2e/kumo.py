@@ -1,6 +1,7 @@
 """Helpers for the end-to-end tests: start real kumofs daemons on free loopback
 ports, talk to them with the real tools, and clean up only what we started."""
 import os
+import sys
 import random
 import signal
 import socket
@@ -48,6 +49,14 @@ def free_port():
         _used_ports.add(port)
         return port
     raise RuntimeError("no free port in %d-%d" % (lo, hi))
+
+
+def require_built(*extra):
+    """Exit with a message unless the daemons, kumoctl and the given files are built (for
+    the benchmark scripts that use this module)."""
+    for path in [BIN[n] for n in ("manager", "server", "gateway", "kumoctl")] + list(extra):
+        if not os.path.exists(path):
+            sys.exit("missing %s (run scripts/build.sh, or set KUMO_BUILD_DIR)" % path)
 
 
 def wait_for(pred, timeout=10.0, interval=0.1, what="condition"):
