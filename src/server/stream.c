@@ -354,9 +354,11 @@ static void pace_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void pace_pause(stream_conn *c, double sec)
 {
+    struct ev_loop *loop = server_loop(c->ss->srv);
     nconn_pause(&c->nc);
+    ev_timer_stop(loop, &c->pace);
     ev_timer_set(&c->pace, sec, 0.0);
-    ev_timer_start(server_loop(c->ss->srv), &c->pace);
+    ev_timer_start(loop, &c->pace);
 }
 
 /* Inflate and apply one piece of the stream.  Returns the bytes used (all), or 0 while
