@@ -466,19 +466,22 @@ static void pace_record(server *srv, pace *p)
     if (++p->n % PACE_CHECK_EVERY != 0)
         return;
     double now = monotonic_sec();
-    uint64_t requests = server_requests(srv);
-    double worked = now - p->slice_start;
-    if (p->slice_start != 0 && worked < PACE_SLICE_SEC)
+    if (p->slice_start == 0) {
+        p->slice_start = now;
+        p->requests = server_requests(srv);
         return;
-    if (p->slice_start != 0 && requests != p->requests) {
-        double rest = worked * PACE_RATIO;
+    }
+    double worked = now - p->slice_start;
+    if (worked < PACE_SLICE_SEC)
+        return;
+    double rest = server_yield_pause(srv, &p->requests, worked, PACE_RATIO, 0);
+    if (rest > 0) {
         struct timespec ts = { (time_t)rest, (long)((rest - (double)(time_t)rest) * 1e9) };
         nanosleep(&ts, NULL);
         now = monotonic_sec();
-        requests = server_requests(srv);
+        p->requests = server_requests(srv);   /* the next slice counts its own */
     }
     p->slice_start = now;
-    p->requests = requests;
 }
 
 typedef struct copy_ctx {

@@ -194,12 +194,13 @@ static uint64_t flushes_done;
 
 /* The walk's pace: steps of at most 1000 records and 0.25 ms, each followed by a pause
  * FLUSH_PAUSE_RATIO times as long (0.5 ms at least) if the server served requests since
- * the step before (none at all otherwise), so the walk takes at most a seventh of the
- * loop's time while there are clients and a request waits at most about 0.25 ms for it.  Measured at
- * 1.27M records on 3 servers sharing 2 cores, under load: 2 ms steps back to back put
- * get p50 at 3.8 ms and p99.9 at 76 ms; the old walk in one go stalled gets for 24 s.
- * With 1 ms steps and pauses as long, the three walks still took 80 % of the clients'
- * throughput while they ran; with these, 31-38 % (scripts/bench-ops.sh, 200,000 keys). */
+ * the step before (none at all otherwise: server_yield_pause), so the walk takes at most
+ * a seventh of the loop's time while there are clients, and a request waits at most
+ * about 0.25 ms for it.  Measured at 1.27M records on 3 servers sharing 2 cores, under
+ * load: 2 ms steps back to back put get p50 at 3.8 ms and p99.9 at 76 ms; the old walk
+ * in one go stalled gets for 24 s.  With 1 ms steps and pauses as long, the three walks
+ * still took 79 % of the clients' throughput while they ran; with these, 36-45 %
+ * (scripts/bench-ops.sh, 200,000 keys). */
 #define FLUSH_STEP_RECORDS 1000
 #define FLUSH_STEP_SEC 0.00025
 #define FLUSH_PAUSE_MIN_SEC 0.0005
@@ -231,13 +232,8 @@ static void flush_step_cb(struct ev_loop *loop, ev_timer *w, int revents)
         flush_walk_end(loop, flushed);
         return;
     }
-    ev_tstamp pause = (ev_time() - t0) * FLUSH_PAUSE_RATIO;
-    if (pause < FLUSH_PAUSE_MIN_SEC)
-        pause = FLUSH_PAUSE_MIN_SEC;
-    uint64_t requests = server_requests(flush_walk.srv);
-    if (requests == flush_walk.requests)
-        pause = 0;                   /* no client since the last step: no need to yield */
-    flush_walk.requests = requests;
+    ev_tstamp pause = server_yield_pause(flush_walk.srv, &flush_walk.requests, ev_time() - t0,
+                                         FLUSH_PAUSE_RATIO, FLUSH_PAUSE_MIN_SEC);
     ev_now_update(loop);
     ev_timer_set(w, pause, 0.0);
     ev_timer_start(loop, w);

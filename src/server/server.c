@@ -471,10 +471,10 @@ typedef struct backup_rec {
 
 /* The dump's pace, as the flush walk's (rmwop.c): steps of at most 1 MB and 0.25 ms,
  * each followed by a pause BACKUP_PAUSE_RATIO times as long (0.5 ms at least) if the
- * server served requests since the step before (none otherwise), so the dump takes at
- * most a quarter of the loop's time while there are clients.  With 1 ms steps, pauses as long and
- * the writer at nice 10, a backup of 200 MB a server left clients 50-59 % of their
- * throughput; with these, 58-63 % (scripts/bench-ops.sh). */
+ * server served requests since the step before (none otherwise: server_yield_pause), so
+ * the dump takes at most a quarter of the loop's time while there are clients.  With
+ * 1 ms steps, pauses as long and the writer at nice 10, a backup of 200 MB a server left
+ * clients 50-59 % of their throughput; with these, 55-57 % (scripts/bench-ops.sh). */
 #define BACKUP_STEP_BYTES (1u << 20)
 #define BACKUP_STEP_SEC 0.00025
 #define BACKUP_PAUSE_MIN_SEC 0.0005
@@ -600,13 +600,8 @@ static void backup_step_cb(struct ev_loop *loop, ev_timer *w, int revents)
             backup_end_dump(job, rc < 0, rc < 0 ? err : NULL);
             return;
         }
-        pause = (ev_time() - t0) * BACKUP_PAUSE_RATIO;
-        if (pause < BACKUP_PAUSE_MIN_SEC)
-            pause = BACKUP_PAUSE_MIN_SEC;
-        uint64_t requests = server_requests(job->srv);
-        if (requests == job->requests)
-            pause = 0;               /* no client since the last step: no need to yield */
-        job->requests = requests;
+        pause = server_yield_pause(job->srv, &job->requests, ev_time() - t0,
+                                   BACKUP_PAUSE_RATIO, BACKUP_PAUSE_MIN_SEC);
     }
     ev_now_update(loop);
     ev_timer_set(w, pause, 0.0);
@@ -924,7 +919,19 @@ dataop_state *server_dataop(const server *srv) { return srv->dop; }
 stream_set *server_streams(const server *srv) { return srv->streams; }
 uint64_t server_requests(const server *srv)
 {
-    return atomic_load_explicit(&((server *)srv)->requests, memory_order_relaxed);
+    return atomic_load_explicit(&srv->requests, memory_order_relaxed);
+}
+
+double server_yield_pause(const server *srv, uint64_t *seen, double worked, double ratio,
+                          double min_pause)
+{
+    uint64_t now = server_requests(srv);
+    bool clients = now != *seen;
+    *seen = now;
+    if (!clients)
+        return 0;
+    double pause = worked * ratio;
+    return pause < min_pause ? min_pause : pause;
 }
 void server_count_get(server *srv) { srv->cmd_get++; }
 void server_count_set(server *srv) { srv->cmd_set++; }

@@ -67,6 +67,12 @@ stream_set *server_streams(const server *srv);    /* stream.c's connections */
  * replace, a backup and a flush_all yields the CPU only while this moves (clients are
  * there to yield it to), and runs at full speed on an idle server. */
 uint64_t server_requests(const server *srv);
+/* The one rule of that yielding: background work that just ran `worked` seconds pauses
+ * ratio times as long (min_pause at least) if requests were dispatched since *seen, and
+ * not at all otherwise.  Returns the pause in seconds and sets *seen to the count now.
+ * Any thread. */
+double server_yield_pause(const server *srv, uint64_t *seen, double worked, double ratio,
+                          double min_pause);
 
 /* GetStatus counters (wire.md §9) */
 void server_count_get(server *srv);

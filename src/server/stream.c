@@ -387,10 +387,12 @@ static size_t recv_parse(stream_conn *c, const char *p, size_t len)
     double t1 = ev_time();
     ss->worked += t1 - t0;
     if (ss->worked >= STREAM_PACE_SLICE) {
-        if (server_requests(ss->srv) != ss->requests) {   /* clients to yield to */
-            ss->pace_until = t1 + ss->worked * STREAM_PACE_RATIO;
+        double pause = server_yield_pause(ss->srv, &ss->requests, ss->worked,
+                                          STREAM_PACE_RATIO, 0);
+        if (pause > 0) {
+            ss->pace_until = t1 + pause;
             if (c->state == SR_RECEIVE)
-                pace_pause(c, ss->pace_until - t1);
+                pace_pause(c, pause);
         }
         ss->worked = 0;
     }

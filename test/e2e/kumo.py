@@ -37,18 +37,25 @@ def free_port():
     lo, hi = 20000, 32767
     for _ in range(1000):
         port = _port_rng.randint(lo, hi)
-        if port in _used_ports:
-            continue
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            s.close()
-        _used_ports.add(port)
-        return port
+        if claim_port(port):
+            return port
     raise RuntimeError("no free port in %d-%d" % (lo, hi))
+
+
+def claim_port(port):
+    """Take port for this run if nobody here has it, it is not a kumofs default port and
+    127.0.0.1 can bind it now; True if taken."""
+    if port in _used_ports or port in (11211, 19700, 19800, 19900):
+        return False
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    finally:
+        s.close()
+    _used_ports.add(port)
+    return True
 
 
 def require_built(*extra):
